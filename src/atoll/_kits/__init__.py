@@ -1,0 +1,1 @@
+"""asyncio helpers free of Kubernetes."""

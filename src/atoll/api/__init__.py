@@ -1,0 +1,1 @@
+"""Kinds as data: resource types, schemas, validation, patching, printing, errors."""

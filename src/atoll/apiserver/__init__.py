@@ -1,0 +1,1 @@
+"""The Kubernetes-compatible API server: HTTP, discovery, OpenAPI, object semantics."""

@@ -1,0 +1,247 @@
+"""The API server's composition root: store, watch cache, registry, HTTP app, TLS.
+
+``ApiServer.start()`` opens the store, loads the watch cache, makes sure the
+built-in namespaces exist and serves HTTPS until ``stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from atoll import __version__
+from atoll.api import errors
+from atoll.apiserver import authn, crds, discovery, http, metrics, pki, routing
+from atoll.apiserver.errors import error_middleware
+from atoll.apiserver.handlers import ResourceHandler
+from atoll.apiserver.objects import ObjectService, WriteOptions
+from atoll.apiserver.openapi import OpenAPI
+from atoll.apiserver.registry import Registry
+from atoll.settings import ServerSettings
+from atoll.storage.cacher import Cacher
+from atoll.storage.store import Store
+
+log = logging.getLogger("atoll.apiserver")
+
+BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+KUBE_VERSION = {"major": "1", "minor": "37", "gitVersion": "v1.37.0",
+                "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean", "buildDate": "2026-11-01T00:00:00Z",
+                "goVersion": "go1.25.0", "compiler": "gc", "platform": "linux/amd64"}
+
+
+def open_store(settings: ServerSettings) -> Store:
+    url = settings.datastore or f"sqlite://{settings.data_dir / 'state.db'}"
+    if url.startswith("sqlite://"):
+        from atoll.storage.sqlite import SQLiteStore
+
+        return SQLiteStore(Path(url[len("sqlite://"):]), history_keep=settings.history_revisions)
+    raise errors.BadRequest(f"unsupported datastore {url!r} (supported: sqlite://PATH)")
+
+
+class ApiServer:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.store: Store = open_store(settings)
+        self.cacher = Cacher(self.store, window=settings.watch_window_events,
+                             window_seconds=settings.watch_window_seconds)
+        self.registry = Registry()
+        self.svc = ObjectService(self.store, self.cacher, self.registry)
+        self.openapi = OpenAPI(self.registry)
+        self.openapi.registry_crd = self._crd_by_name
+        self.handler = ResourceHandler(self.svc, self.registry)
+        self.metrics = metrics.Metrics()
+        self.runner: web.AppRunner | None = None
+        self.ready = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started_at = time.time()
+
+    def _crd_by_name(self, name: str) -> dict[str, Any] | None:
+        cached = self.cacher.get(crds.CRD_PREFIX + name)
+        return cached.obj if cached else None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        data = self.settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        pki_dir = data / "pki"
+        ca = pki.ensure_ca(pki_dir)
+        serving = pki.ensure_serving(pki_dir, ca, self.settings.extra_sans)
+        await self.store.start()
+        await self.cacher.start()
+        crds.CRDWatcher(self.registry, self.cacher).start()
+        await self._bootstrap()
+        app = self.build_app()
+        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self.runner.setup()
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(serving.cert, serving.key)
+        ctx.load_verify_locations(cafile=str(ca.cert))
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        site = web.TCPSite(self.runner, self.settings.bind_address, self.settings.port,
+                           ssl_context=ctx, backlog=1024, reuse_address=True)
+        await site.start()
+        from atoll.apiserver.crd_cleanup import CRDCleanup
+
+        self._tasks.append(asyncio.create_task(CRDCleanup(self.svc, self.registry).run(),
+                                               name="crd-cleanup"))
+        self.ready = True
+        log.info("serving on https://%s:%d", self.settings.bind_address, self.settings.port)
+
+    async def stop(self) -> None:
+        self.ready = False
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.cacher.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.store.close()
+
+    async def _bootstrap(self) -> None:
+        ns_type = self.registry.lookup("", "v1", "namespaces")
+        assert ns_type is not None
+        for name in BUILTIN_NAMESPACES:
+            if self.cacher.get(ns_type.key("", name)) is None:
+                try:
+                    await self.svc.create(ns_type, "", {"metadata": {"name": name}},
+                                          WriteOptions(field_manager="atoll-apiserver"))
+                except errors.AlreadyExists:
+                    pass
+
+    # -- HTTP --------------------------------------------------------------------------------
+    def build_app(self) -> web.Application:
+        tokens = authn.TokenFile(self.settings.token_file)
+        app = web.Application(
+            middlewares=[error_middleware, self.metrics.middleware,
+                         authn.middleware(tokens, anonymous=self.settings.anonymous)],
+            client_max_size=http.MAX_BODY_BYTES + 1024)
+        app["reviewer"] = self._review
+        r = app.router
+        r.add_get("/version", self._version)
+        r.add_get("/version/", self._version)
+        for path in ("/healthz", "/livez", "/readyz"):
+            r.add_get(path, self._health)
+            r.add_get(path + "/{check:.*}", self._health)
+        r.add_get("/metrics", self._metrics)
+        r.add_get("/api", self._api)
+        r.add_get("/api/", self._api)
+        r.add_get("/apis", self._apis)
+        r.add_get("/apis/", self._apis)
+        r.add_get("/openapi/v3", self._openapi_index)
+        r.add_get("/openapi/v3/", self._openapi_index)
+        r.add_get("/openapi/v3/{gv:.+}", self._openapi_doc)
+        r.add_get("/openapi/v2", self._openapi_v2)
+        r.add_route("*", "/api/{tail:.+}", self._resource)
+        r.add_route("*", "/apis/{tail:.+}", self._resource)
+        r.add_get("/", self._root)
+        return app
+
+    async def _resource(self, request: web.Request) -> web.StreamResponse:
+        parsed = routing.parse(request.path)
+        if parsed is None:
+            raise errors.NotFound("the server could not find the requested resource")
+        if isinstance(parsed, tuple):
+            group, version = parsed
+            if request.method != "GET":
+                raise errors.MethodNotAllowed("the server does not allow this method on the "
+                                              "requested resource")
+            if group and version and not self.registry.has_group_version(group, version):
+                # /apis/<group> is the group document
+                if request.path.rstrip("/").count("/") == 2:
+                    doc = discovery.group(self.registry, group)
+                    if doc:
+                        return http.json_response(doc)
+                raise errors.NotFound("the server could not find the requested resource")
+            if not group and version != "v1":
+                raise errors.NotFound("the server could not find the requested resource")
+            return http.json_response(discovery.resource_list(self.registry, group, version))
+        request["resource_path"] = parsed
+        return await self.handler.handle(request, parsed)
+
+    async def _api(self, request: web.Request) -> web.Response:
+        v = discovery.aggregated_version(request)
+        if v:
+            return discovery.respond(request, discovery.aggregated(self.registry, True, v), v)
+        return discovery.respond(request, discovery.api_versions(request))
+
+    async def _apis(self, request: web.Request) -> web.Response:
+        v = discovery.aggregated_version(request)
+        if v:
+            return discovery.respond(request, discovery.aggregated(self.registry, False, v), v)
+        return discovery.respond(request, discovery.group_list(self.registry))
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return http.json_response({**KUBE_VERSION, "atollVersion": __version__})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        if not self.ready and request.path.startswith("/readyz"):
+            return web.Response(status=500, text="[-]ready failed: starting\nreadyz check failed")
+        return web.Response(text="ok")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        text = self.metrics.render(objects=len(self.cacher.objects),
+                                   watchers=self.cacher.watcher_count,
+                                   revision=self.cacher.revision)
+        return web.Response(text=text, content_type="text/plain")
+
+    async def _openapi_index(self, request: web.Request) -> web.Response:
+        return http.json_response(self.openapi.index())
+
+    async def _openapi_doc(self, request: web.Request) -> web.Response:
+        gv = request.match_info["gv"].strip("/")
+        parts = gv.split("/")
+        if parts[0] == "api" and len(parts) == 2:
+            group, version = "", parts[1]
+        elif parts[0] == "apis" and len(parts) == 3:
+            group, version = parts[1], parts[2]
+        else:
+            raise errors.NotFound("the server could not find the requested resource")
+        if not self.registry.has_group_version(group, version):
+            raise errors.NotFound("the server could not find the requested resource")
+        headers = {"Cache-Control": "public, immutable"} if "hash" in request.query else None
+        return http.raw_json_response(self.openapi.document(group, version), headers=headers)
+
+    async def _openapi_v2(self, request: web.Request) -> web.Response:
+        # kubectl asks for v2 only as protobuf, and only when v3 fails: not served
+        raise errors.NotFound("the server could not find the requested resource")
+
+    async def _root(self, request: web.Request) -> web.Response:
+        paths = ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/metrics", "/openapi/v3",
+                 "/readyz", "/version"]
+        for group, versions in self.registry.groups().items():
+            if group:
+                paths.append(f"/apis/{group}")
+                paths.extend(f"/apis/{group}/{v}" for v in versions)
+        return http.json_response({"paths": sorted(paths)})
+
+    async def _review(self, request: web.Request, rt: Any, path: Any,
+                      body: dict[str, Any]) -> dict[str, Any]:
+        """Access reviews. Authorization is AlwaysAllow until RBAC lands (issue: tenancy)."""
+        user: authn.UserInfo = request["user"]
+        body = dict(body)
+        body.setdefault("apiVersion", rt.group_version)
+        body.setdefault("kind", rt.kind)
+        if rt.kind == "SelfSubjectReview":
+            body["status"] = {"userInfo": user.to_dict()}
+            return body
+        if rt.kind == "SelfSubjectRulesReview":
+            body["status"] = {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"],
+                                                 "resources": ["*"]}],
+                              "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                              "incomplete": False}
+            return body
+        spec = body.get("spec")
+        if not isinstance(spec, dict) or not (spec.get("resourceAttributes") or
+                                              spec.get("nonResourceAttributes")):
+            raise errors.invalid(rt.kind, "", [errors.Cause(
+                "FieldValueRequired", "Required value: exactly one of nonResourceAttributes or "
+                "resourceAttributes must be specified", "spec.resourceAttributes")], rt.group)
+        body["status"] = {"allowed": True, "reason": "AlwaysAllow: no authorization configured"}
+        return body

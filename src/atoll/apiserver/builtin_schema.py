@@ -1,0 +1,110 @@
+"""Decoding checks for built-in kinds against their upstream schemas.
+
+kube-apiserver decodes JSON into Go structs: a value of the wrong JSON type is
+a 400 (``cannot unmarshal``), and an unknown field is dropped, reported as a
+warning, or refused, depending on ``fieldValidation``.  We walk the object
+against the published schema to give the same answers, and prune unknown
+fields as Go decoding would.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from atoll.api import errors
+from atoll.api.kinds import ResourceType
+
+if TYPE_CHECKING:
+    from atoll.apiserver.objects import WriteOptions
+
+MAX_DEPTH = 64
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
+               float: "number", type(None): "null"}
+
+
+def check(rt: ResourceType, obj: dict[str, Any], opts: "WriteOptions") -> None:
+    from atoll.api import schemas
+
+    root = schemas.schema_for(rt.group, rt.version, rt.kind)
+    if root is None:
+        return
+    unknown: list[str] = []
+    type_errors: list[str] = []
+    _walk(obj, root, "", unknown, type_errors, 0, prune=opts.field_validation != "Strict")
+    if type_errors:
+        raise errors.BadRequest(f"{rt.kind} in version \"{rt.version}\" cannot be handled as a "
+                                f"{rt.kind}: {type_errors[0]}")
+    if not unknown or opts.field_validation == "Ignore":
+        return
+    messages = [f'unknown field "{p}"' for p in unknown]
+    if opts.field_validation == "Strict":
+        raise errors.BadRequest(f"{rt.kind} in version \"{rt.version}\" cannot be handled as a "
+                                f"{rt.kind}: strict decoding error: " + ", ".join(messages))
+    opts.warnings.extend(messages)
+
+
+def _types(node: dict[str, Any]) -> set[str]:
+    t = node.get("type")
+    if isinstance(t, str):
+        return {t}
+    if isinstance(t, list):
+        return set(t)
+    return set()
+
+
+def _walk(value: Any, node: dict[str, Any] | None, path: str, unknown: list[str],
+          type_errors: list[str], depth: int, *, prune: bool) -> None:
+    from atoll.api import schemas
+
+    if node is None or depth > MAX_DEPTH:
+        return
+    node = schemas.resolve(node)
+    if node.get("format") == "int-or-string" or "oneOf" in node or "anyOf" in node \
+            or node.get("x-kubernetes-int-or-string"):
+        return
+    types = _types(node)
+    if value is None:
+        return
+    actual = _JSON_TYPES.get(type(value), "")
+    if types and actual not in types:
+        if not (actual == "integer" and "number" in types):
+            if not (types == {"number"} and actual == "integer"):
+                type_errors.append(f"json: cannot unmarshal {_go_json_type(actual)} into Go struct "
+                                   f"field {path or '.'} of type {_go_type(types)}")
+                return
+    if isinstance(value, dict):
+        props = node.get("properties")
+        addl = node.get("additionalProperties")
+        if props is None and addl is None:
+            return  # free-form object (e.g. RawExtension)
+        for key in list(value):
+            child_path = f"{path}.{key}" if path else key
+            if props is not None and key in props:
+                _walk(value[key], props[key], child_path, unknown, type_errors, depth + 1,
+                      prune=prune)
+            elif isinstance(addl, dict):
+                _walk(value[key], addl, child_path, unknown, type_errors, depth + 1, prune=prune)
+            elif addl is True:
+                continue
+            elif depth == 0 and key in ("apiVersion", "kind"):
+                continue
+            else:
+                unknown.append(child_path)
+                if prune:
+                    del value[key]
+    elif isinstance(value, list):
+        items = node.get("items")
+        if isinstance(items, dict):
+            for i, item in enumerate(value):
+                _walk(item, items, f"{path}[{i}]", unknown, type_errors, depth + 1, prune=prune)
+
+
+def _go_json_type(t: str) -> str:
+    return {"integer": "number", "object": "object", "array": "array", "string": "string",
+            "boolean": "bool", "number": "number"}.get(t, t)
+
+
+def _go_type(types: set[str]) -> str:
+    t = sorted(types - {"null"})
+    return {"string": "string", "integer": "int", "number": "float64", "boolean": "bool",
+            "object": "map", "array": "slice"}.get(t[0] if t else "", "value")

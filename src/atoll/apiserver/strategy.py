@@ -1,0 +1,580 @@
+"""Per-kind rules applied on writes: defaults, validation, status handling, deletion.
+
+``Strategy`` holds what every kind shares (upstream's generic registry
+behaviour); subclasses override only what their kind does differently, as
+kube-apiserver's per-resource ``strategy.go`` files do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from atoll.api import errors, validation
+from atoll.api.kinds import STANDARD_FINALIZERS, ResourceType
+from atoll.apiserver import builtin_schema
+
+if TYPE_CHECKING:
+    from atoll.apiserver.objects import ObjectService, WriteOptions
+
+IMMUTABLE_META = ("uid", "creationTimestamp", "name", "namespace")
+SERVER_META = ("generation", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink")
+
+
+class Strategy:
+    default_propagation = "Background"
+    allow_create_on_update = False
+
+    def prepare_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
+                       opts: "WriteOptions") -> None:
+        """Defaults and server-set fields on create."""
+
+    def validate_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any]) -> None:
+        causes = self.validate(rt, obj)
+        if causes:
+            raise errors.invalid(rt.kind, obj["metadata"].get("name", ""), causes, rt.group)
+
+    def validate_update(self, svc: "ObjectService", rt: ResourceType, old: dict[str, Any],
+                        new: dict[str, Any]) -> None:
+        causes = self.validate(rt, new) + self.validate_transition(rt, old, new)
+        if causes:
+            raise errors.invalid(rt.kind, new["metadata"].get("name", ""), causes, rt.group)
+
+    def validate(self, rt: ResourceType, obj: dict[str, Any]) -> list[errors.Cause]:
+        return []
+
+    def validate_transition(self, rt: ResourceType, old: dict[str, Any],
+                            new: dict[str, Any]) -> list[errors.Cause]:
+        return []
+
+    def prepare_update(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any],
+                       subresource: str = "") -> None:
+        """Kind-specific carry-over of server-owned fields on update."""
+
+    def deletion_finalizers(self, rt: ResourceType, obj: dict[str, Any]) -> list[str]:
+        return []
+
+    def graceful_delete(self, rt: ResourceType, obj: dict[str, Any], grace: int | None) -> bool:
+        """True when deletion first marks the object and someone else finishes it."""
+        return False
+
+    def on_delete_marked(self, rt: ResourceType, obj: dict[str, Any]) -> None:
+        pass
+
+    def ready_to_delete(self, obj: dict[str, Any]) -> bool:
+        meta = obj["metadata"]
+        return bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
+
+
+# -- generic steps ----------------------------------------------------------------------------
+def validate_common(svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
+                    opts: "WriteOptions") -> None:
+    """Metadata rules for every kind, then the schema (unknown fields, types)."""
+    meta = obj["metadata"]
+    causes = validation.validate_object_meta(meta, namespaced=rt.namespaced,
+                                             name_rule=rt.name_rule)
+    name = meta.get("name", "") if isinstance(meta.get("name"), str) else ""
+    if causes:
+        raise errors.invalid(rt.kind, name, causes, rt.group)
+    if rt.custom is not None:
+        rt.custom.admit(rt, obj, opts)
+        return
+    builtin_schema.check(rt, obj, opts)
+
+
+def prepare_update(svc: "ObjectService", rt: ResourceType, old: dict[str, Any], new: dict[str, Any],
+                   opts: "WriteOptions", *, subresource: str = "") -> None:
+    """Carry server-owned fields over, apply status-subresource rules, bump generation."""
+    if not isinstance(new.get("metadata"), dict):
+        raise errors.BadRequest("metadata must be an object")
+    old_meta, new_meta = old["metadata"], new["metadata"]
+    causes = validation.validate_update_meta(old_meta, new_meta)
+    if causes:
+        raise errors.invalid(rt.kind, old_meta.get("name", ""), causes, rt.group)
+    if subresource == "status":
+        status = new.get("status")
+        new.clear()
+        new.update(orjson.loads(orjson.dumps(old)))
+        if status is None:
+            new.pop("status", None)
+        else:
+            new["status"] = status
+        new_meta = new["metadata"]
+    elif subresource in ("", "scale") and rt.has_status:
+        if "status" in old:
+            new["status"] = old["status"]
+        else:
+            new.pop("status", None)
+    for f in IMMUTABLE_META:
+        if f in old_meta:
+            new_meta[f] = old_meta[f]
+    for f in SERVER_META:
+        if f in old_meta:
+            new_meta[f] = old_meta[f]
+        else:
+            new_meta.pop(f, None)
+    if old_meta.get("deletionTimestamp"):
+        added = set(new_meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
+        if added:
+            raise errors.invalid(rt.kind, old_meta.get("name", ""), [errors.forbidden_field(
+                "metadata.finalizers",
+                f"no new finalizers can be added if the object is being deleted, found new "
+                f"finalizers {sorted(added)}")], rt.group)
+    for_type(rt).prepare_update(rt, old, new, subresource)
+    if subresource != "status":
+        validate_common(svc, rt, new, opts)
+    if (rt.generation or rt.custom is not None) and spec_changed(old, new):
+        new_meta["generation"] = int(old_meta.get("generation") or 1) + 1
+
+
+def spec_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    for key in set(old) | set(new):
+        if key in ("metadata", "status", "apiVersion", "kind"):
+            continue
+        if old.get(key) != new.get(key):
+            return True
+    return False
+
+
+def track_managed_fields(rt: ResourceType, old: dict[str, Any] | None, new: dict[str, Any],
+                         opts: "WriteOptions", *, operation: str = "Update",
+                         subresource: str = "") -> None:
+    """Record field ownership for non-apply writes (apply records its own)."""
+    if operation == "Apply":
+        return
+    from atoll.api import managedfields
+    from atoll.apiserver.objects import now_rfc3339
+
+    manager = opts.field_manager or "unknown"
+    try:
+        managed = managedfields.track_update(
+            old, new, manager=manager, api_version=rt.group_version, now=now_rfc3339(),
+            schema=schema_for(rt), subresource=subresource)
+    except errors.ApiError:
+        raise
+    except Exception:  # ownership bookkeeping must never fail a write
+        return
+    if managed:
+        new["metadata"]["managedFields"] = managed
+    else:
+        new["metadata"].pop("managedFields", None)
+
+
+def schema_for(rt: ResourceType) -> dict[str, Any] | None:
+    if rt.custom is not None:
+        return None
+    from atoll.api import schemas
+
+    return schemas.schema_for(rt.group, rt.version, rt.kind)
+
+
+# -- kinds ------------------------------------------------------------------------------------
+class NamespaceStrategy(Strategy):
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        obj["spec"] = {"finalizers": ["kubernetes"]}
+        obj["status"] = {"phase": "Active"}
+        meta = obj["metadata"]
+        labels = meta.get("labels")
+        if labels is None or isinstance(labels, dict):
+            meta["labels"] = dict(labels or {})
+            meta["labels"]["kubernetes.io/metadata.name"] = meta.get("name", "")
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        if subresource != "finalize":
+            new["spec"] = old.get("spec", {})
+        labels = new["metadata"].get("labels")
+        if labels is None or isinstance(labels, dict):
+            new["metadata"]["labels"] = dict(labels or {})
+            new["metadata"]["labels"]["kubernetes.io/metadata.name"] = new["metadata"]["name"]
+
+    def graceful_delete(self, rt, obj, grace):  # type: ignore[no-untyped-def]
+        return True
+
+    def on_delete_marked(self, rt, obj):  # type: ignore[no-untyped-def]
+        obj.setdefault("status", {})["phase"] = "Terminating"
+
+    def ready_to_delete(self, obj):  # type: ignore[no-untyped-def]
+        return super().ready_to_delete(obj) and not (obj.get("spec") or {}).get("finalizers")
+
+
+class PodStrategy(Strategy):
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        spec.setdefault("restartPolicy", "Always")
+        spec.setdefault("dnsPolicy", "ClusterFirst")
+        spec.setdefault("schedulerName", "default-scheduler")
+        spec.setdefault("terminationGracePeriodSeconds", 30)
+        spec.setdefault("securityContext", {})
+        spec.setdefault("enableServiceLinks", True)
+        spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
+        spec.setdefault("priority", 0)
+        spec.setdefault("tolerations", [
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+             "tolerationSeconds": 300},
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+             "effect": "NoExecute", "tolerationSeconds": 300}])
+        for key in ("containers", "initContainers"):
+            for c in spec.get(key) or []:
+                if isinstance(c, dict):
+                    _default_container(c)
+        obj["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
+
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        causes: list[errors.Cause] = []
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return [errors.required("spec")]
+        causes += _validate_containers(spec.get("containers"), "spec.containers", required=True)
+        if spec.get("initContainers") is not None:
+            causes += _validate_containers(spec.get("initContainers"), "spec.initContainers",
+                                           required=False)
+        rp = spec.get("restartPolicy")
+        if rp not in ("Always", "OnFailure", "Never"):
+            causes.append(errors.not_supported("spec.restartPolicy", rp,
+                                               ["Always", "OnFailure", "Never"]))
+        return causes
+
+    def validate_transition(self, rt, old, new):  # type: ignore[no-untyped-def]
+        causes = []
+        old_node = (old.get("spec") or {}).get("nodeName")
+        new_node = (new.get("spec") or {}).get("nodeName")
+        if old_node and new_node != old_node:
+            causes.append(errors.Cause("FieldValueForbidden",
+                                       "Forbidden: pod updates may not change fields other than "
+                                       "`spec.containers[*].image`, `spec.activeDeadlineSeconds`, "
+                                       "`spec.tolerations` (only additions to existing "
+                                       "tolerations) or `spec.terminationGracePeriodSeconds`",
+                                       "spec"))
+        return causes
+
+    def graceful_delete(self, rt, obj, grace):  # type: ignore[no-untyped-def]
+        # a pod bound to a node is finished by its agent (which stops the containers first)
+        if grace == 0:
+            return False
+        return bool((obj.get("spec") or {}).get("nodeName")) and \
+            (obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def _default_container(c: dict[str, Any]) -> None:
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    image = c.get("image") or ""
+    if isinstance(image, str):
+        tag_latest = ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")
+        c.setdefault("imagePullPolicy", "Always" if tag_latest else "IfNotPresent")
+    c.setdefault("resources", {})
+    for p in c.get("ports") or []:
+        if isinstance(p, dict):
+            p.setdefault("protocol", "TCP")
+
+
+def _validate_containers(containers: Any, path: str, *, required: bool) -> list[errors.Cause]:
+    if containers is None or containers == []:
+        return [errors.required(path)] if required else []
+    if not isinstance(containers, list):
+        return [errors.Cause("FieldValueTypeInvalid", "Invalid value: must be a list", path)]
+    causes: list[errors.Cause] = []
+    seen: set[str] = set()
+    for i, c in enumerate(containers):
+        p = f"{path}[{i}]"
+        if not isinstance(c, dict):
+            causes.append(errors.Cause("FieldValueTypeInvalid", "Invalid value: must be an object", p))
+            continue
+        name = c.get("name")
+        if not name:
+            causes.append(errors.required(f"{p}.name"))
+        elif not isinstance(name, str) or validation.is_dns1123_label(name):
+            causes.append(errors.invalid_value(f"{p}.name", name,
+                                               "a lowercase RFC 1123 label must consist of lower "
+                                               "case alphanumeric characters or '-'"))
+        elif name in seen:
+            causes.append(errors.Cause("FieldValueDuplicate", f'Duplicate value: "{name}"',
+                                       f"{p}.name"))
+        else:
+            seen.add(name)
+        if not c.get("image"):
+            causes.append(errors.required(f"{p}.image"))
+    return causes
+
+
+def qos_class(spec: dict[str, Any]) -> str:
+    requests_any = limits_all = False
+    all_guaranteed = True
+    for c in spec.get("containers") or []:
+        if not isinstance(c, dict):
+            continue
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        if req or lim:
+            requests_any = True
+        for r in ("cpu", "memory"):
+            if r not in lim or (r in req and req[r] != lim[r]):
+                all_guaranteed = False
+        limits_all = limits_all or bool(lim)
+    if not requests_any:
+        return "BestEffort"
+    return "Guaranteed" if all_guaranteed else "Burstable"
+
+
+SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
+
+
+class ServiceStrategy(Strategy):
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            obj["spec"] = spec = {}
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        for p in spec.get("ports") or []:
+            if isinstance(p, dict):
+                p.setdefault("protocol", "TCP")
+                if "targetPort" not in p and "port" in p:
+                    p["targetPort"] = p["port"]
+        if spec.get("type") != "ExternalName" and not spec.get("clusterIP"):
+            spec["clusterIP"] = _allocate_cluster_ip(svc)
+            spec["clusterIPs"] = [spec["clusterIP"]]
+        elif spec.get("clusterIP") and "clusterIPs" not in spec:
+            spec["clusterIPs"] = [spec["clusterIP"]]
+        obj.setdefault("status", {"loadBalancer": {}})
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        old_spec, new_spec = old.get("spec") or {}, new.get("spec")
+        if isinstance(new_spec, dict) and old_spec.get("clusterIP") and not new_spec.get("clusterIP"):
+            new_spec["clusterIP"] = old_spec["clusterIP"]
+            new_spec["clusterIPs"] = old_spec.get("clusterIPs", [old_spec["clusterIP"]])
+
+
+def _allocate_cluster_ip(svc: "ObjectService") -> str:
+    used = set()
+    for cached in svc.cacher.list("/registry/core/services/"):
+        ip = (cached.obj.get("spec") or {}).get("clusterIP")
+        if ip:
+            used.add(ip)
+    size = SERVICE_CIDR.num_addresses
+    for _ in range(1000):
+        ip = str(SERVICE_CIDR.network_address + random.randrange(10, size - 1))
+        if ip not in used:
+            return ip
+    raise errors.InternalError("no cluster IP available")
+
+
+class WorkloadStrategy(Strategy):
+    """Deployment, ReplicaSet, StatefulSet, DaemonSet: defaults and selector checks."""
+
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        if rt.kind != "DaemonSet":
+            spec.setdefault("replicas", 1)
+        spec.setdefault("revisionHistoryLimit", 10)
+        if rt.kind == "Deployment":
+            spec.setdefault("progressDeadlineSeconds", 600)
+            spec.setdefault("strategy", {"type": "RollingUpdate", "rollingUpdate": {
+                "maxSurge": "25%", "maxUnavailable": "25%"}})
+        if rt.kind == "StatefulSet":
+            spec.setdefault("podManagementPolicy", "OrderedReady")
+            spec.setdefault("updateStrategy", {"type": "RollingUpdate",
+                                               "rollingUpdate": {"partition": 0}})
+        if rt.kind == "DaemonSet":
+            spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {
+                "maxSurge": 0, "maxUnavailable": 1}})
+        tmpl = spec.get("template")
+        if isinstance(tmpl, dict) and isinstance(tmpl.get("spec"), dict):
+            PodStrategy().prepare_create(svc, rt, tmpl, opts)
+            tmpl.pop("status", None)
+        obj.setdefault("status", {})
+
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return [errors.required("spec")]
+        causes: list[errors.Cause] = []
+        sel = spec.get("selector")
+        if not isinstance(sel, dict) or not (sel.get("matchLabels") or sel.get("matchExpressions")):
+            causes.append(errors.required("spec.selector"))
+        tmpl = spec.get("template")
+        if not isinstance(tmpl, dict):
+            causes.append(errors.required("spec.template"))
+            return causes
+        labels = (tmpl.get("metadata") or {}).get("labels") or {}
+        if isinstance(sel, dict) and isinstance(sel.get("matchLabels"), dict) and \
+                isinstance(labels, dict):
+            for k, v in sel["matchLabels"].items():
+                if labels.get(k) != v:
+                    causes.append(errors.invalid_value(
+                        "spec.template.metadata.labels", labels,
+                        "`selector` does not match template `labels`"))
+                    break
+        tspec = tmpl.get("spec")
+        if not isinstance(tspec, dict):
+            causes.append(errors.required("spec.template.spec"))
+        else:
+            causes += _validate_containers(tspec.get("containers"),
+                                           "spec.template.spec.containers", required=True)
+        replicas = spec.get("replicas")
+        if replicas is not None and (not isinstance(replicas, int) or isinstance(replicas, bool)
+                                     or replicas < 0):
+            causes.append(errors.invalid_value("spec.replicas", replicas,
+                                               "must be greater than or equal to 0"))
+        return causes
+
+    def validate_transition(self, rt, old, new):  # type: ignore[no-untyped-def]
+        if (old.get("spec") or {}).get("selector") != (new.get("spec") or {}).get("selector"):
+            return [errors.invalid_value("spec.selector", (new.get("spec") or {}).get("selector"),
+                                         "field is immutable")]
+        return []
+
+
+class JobStrategy(Strategy):
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        spec.setdefault("parallelism", 1)
+        spec.setdefault("completions", 1)
+        spec.setdefault("backoffLimit", 6)
+        spec.setdefault("completionMode", "NonIndexed")
+        spec.setdefault("suspend", False)
+        uid = obj["metadata"]["uid"]
+        tmpl = spec.get("template")
+        if isinstance(tmpl, dict) and not spec.get("manualSelector"):
+            labels = {"batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
+                      "batch.kubernetes.io/job-name": obj["metadata"].get("name", ""),
+                      "job-name": obj["metadata"].get("name", "")}
+            tmeta = tmpl.setdefault("metadata", {})
+            if isinstance(tmeta, dict):
+                tmeta["labels"] = {**(tmeta.get("labels") or {}), **labels}
+            spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+        if isinstance(tmpl, dict) and isinstance(tmpl.get("spec"), dict):
+            tmpl["spec"].setdefault("restartPolicy", "Never")
+            PodStrategy().prepare_create(svc, rt, tmpl, opts)
+            tmpl.pop("status", None)
+        obj.setdefault("status", {})
+
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return [errors.required("spec")]
+        tmpl = spec.get("template")
+        if not isinstance(tmpl, dict) or not isinstance(tmpl.get("spec"), dict):
+            return [errors.required("spec.template")]
+        causes = _validate_containers(tmpl["spec"].get("containers"),
+                                      "spec.template.spec.containers", required=True)
+        if tmpl["spec"].get("restartPolicy") not in ("Never", "OnFailure"):
+            causes.append(errors.not_supported("spec.template.spec.restartPolicy",
+                                               tmpl["spec"].get("restartPolicy"),
+                                               ["OnFailure", "Never"]))
+        return causes
+
+    @property
+    def default_propagation(self) -> str:  # type: ignore[override]
+        return "Background"
+
+
+class SecretStrategy(Strategy):
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        _fold_string_data(obj)
+        obj.setdefault("type", "Opaque")
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        _fold_string_data(new)
+        new.setdefault("type", old.get("type", "Opaque"))
+
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        import base64
+        import binascii
+
+        data = obj.get("data")
+        if data is None:
+            return []
+        if not isinstance(data, dict):
+            return [errors.Cause("FieldValueTypeInvalid", "Invalid value: must be a map", "data")]
+        causes = []
+        for k, v in data.items():
+            try:
+                if not isinstance(v, str):
+                    raise ValueError
+                base64.b64decode(v, validate=True)
+            except (ValueError, binascii.Error):
+                causes.append(errors.invalid_value(f"data[{k}]", "<secret contents redacted>",
+                                                   "illegal base64 data"))
+        return causes
+
+
+def _fold_string_data(obj: dict[str, Any]) -> None:
+    import base64
+
+    sd = obj.pop("stringData", None)
+    if isinstance(sd, dict):
+        data = obj.get("data")
+        if not isinstance(data, dict):
+            data = obj["data"] = {}
+        for k, v in sd.items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+
+
+class CRDStrategy(Strategy):
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        from atoll.apiserver import crds
+
+        crds.prepare(obj, None)
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        from atoll.apiserver import crds
+
+        crds.prepare(new, old)
+
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        from atoll.apiserver import crds
+
+        return crds.validate(obj)
+
+    def deletion_finalizers(self, rt, obj):  # type: ignore[no-untyped-def]
+        from atoll.apiserver import crds
+
+        return [crds.CLEANUP_FINALIZER]
+
+    def on_delete_marked(self, rt, obj):  # type: ignore[no-untyped-def]
+        conds = (obj.get("status") or {}).get("conditions") or []
+        if not any(c.get("type") == "Terminating" for c in conds if isinstance(c, dict)):
+            conds.append({"type": "Terminating", "status": "True", "reason": "InstanceDeletionPending",
+                          "message": "CustomResourceDefinition marked for deletion; its objects "
+                                     "are being deleted"})
+            obj.setdefault("status", {})["conditions"] = conds
+
+
+class CustomResourceStrategy(Strategy):
+    """Custom resources: schema work happens in ``custom.admit``; nothing kind-specific."""
+
+
+_DEFAULT = Strategy()
+_BY_KIND: dict[str, Strategy] = {
+    "/Namespace": NamespaceStrategy(),
+    "/Pod": PodStrategy(),
+    "/Service": ServiceStrategy(),
+    "/Secret": SecretStrategy(),
+    "apps/Deployment": WorkloadStrategy(),
+    "apps/ReplicaSet": WorkloadStrategy(),
+    "apps/StatefulSet": WorkloadStrategy(),
+    "apps/DaemonSet": WorkloadStrategy(),
+    "batch/Job": JobStrategy(),
+    "apiextensions.k8s.io/CustomResourceDefinition": CRDStrategy(),
+}
+
+
+def for_type(rt: ResourceType) -> Strategy:
+    return _BY_KIND.get(rt.kind_key, _DEFAULT)
+
+
+__all__ = ["Strategy", "for_type", "validate_common", "prepare_update", "track_managed_fields",
+           "STANDARD_FINALIZERS"]

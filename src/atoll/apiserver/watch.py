@@ -1,0 +1,189 @@
+"""Watch: a chunked stream of ``{"type": ..., "object": ...}`` lines from the watch cache.
+
+Semantics as upstream: no resourceVersion (or "0") starts with synthetic
+ADDED events for the current state; a resourceVersion starts strictly after
+it; one older than the cache's window ends the stream with an in-stream
+``ERROR`` 410 event (what kopf, kr8s and the Python client look for).
+Selectors filter, and an object that stops matching is sent as DELETED.
+Bookmarks are sent only when asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, Callable
+
+import orjson
+from aiohttp import web
+
+from atoll.api import errors
+from atoll.api.kinds import ResourceType
+from atoll.apiserver import http
+from atoll.apiserver.objects import ObjectService, parse_rv
+from atoll.apiserver.registry import Registry
+from atoll.storage.cacher import CacheEvent
+
+DEFAULT_TIMEOUT_SECONDS = 1800
+BOOKMARK_INTERVAL_SECONDS = 30.0
+
+Matcher = Callable[[dict[str, Any]], bool] | None
+Render = Callable[[dict[str, Any], bytes], bytes]
+
+
+def frame(event_type: str, body: bytes) -> bytes:
+    return b'{"type":"' + event_type.encode() + b'","object":' + body + b"}\n"
+
+
+def expired_frame(requested: int, oldest: int) -> bytes:
+    status = errors.Expired(f"too old resource version: {requested} ({oldest})").to_status()
+    return frame("ERROR", orjson.dumps(status))
+
+
+async def serve(request: web.Request, svc: ObjectService, registry: Registry, rt: ResourceType,
+                namespace: str, matches: Matcher, render: Render) -> web.StreamResponse:
+    q = request.query
+    timeout = http.query_int(q, "timeoutSeconds", None, minimum=0)
+    if timeout is None or timeout == 0:
+        timeout = int(DEFAULT_TIMEOUT_SECONDS * (1 + random.random()))
+    bookmarks = http.query_bool(q, "allowWatchBookmarks")
+    send_initial = q.get("sendInitialEvents")
+    rv_text = q.get("resourceVersion", "")
+    rvm = q.get("resourceVersionMatch", "")
+    if send_initial is not None and send_initial != "":
+        initial_events = http.query_bool(q, "sendInitialEvents")
+        if initial_events and (rvm != "NotOlderThan" or not bookmarks):
+            raise errors.Invalid("sendInitialEvents requires resourceVersionMatch=NotOlderThan and "
+                                 "allowWatchBookmarks=true")
+    else:
+        initial_events = rv_text in ("", "0")
+    if rvm and rvm != "NotOlderThan":
+        raise errors.BadRequest(f'resourceVersionMatch "{rvm}" is not supported for watch')
+    start = parse_rv(rv_text) if rv_text not in ("", "0") else 0
+    cacher = svc.cacher
+    st = registry.storage_type(rt)
+    prefix = st.prefix(namespace)
+
+    # subscribe before reading the backlog (no await in between): no gap, no duplicate
+    watcher = cacher.subscribe(prefix)
+    try:
+        if initial_events or start == 0:
+            snapshot_rev = cacher.revision
+            backlog: list[tuple[str, dict[str, Any], bytes]] = [
+                ("ADDED", c.obj, c.raw) for c in cacher.list(prefix)
+                if matches is None or matches(c.obj)]
+            if start and start > snapshot_rev:
+                snapshot_rev = start
+            last_rev = snapshot_rev
+        else:
+            if start > cacher.revision:
+                try:
+                    await cacher.wait_for(start, timeout=3.0)
+                except asyncio.TimeoutError:
+                    raise errors.Timeout(f"Too large resource version: {start}, current: "
+                                         f"{cacher.revision}", retry_after=1) from None
+            events = cacher.events_since(prefix, start)
+            backlog = []
+            last_rev = start
+            if events is None:
+                resp = await _open(request)
+                await resp.write(expired_frame(start, cacher.oldest_servable + 1))
+                await resp.write_eof()
+                return resp
+            for ev in events:
+                out = _translate(ev, matches)
+                if out:
+                    backlog.append((out, ev.obj, ev.raw))
+                last_rev = ev.revision
+        resp = await _open(request)
+        chunks = [frame(t, render(obj, raw)) for t, obj, raw in backlog]
+        if initial_events and bookmarks and send_initial:
+            chunks.append(frame("BOOKMARK", _bookmark(rt, last_rev, initial_end=True)))
+        if chunks:
+            await resp.write(b"".join(chunks))
+        await _pump(resp, watcher, rt, last_rev, matches, render, timeout, bookmarks, cacher)
+        return resp
+    finally:
+        cacher.unsubscribe(watcher)
+
+
+async def _open(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                   "Cache-Control": "no-cache"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    return resp
+
+
+def _bookmark(rt: ResourceType, revision: int, initial_end: bool = False) -> bytes:
+    meta: dict[str, Any] = {"resourceVersion": str(revision)}
+    if initial_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    return orjson.dumps({"kind": rt.kind, "apiVersion": rt.group_version, "metadata": meta})
+
+
+def _translate(ev: CacheEvent, matches: Matcher) -> str:
+    """The event type a filtered watcher sees, or '' to skip it."""
+    if matches is None:
+        return ev.type
+    now = ev.type != "DELETED" and matches(ev.obj)
+    before = ev.prev is not None and matches(ev.prev)
+    if ev.type == "DELETED":
+        return "DELETED" if (before or matches(ev.obj)) else ""
+    if now and not before:
+        return "ADDED"
+    if now and before:
+        return "MODIFIED"
+    if before and not now:
+        return "DELETED"
+    return ""
+
+
+async def _pump(resp: web.StreamResponse, watcher: Any, rt: ResourceType, last_rev: int,
+                matches: Matcher, render: Render, timeout: int, bookmarks: bool,
+                cacher: Any) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    next_bookmark = loop.time() + BOOKMARK_INTERVAL_SECONDS
+    queue = watcher.queue
+    while True:
+        now = loop.time()
+        if now >= deadline:
+            break
+        wait = deadline - now
+        if bookmarks:
+            wait = min(wait, max(0.0, next_bookmark - now))
+        try:
+            ev = await asyncio.wait_for(queue.get(), timeout=wait)
+        except asyncio.TimeoutError:
+            if bookmarks and loop.time() >= next_bookmark:
+                await resp.write(frame("BOOKMARK", _bookmark(rt, max(last_rev, cacher.revision))))
+                next_bookmark = loop.time() + BOOKMARK_INTERVAL_SECONDS
+            continue
+        if ev is None:  # overflow or shutdown: end the stream, the client re-lists
+            break
+        batch: list[CacheEvent | None] = [ev]
+        while True:
+            try:
+                nxt = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            batch.append(nxt)
+            if nxt is None:
+                break
+        chunks = []
+        for item in batch:
+            if item is None or item.revision <= last_rev:
+                continue
+            out = _translate(item, matches)
+            if out:
+                chunks.append(frame(out, render(item.obj, item.raw)))
+            last_rev = item.revision
+        if chunks:
+            await resp.write(b"".join(chunks))
+        if batch[-1] is None:
+            break
+    try:
+        await resp.write_eof()
+    except (ConnectionResetError, RuntimeError):
+        pass

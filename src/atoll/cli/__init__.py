@@ -1,0 +1,1 @@
+"""The `atoll` command: up, server, controller-manager, kubeconfig."""

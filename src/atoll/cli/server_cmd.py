@@ -1,0 +1,86 @@
+"""`atoll server`: the API server alone (one process, one core)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from atoll.apiserver import pki
+from atoll.apiserver.app import ApiServer
+from atoll.cli.common import admin_kubeconfig_path, default_data_dir
+from atoll.settings import ServerSettings
+
+log = logging.getLogger("atoll.server")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("server", help="run the Kubernetes-compatible API server")
+    add_server_flags(p)
+    p.set_defaults(func=run)
+
+
+def add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="state directory (default: ~/.atoll)")
+    p.add_argument("--port", type=int, default=6443, help="HTTPS port (default: 6443)")
+    p.add_argument("--bind-address", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--datastore", default="",
+                   help="sqlite://PATH (default: DATA_DIR/state.db)")
+    p.add_argument("--anonymous-auth", action="store_true",
+                   help="serve requests without credentials as system:anonymous")
+    p.add_argument("--tls-san", action="append", default=[],
+                   help="extra name or address for the serving certificate (repeatable)")
+    p.add_argument("--token-auth-file", type=Path, default=None,
+                   help="static bearer tokens: token,user,uid,\"group1,group2\" per line")
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    data_dir = (args.data_dir or default_data_dir()).resolve()
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, not {args.port}")
+    return ServerSettings(data_dir=data_dir, port=args.port, bind_address=args.bind_address,
+                          datastore=args.datastore, anonymous=args.anonymous_auth,
+                          extra_sans=tuple(args.tls_san), token_file=args.token_auth_file)
+
+
+def write_admin_kubeconfig(settings: ServerSettings) -> Path:
+    """The cluster-admin kubeconfig (CN=admin, O=system:masters), written once per data dir."""
+    pki_dir = settings.data_dir / "pki"
+    ca = pki.ensure_ca(pki_dir)
+    admin = pki.ensure_client(pki_dir, ca, "admin", "admin", ("system:masters",))
+    host = "127.0.0.1" if settings.bind_address in ("0.0.0.0", "::") else settings.bind_address
+    text = pki.kubeconfig(server=f"https://{host}:{settings.port}", ca_pem=ca.cert_pem(),
+                          user="admin", cert_pem=admin.cert_pem(), key_pem=admin.key_pem())
+    path = admin_kubeconfig_path(settings.data_dir)
+    if not path.exists() or path.read_text() != text:
+        pki.write_file(path, text)
+    return path
+
+
+async def serve(settings: ServerSettings) -> None:
+    server = ApiServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    write_admin_kubeconfig(settings)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import uvloop  # type: ignore[import-not-found]
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(settings))
+    return 0

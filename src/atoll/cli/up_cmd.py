@@ -1,0 +1,149 @@
+"""`atoll up`: the all-in-one platform on one host.
+
+Runs each role in its own process (the GIL gives a process one core): the API
+server first, then, once it answers, the controller manager (and, later, the
+host agent).  It restarts a role that dies, with back-off, and stops them all
+on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+import time
+from pathlib import Path
+
+from atoll.cli import server_cmd
+from atoll.cli.common import admin_kubeconfig_path
+from atoll.settings import ServerSettings
+
+log = logging.getLogger("atoll.up")
+READY_TIMEOUT_SECONDS = 120.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start the all-in-one platform (API server, controllers)")
+    server_cmd.add_server_flags(p)
+    p.add_argument("--no-controllers", action="store_true", help="run the API server only")
+    p.set_defaults(func=run)
+
+
+class Role:
+    """One supervised child process."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.proc: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(*self.argv)
+        log.info("started %s (pid %d)", self.name, self.proc.pid)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), grace)
+        except asyncio.TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def wait_ready(settings: ServerSettings, server: Role) -> None:
+    """Wait until the API server answers /readyz (or died, or the deadline passed)."""
+    import aiohttp
+
+    ca = settings.data_dir / "pki" / "ca.crt"
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    url = f"https://127.0.0.1:{settings.port}/readyz"
+    delay = 0.05
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if server.proc is not None and server.proc.returncode is not None:
+                raise RuntimeError(f"the API server exited with code {server.proc.returncode}")
+            if ca.exists():
+                ctx = ssl.create_default_context(cafile=str(ca))
+                try:
+                    async with session.get(url, ssl=ctx, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        if r.status == 200 and admin_kubeconfig_path(settings.data_dir).exists():
+                            return
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                    pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+    raise RuntimeError(f"the API server did not become ready within {READY_TIMEOUT_SECONDS:.0f}s")
+
+
+def _python_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "atoll.cli.main", *args]
+
+
+async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
+    server_args = ["server", "--data-dir", str(settings.data_dir), "--port", str(settings.port),
+                   "--bind-address", settings.bind_address]
+    if settings.datastore:
+        server_args += ["--datastore", settings.datastore]
+    if settings.anonymous:
+        server_args.append("--anonymous-auth")
+    for san in settings.extra_sans:
+        server_args += ["--tls-san", san]
+    if settings.token_file:
+        server_args += ["--token-auth-file", str(settings.token_file)]
+    kubeconfig = admin_kubeconfig_path(settings.data_dir)
+    roles = [Role("apiserver", _python_argv("--log-level", args.log_level, *server_args))]
+    if not args.no_controllers:
+        roles.append(Role("controller-manager", _python_argv(
+            "--log-level", args.log_level, "controller-manager", "--kubeconfig", str(kubeconfig))))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await roles[0].start()
+    try:
+        await wait_ready(settings, roles[0])
+    except RuntimeError as exc:
+        await roles[0].stop()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for role in roles[1:]:
+        await role.start()
+    print(f"Atoll is ready: export KUBECONFIG={kubeconfig}", flush=True)
+    try:
+        while not stop.is_set():
+            waits = {asyncio.create_task(r.proc.wait()): r for r in roles if r.proc}
+            stopper = asyncio.create_task(stop.wait())
+            done, pending = await asyncio.wait([*waits, stopper],
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for t in pending:
+                t.cancel()
+            if stop.is_set():
+                break
+            for t in done:
+                role = waits.get(t)
+                if role is None:
+                    continue
+                role.restarts += 1
+                delay = min(0.5 * 2 ** min(role.restarts, 6), 30.0)
+                log.warning("%s exited with code %s; restarting in %.1fs", role.name,
+                            role.proc.returncode if role.proc else "?", delay)
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    await role.start()
+    finally:
+        for role in reversed(roles):
+            await role.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = server_cmd.settings_from(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(supervise(args, settings))

@@ -1,0 +1,1 @@
+"""Talking to the API: an async REST client, informers, work queues, leader election."""

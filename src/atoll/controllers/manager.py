@@ -1,0 +1,51 @@
+"""The controller manager: builds one API client and runs every controller as a named,
+guarded task; if one ends unexpectedly it is logged and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from atoll.client import kubeconfig
+from atoll.client.rest import ApiClient
+from atoll.controllers.garbagecollector import GarbageCollector
+from atoll.controllers.namespace import NamespaceController
+from atoll.settings import ControllerSettings
+
+log = logging.getLogger(__name__)
+
+
+class ControllerManager:
+    def __init__(self, settings: ControllerSettings) -> None:
+        self.settings = settings
+        self.client = ApiClient(kubeconfig.load(settings.kubeconfig),
+                                user_agent="atoll-controller-manager")
+        self.controllers: list[Any] = [
+            GarbageCollector(self.client, workers=settings.workers),
+            NamespaceController(self.client, workers=max(1, settings.workers // 2)),
+        ]
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for c in self.controllers:
+            self.tasks.append(asyncio.create_task(self._guard(c), name=c.name))
+
+    async def _guard(self, controller: Any) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await controller.run()
+                log.warning("controller %s stopped; restarting", controller.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("controller %s failed; restarting in %.1fs", controller.name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.client.close()

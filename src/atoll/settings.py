@@ -1,0 +1,48 @@
+"""One typed settings object, built by the CLI and passed down explicitly.
+
+Nothing below ``atoll.cli`` reads the environment or files for configuration;
+tests change settings with ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    data_dir: Path
+    #: TCP port of the HTTPS API (kube-apiserver's default: 6443)
+    port: int = 6443
+    bind_address: str = "0.0.0.0"
+    #: "sqlite://<path>" (default: <data_dir>/state.db) or "etcd://host:port,..."
+    datastore: str = ""
+    #: answer requests without credentials as system:anonymous (off: 401)
+    anonymous: bool = False
+    #: extra names/addresses for the serving certificate
+    extra_sans: tuple[str, ...] = ()
+    #: static bearer tokens, kube's --token-auth-file format
+    token_file: Path | None = None
+    #: events kept for watches that resume from a resourceVersion (kube keeps ~5 minutes)
+    watch_window_events: int = 50_000
+    watch_window_seconds: float = 300.0
+    #: store history kept for paginated lists and store-level watches, in revisions
+    history_revisions: int = 100_000
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    kubeconfig: Path
+    #: worker tasks per controller
+    workers: int = 4
+    #: seconds before a failed reconcile is retried, doubling up to the max
+    backoff_base_seconds: float = 0.05
+    backoff_max_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class UpSettings:
+    server: ServerSettings
+    controllers: bool = True
+    extra: dict[str, str] = field(default_factory=dict)

