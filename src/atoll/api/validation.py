@@ -406,7 +406,9 @@ def validate_update_meta(old_meta: Any, new_meta: Any, path: str = "metadata") -
     if not isinstance(old_meta, dict):
         return []
     causes: list[Cause] = []
-    for key in ("name", "namespace", "uid", "creationTimestamp"):
+    # creationTimestamp is not compared: upstream copies it from the stored object, and
+    # clients re-render it (the Python client sends "+00:00" for "Z").
+    for key in ("name", "namespace", "uid"):
         new = new_meta.get(key)
         if new in (None, ""):
             continue

@@ -13,7 +13,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from atoll.api import errors
+from atoll.api import errors, protobuf
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
 JSON = "application/json"
@@ -64,9 +64,18 @@ async def read_body(request: web.Request) -> bytes:
     return data
 
 
+BODY_TYPES = ("application/json", "application/yaml", protobuf.MEDIA_TYPE)
+
+
 def decode(data: bytes, content_type: str) -> Any:
     """Decode JSON or YAML (kubectl sends JSON; people send YAML)."""
     ct = content_type.split(";")[0].strip().lower()
+    if ct == protobuf.MEDIA_TYPE:
+        return protobuf.decode(data)
+    if ct.endswith(("protobuf", "cbor")):
+        raise errors.UnsupportedMediaType(
+            f'the body of the request was in an unknown format - accepted media types include: '
+            f'{", ".join(BODY_TYPES)}')
     if not data.strip():
         raise errors.BadRequest("the request body is empty")
     if ct.endswith("yaml"):

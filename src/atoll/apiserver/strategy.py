@@ -200,17 +200,28 @@ class NamespaceStrategy(Strategy):
         return super().ready_to_delete(obj) and not (obj.get("spec") or {}).get("finalizers")
 
 
+def default_pod_spec(spec: dict[str, Any]) -> None:
+    """The API type's defaults for a PodSpec (pods and workload templates alike)."""
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("securityContext", {})
+    spec.setdefault("enableServiceLinks", True)
+    for key in ("containers", "initContainers"):
+        for c in spec.get(key) or []:
+            if isinstance(c, dict):
+                _default_container(c)
+
+
 class PodStrategy(Strategy):
     def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
         spec = obj.get("spec")
         if not isinstance(spec, dict):
             return
-        spec.setdefault("restartPolicy", "Always")
-        spec.setdefault("dnsPolicy", "ClusterFirst")
-        spec.setdefault("schedulerName", "default-scheduler")
-        spec.setdefault("terminationGracePeriodSeconds", 30)
-        spec.setdefault("securityContext", {})
-        spec.setdefault("enableServiceLinks", True)
+        default_pod_spec(spec)
+        # what upstream's admission plugins add to pods only (ServiceAccount, Priority,
+        # DefaultTolerationSeconds)
         spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
         spec.setdefault("priority", 0)
         spec.setdefault("tolerations", [
@@ -218,10 +229,6 @@ class PodStrategy(Strategy):
              "tolerationSeconds": 300},
             {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
              "effect": "NoExecute", "tolerationSeconds": 300}])
-        for key in ("containers", "initContainers"):
-            for c in spec.get(key) or []:
-                if isinstance(c, dict):
-                    _default_container(c)
         obj["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
 
     def validate(self, rt, obj):  # type: ignore[no-untyped-def]
@@ -379,8 +386,15 @@ class WorkloadStrategy(Strategy):
         spec.setdefault("revisionHistoryLimit", 10)
         if rt.kind == "Deployment":
             spec.setdefault("progressDeadlineSeconds", 600)
-            spec.setdefault("strategy", {"type": "RollingUpdate", "rollingUpdate": {
-                "maxSurge": "25%", "maxUnavailable": "25%"}})
+            strategy = spec.get("strategy")
+            if not isinstance(strategy, dict):
+                strategy = spec["strategy"] = {}
+            strategy.setdefault("type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                rolling = strategy.setdefault("rollingUpdate", {})
+                if isinstance(rolling, dict):
+                    rolling.setdefault("maxSurge", "25%")
+                    rolling.setdefault("maxUnavailable", "25%")
         if rt.kind == "StatefulSet":
             spec.setdefault("podManagementPolicy", "OrderedReady")
             spec.setdefault("updateStrategy", {"type": "RollingUpdate",
@@ -390,8 +404,7 @@ class WorkloadStrategy(Strategy):
                 "maxSurge": 0, "maxUnavailable": 1}})
         tmpl = spec.get("template")
         if isinstance(tmpl, dict) and isinstance(tmpl.get("spec"), dict):
-            PodStrategy().prepare_create(svc, rt, tmpl, opts)
-            tmpl.pop("status", None)
+            default_pod_spec(tmpl["spec"])
         obj.setdefault("status", {})
 
     def validate(self, rt, obj):  # type: ignore[no-untyped-def]
@@ -457,8 +470,7 @@ class JobStrategy(Strategy):
             spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
         if isinstance(tmpl, dict) and isinstance(tmpl.get("spec"), dict):
             tmpl["spec"].setdefault("restartPolicy", "Never")
-            PodStrategy().prepare_create(svc, rt, tmpl, opts)
-            tmpl.pop("status", None)
+            default_pod_spec(tmpl["spec"])
         obj.setdefault("status", {})
 
     def validate(self, rt, obj):  # type: ignore[no-untyped-def]
