@@ -197,31 +197,31 @@ def test_dry_run(platform: Platform, namespace: str) -> None:
 
 
 def test_watch_sees_changes(platform: Platform, namespace: str) -> None:
-    env_cmd = ["get", "cm", "-n", namespace, "-w", "--request-timeout=20s", "-o", "name"]
     import os
-    proc = subprocess.Popen([__import__("tests.conftest", fromlist=["x"]).kubectl_binary(), *env_cmd],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    import queue
+    import threading
+
+    from tests.conftest import kubectl_binary
+
+    proc = subprocess.Popen([kubectl_binary(), "get", "cm", "-n", namespace, "-w", "-o", "name",
+                             "--request-timeout=30s"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, KUBECONFIG=str(platform.kubeconfig),
                                      KUBECACHEDIR=str(platform.cache_dir)))
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l.strip()) for l in proc.stdout], daemon=True).start()
     try:
+        platform.kubectl("create", "configmap", "watched", "-n", namespace)
         deadline = time.monotonic() + 30
-        created = False
         seen = []
-        assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
         while time.monotonic() < deadline:
-            if not created:
-                platform.kubectl("create", "configmap", "watched", "-n", namespace)
-                created = True
-            line = proc.stdout.readline()
-            if line:
-                seen.append(line.strip())
-                if "configmap/watched" in seen:
-                    break
-            else:
-                import select
-                select.select([proc.stdout], [], [], 0.5)
-        assert "configmap/watched" in seen
+            try:
+                seen.append(lines.get(timeout=deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if "configmap/watched" in seen:
+                break
+        assert "configmap/watched" in seen, seen
     finally:
         proc.kill()
         proc.wait()
@@ -254,3 +254,23 @@ def test_auth_can_i_and_whoami(platform: Platform) -> None:
     assert platform.kubectl("auth", "can-i", "create", "pods").stdout.strip() == "yes"
     out = platform.kubectl("auth", "whoami").stdout
     assert "admin" in out
+
+
+def test_kubectl_create_commands_speak_protobuf(platform: Platform, namespace: str) -> None:
+    """kubectl's typed clients send built-ins as protobuf: zero values must survive as upstream."""
+    platform.kubectl("-n", namespace, "create", "deployment", "web", "--image=nginx",
+                     "--replicas=0", "--port=80")
+    platform.kubectl("-n", namespace, "create", "secret", "generic", "s", "--from-literal=p=pw")
+    platform.kubectl("-n", namespace, "create", "service", "clusterip", "svc", "--tcp=80:8080")
+    platform.kubectl("-n", namespace, "create", "job", "j", "--image=busybox", "--", "true")
+    dep = json.loads(platform.kubectl("-n", namespace, "get", "deploy", "web", "-o",
+                                      "json").stdout)
+    assert dep["spec"]["replicas"] == 0
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["ports"] == [{"containerPort": 80, "protocol": "TCP"}]
+    assert "tolerations" not in dep["spec"]["template"]["spec"]  # added to pods only
+    secret = json.loads(platform.kubectl("-n", namespace, "get", "secret", "s", "-o",
+                                         "json").stdout)
+    assert secret["data"] == {"p": "cHc="}
+    svc = json.loads(platform.kubectl("-n", namespace, "get", "svc", "svc", "-o", "json").stdout)
+    assert svc["spec"]["ports"][0]["targetPort"] == 8080

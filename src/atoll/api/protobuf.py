@@ -29,6 +29,8 @@ META = "k8s.io.apimachinery.pkg.apis.meta.v1."
 EXT = "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1."
 MAX_DEPTH = 100
 _GO_ZERO_TIME = -62135596800  # Go's time.Time{} in Unix seconds: encoded, means "unset"
+_DECODE_ERRORS = (IndexError, ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error,
+                  OverflowError, RecursionError)
 _META_KINDS = {"DeleteOptions", "CreateOptions", "UpdateOptions", "PatchOptions", "ListOptions",
                "GetOptions", "Status"}
 
@@ -62,7 +64,7 @@ def decode(data: bytes) -> dict[str, Any]:
     try:
         envelope = _message(memoryview(data)[len(MAGIC):], "k8s.io.apimachinery.pkg.runtime.Unknown",
                             0)
-    except (IndexError, ValueError, UnicodeDecodeError, struct.error, OverflowError) as exc:
+    except _DECODE_ERRORS as exc:
         raise errors.BadRequest(f"cannot decode protobuf body: {exc}") from None
     type_meta = envelope.get("typeMeta") or {}
     api_version, kind = type_meta.get("apiVersion", ""), type_meta.get("kind", "")
@@ -75,7 +77,7 @@ def decode(data: bytes) -> dict[str, Any]:
     raw = base64.b64decode(envelope.get("raw") or "")
     try:
         obj = _message(memoryview(raw), name, 0)
-    except (IndexError, ValueError, UnicodeDecodeError, struct.error, OverflowError) as exc:
+    except _DECODE_ERRORS as exc:
         raise errors.BadRequest(f"cannot decode protobuf {kind}: {exc}") from None
     return {"apiVersion": api_version, "kind": kind, **obj}
 
@@ -130,7 +132,13 @@ def _fields_of(buf: memoryview) -> Any:
         yield num, wire, value
 
 
+_WIRE_OF = {"string": 2, "bytes": 2, "double": 1, "float": 5, "fixed64": 1, "sfixed64": 1,
+            "fixed32": 5, "sfixed32": 5}
+
+
 def _scalar(typ: str, wire: int, value: Any) -> Any:
+    if wire != _WIRE_OF.get(typ, 0):
+        raise ValueError(f"wire type {wire} does not carry a {typ}")
     if typ == "string":
         return bytes(value).decode("utf-8")
     if typ == "bytes":
@@ -154,6 +162,8 @@ def _packed(typ: str, buf: memoryview) -> list[Any]:
         if typ == "double":
             out.append(struct.unpack("<d", bytes(buf[pos:pos + 8]))[0])
             pos += 8
+        elif typ in _WIRE_OF:
+            raise ValueError(f"{typ} cannot be packed")
         else:
             value, pos = _varint(buf, pos)
             out.append(_scalar(typ, 0, value))
