@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from atoll.storage.cacher import Cacher  # noqa: E402
 from atoll.storage.sqlite import SQLiteStore  # noqa: E402
 
 VALUE = b"x" * 1024
@@ -70,9 +71,41 @@ async def store_run(n: int, writers: int) -> dict[str, float]:
             await store.close()
 
 
+async def startup(objects: int) -> tuple[float, float]:
+    """Seconds to reopen a store of ``objects`` ConfigMap-sized objects and load the watch cache."""
+    import orjson
+
+    with tempfile.TemporaryDirectory() as d:
+        store = SQLiteStore(Path(d) / "state.db")
+        await store.start()
+
+        async def writer(w: int) -> None:
+            for i in range(w, objects, 64):
+                body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                    "name": f"cm-{i}", "namespace": f"ns-{i % 100}", "uid": f"uid-{i}",
+                    "labels": {"app": "bench"}}, "data": {"v": "x" * 512}}
+                await store.create(f"/registry/core/configmaps/ns-{i % 100}/cm-{i}",
+                                   orjson.dumps(body))
+
+        await asyncio.gather(*(writer(w) for w in range(64)))
+        await store.close()
+        started = time.perf_counter()
+        store = SQLiteStore(Path(d) / "state.db")
+        await store.start()
+        opened = time.perf_counter() - started
+        cacher = Cacher(store)
+        await cacher.start()
+        loaded = time.perf_counter() - started
+        assert len(cacher.objects) == objects
+        await cacher.close()
+        await store.close()
+        return opened, loaded
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--writes", type=int, default=5000)
+    ap.add_argument("--startup-objects", type=int, default=100_000)
     args = ap.parse_args()
     n = args.writes
     rows = [
@@ -88,6 +121,9 @@ def main() -> None:
     print(f"{'operation':<36} {'per second':>12}")
     for name, rate in rows:
         print(f"{name:<36} {rate:>12,.0f}")
+    opened, loaded = asyncio.run(startup(args.startup_objects))
+    print(f"startup with {args.startup_objects:,} objects: store open {opened:.2f} s, "
+          f"watch cache loaded {loaded:.2f} s")
 
 
 if __name__ == "__main__":
