@@ -174,7 +174,7 @@ def test_create_errors_are_status(platform: Platform, namespace: str) -> None:
     assert bad_name.returncode != 0 and "Invalid" in bad_name.stderr
     platform.kubectl("create", "configmap", "dup", "-n", namespace)
     dup = platform.kubectl("create", "configmap", "dup", "-n", namespace, check=False)
-    assert "AlreadyExists" in dup.stderr
+    assert 'configmaps "dup" already exists' in dup.stderr
     missing = platform.kubectl("get", "configmap", "nope", "-n", namespace, check=False)
     assert "NotFound" in missing.stderr
     unknown = platform.kubectl("apply", "-f", "-", check=False, input=(
@@ -182,7 +182,7 @@ def test_create_errors_are_status(platform: Platform, namespace: str) -> None:
         "bogus: 1\n"))
     assert unknown.returncode != 0 and "bogus" in unknown.stderr
     no_ns = platform.kubectl("create", "configmap", "x", "-n", "no-such-ns", check=False)
-    assert "NotFound" in no_ns.stderr
+    assert 'namespaces "no-such-ns" not found' in no_ns.stderr
     malformed = platform.kubectl("create", "--raw", f"/api/v1/namespaces/{namespace}/configmaps",
                                  "-f", "-", input="{bad json", check=False)
     assert malformed.returncode != 0 and "InternalError" not in malformed.stderr
