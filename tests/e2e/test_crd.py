@@ -72,8 +72,13 @@ def widget(ns: str, name: str, spec: str, version: str = "v1", group: str = "") 
 
 def test_custom_resource_lifecycle(platform: Platform, namespace: str, crd_group: str) -> None:
     g = crd_group
-    platform.kubectl("apply", "-f", "-", input=widget(namespace, "w1", "{size: 3, junk: 1}",
-                                                      group=g))
+    # kubectl asks for strict field validation: an unknown field is refused, by path ...
+    strict = platform.kubectl("apply", "-f", "-", check=False,
+                              input=widget(namespace, "w1", "{size: 3, junk: 1}", group=g))
+    assert strict.returncode != 0 and 'unknown field "spec.junk"' in strict.stderr
+    # ... and pruned when validation is off
+    platform.kubectl("apply", "--validate=false", "-f", "-",
+                     input=widget(namespace, "w1", "{size: 3, junk: 1}", group=g))
     obj = json.loads(platform.kubectl("get", f"widgets.{g}", "w1", "-n", namespace, "-o",
                                       "json").stdout)
     assert obj["spec"] == {"size": 3, "color": "red"}  # defaulted, pruned

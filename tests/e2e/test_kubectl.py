@@ -63,9 +63,21 @@ def test_apply_is_idempotent_and_server_side(platform: Platform, namespace: str)
                             "jsonpath={.data.k}").stdout == "v2"
     out = platform.kubectl("apply", "--server-side", "-f", "-", input=changed).stdout
     assert "serverside-applied" in out
-    obj = json.loads(platform.kubectl("get", "cm", "cm1", "-n", namespace, "-o", "json").stdout)
-    managers = {m["manager"] for m in obj["metadata"]["managedFields"]}
-    assert "kubectl" in managers
+    obj = json.loads(platform.kubectl("get", "cm", "cm1", "-n", namespace, "-o", "json",
+                                      "--show-managed-fields").stdout)
+    entries = {(m["manager"], m["operation"]): m for m in obj["metadata"]["managedFields"]}
+    assert entries[("kubectl", "Apply")]["fieldsV1"] == {
+        "f:data": {"f:k": {}}, "f:metadata": {"f:labels": {"f:app": {}, "f:tier": {}}}}
+    # kubectl moved client-side apply's ownership onto its server-side manager
+    assert ("kubectl-client-side-apply", "Update") not in entries
+    # a field the applier stops declaring is removed when nobody else owns it
+    platform.kubectl("apply", "--server-side", "--field-manager", "solo", "-f", "-",
+                     input=changed.replace("cm1", "cm1b"))
+    platform.kubectl("apply", "--server-side", "--field-manager", "solo", "-f", "-",
+                     input=changed.replace("cm1", "cm1b").replace("{k: v2}", "{other: x}"))
+    data = json.loads(platform.kubectl("get", "cm", "cm1b", "-n", namespace, "-o",
+                                       "jsonpath={.data}").stdout)
+    assert data == {"other": "x"}
 
 
 def test_server_side_apply_conflict(platform: Platform, namespace: str) -> None:

@@ -116,7 +116,8 @@ POD_SUBRESOURCES = (
 BUILTIN: tuple[ResourceType, ...] = (
     # core/v1
     _r("", "v1", "Namespace", "namespaces", False, short_names=("ns",), name_rule="label",
-       subresources=(STATUS, Subresource("finalize", verbs=("update",))), generation=False),
+       subresources=(STATUS, Subresource("finalize", verbs=("update",))), generation=False,
+       verbs=tuple(v for v in ALL_VERBS if v != "deletecollection")),
     _r("", "v1", "Node", "nodes", False, short_names=("no",), subresources=(STATUS,),
        generation=False),
     _r("", "v1", "Pod", "pods", True, short_names=("po",), categories=("all",),

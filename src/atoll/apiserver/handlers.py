@@ -31,6 +31,10 @@ PATCH_TYPES = {
 UNSUPPORTED_PATCH = ("the body of the request was in an unknown format - accepted media types "
                      "include: application/json-patch+json, application/merge-patch+json, "
                      "application/apply-patch+yaml, application/strategic-merge-patch+json")
+#: namespaces the server keeps, as NamespaceLifecycle admission does upstream
+IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+CUSTOM_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+                      "application/apply-patch+yaml")
 #: subresources served here; the others (exec, log, ...) belong to the agent proxy
 LOCAL_SUBRESOURCES = {"", "status", "scale", "finalize", "binding", "eviction"}
 
@@ -69,7 +73,7 @@ class ResourceHandler:
                 return await self._list(request, rt, path.namespace)
             if method == "POST":
                 return await self._create(request, rt, path.namespace)
-            if method == "DELETE":
+            if method == "DELETE" and "deletecollection" in rt.verbs:
                 return await self._delete_collection(request, rt, path.namespace)
             raise errors.MethodNotAllowed("the server does not allow this method on the requested "
                                           "resource")
@@ -321,6 +325,10 @@ class ResourceHandler:
             obj = await scale.patch(self.svc, rt, path.namespace, path.name, kind, patch_doc, opts)
             return http.json_response(obj)
         st = self.registry.storage_type(rt)
+        if kind == "strategic" and rt.custom is not None:
+            raise errors.UnsupportedMediaType(
+                "the body of the request was in an unknown format - accepted media types "
+                "include: " + ", ".join(CUSTOM_PATCH_TYPES))
         if kind == "apply":
             return await self._apply(request, rt, st, path, patch_doc, opts)
         if kind in ("merge", "strategic") and not isinstance(patch_doc, dict):
@@ -454,6 +462,9 @@ class ResourceHandler:
 
     async def _delete(self, request: web.Request, rt: ResourceType, path: ResourcePath) -> web.Response:
         options = await self._delete_options(request)
+        if rt.kind_key == "/Namespace" and path.name in IMMORTAL_NAMESPACES:
+            raise errors.Forbidden(f'namespaces "{path.name}" is forbidden: this namespace may '
+                                   "not be deleted", name=path.name, kind="namespaces")
         st = self.registry.storage_type(rt)
         wopts = WriteOptions(dry_run=bool(options.get("dryRun")))
         obj, deleted = await self.svc.delete(

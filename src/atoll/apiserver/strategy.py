@@ -8,6 +8,7 @@ kube-apiserver's per-resource ``strategy.go`` files do.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 IMMUTABLE_META = ("uid", "creationTimestamp", "name", "namespace")
 SERVER_META = ("generation", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink")
+
+log = logging.getLogger(__name__)
 
 
 class Strategy:
@@ -156,6 +159,7 @@ def track_managed_fields(rt: ResourceType, old: dict[str, Any] | None, new: dict
     except errors.ApiError:
         raise
     except Exception:  # ownership bookkeeping must never fail a write
+        log.exception("cannot track managed fields of %s", rt.kind)
         return
     if managed:
         new["metadata"]["managedFields"] = managed
@@ -164,8 +168,9 @@ def track_managed_fields(rt: ResourceType, old: dict[str, Any] | None, new: dict
 
 
 def schema_for(rt: ResourceType) -> dict[str, Any] | None:
+    """The schema that drives merges and field ownership: upstream's, or the CRD version's."""
     if rt.custom is not None:
-        return None
+        return rt.custom.schema.raw if rt.custom.schema is not None else None
     from atoll.api import schemas
 
     return schemas.schema_for(rt.group, rt.version, rt.kind)
