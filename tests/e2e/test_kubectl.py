@@ -286,3 +286,21 @@ def test_kubectl_create_commands_speak_protobuf(platform: Platform, namespace: s
     assert secret["data"] == {"p": "cHc="}
     svc = json.loads(platform.kubectl("-n", namespace, "get", "svc", "svc", "-o", "json").stdout)
     assert svc["spec"]["ports"][0]["targetPort"] == 8080
+
+
+def test_openapi_documents(platform: Platform) -> None:
+    index = json.loads(platform.kubectl("get", "--raw", "/openapi/v3").stdout)
+    assert "apis/apps/v1" in index["paths"] and "api/v1" in index["paths"]
+    apps = json.loads(platform.kubectl("get", "--raw", index["paths"]["apis/apps/v1"][
+        "serverRelativeURL"]).stdout)
+    containers = apps["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"][
+        "containers"]
+    assert containers["x-kubernetes-patch-merge-key"] == "name"
+    v2 = json.loads(platform.kubectl("get", "--raw", "/openapi/v2").stdout)
+    assert v2["swagger"] == "2.0"
+    assert "io.k8s.api.apps.v1.Deployment" in v2["definitions"]
+    patch_op = v2["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
+    assert "application/strategic-merge-patch+json" in patch_op["consumes"]
+    assert "#/components" not in json.dumps(v2)
+    explain = platform.kubectl("explain", "deployment.spec.template.spec.containers").stdout
+    assert "image" in explain

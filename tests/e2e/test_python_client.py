@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -100,6 +101,24 @@ def test_watch_from_resource_version(k8s, namespace: str) -> None:
         if event["type"] == "DELETED":
             w.stop()
     assert seen == [("ADDED", "w1"), ("MODIFIED", "w1"), ("DELETED", "w1")]
+
+
+def test_watch_ends_at_timeout_and_sends_initial_events(k8s, namespace: str) -> None:
+    client, api = k8s
+    v1 = client.CoreV1Api(api)
+    v1.create_namespaced_config_map(namespace, {"metadata": {"name": "first"}})
+    started = time.monotonic()
+    resp = v1.list_namespaced_config_map(namespace, watch=True, timeout_seconds=1,
+                                         allow_watch_bookmarks=True, send_initial_events=True,
+                                         resource_version_match="NotOlderThan",
+                                         resource_version="", _preload_content=False)
+    lines = [line for line in resp.read().decode().splitlines() if line]
+    elapsed = time.monotonic() - started
+    events = [json.loads(line) for line in lines]
+    assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "first"
+    assert events[1]["type"] == "BOOKMARK"
+    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert 0.9 <= elapsed < 10, elapsed  # the server closes the stream at timeoutSeconds
 
 
 def test_finalizers_hold_deletion(k8s, namespace: str) -> None:

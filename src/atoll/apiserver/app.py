@@ -17,7 +17,7 @@ from aiohttp import web
 
 from atoll import __version__
 from atoll.api import errors
-from atoll.apiserver import authn, crds, discovery, http, metrics, pki, routing
+from atoll.apiserver import authn, crds, discovery, heap, http, metrics, pki, routing
 from atoll.apiserver.errors import error_middleware
 from atoll.apiserver.handlers import ResourceHandler
 from atoll.apiserver.objects import ObjectService, WriteOptions
@@ -75,6 +75,7 @@ class ApiServer:
         serving = pki.ensure_serving(pki_dir, ca, self.settings.extra_sans)
         await self.store.start()
         await self.cacher.start()
+        heap.HeapKeeper(lambda: len(self.cacher.objects)).watch(self.cacher)
         crds.CRDWatcher(self.registry, self.cacher).start()
         await self._bootstrap()
         app = self.build_app()
@@ -209,11 +210,15 @@ class ApiServer:
         return http.raw_json_response(self.openapi.document(group, version), headers=headers)
 
     async def _openapi_v2(self, request: web.Request) -> web.Response:
-        # kubectl asks for v2 only as protobuf, and only when v3 fails: not served
-        raise errors.NotFound("the server could not find the requested resource")
+        """Swagger 2.0 as JSON; the protobuf form is not offered (clients then use v3)."""
+        accept = request.headers.get("Accept", "")
+        if accept and not any(t in accept for t in ("json", "*/*")):
+            raise errors.NotAcceptable("only application/json is offered for /openapi/v2; "
+                                       "/openapi/v3 has every schema")
+        return http.raw_json_response(self.openapi.swagger_v2())
 
     async def _root(self, request: web.Request) -> web.Response:
-        paths = ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/metrics", "/openapi/v3",
+        paths = ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/metrics", "/openapi/v2", "/openapi/v3",
                  "/readyz", "/version"]
         for group, versions in self.registry.groups().items():
             if group:

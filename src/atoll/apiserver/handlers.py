@@ -165,7 +165,7 @@ class ResourceHandler:
                     return raw
                 return orjson.dumps(self._serve_version(rt, obj))
             return convert
-        return lambda obj, raw: raw
+        return watch.raw_render
 
     # -- list --------------------------------------------------------------------------------
     def _matcher(self, request: web.Request, rt: ResourceType) -> Callable[[dict[str, Any]], bool] | None:

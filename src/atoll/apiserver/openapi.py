@@ -140,6 +140,27 @@ class OpenAPI:
             "components": {"schemas": components},
         }
 
+    def swagger_v2(self) -> bytes:
+        """One Swagger 2.0 document over every group-version, derived from the v3 documents."""
+        self._refresh()
+        doc = self._docs.get("v2")
+        if doc is None:
+            definitions: dict[str, Any] = {}
+            paths: dict[str, Any] = {}
+            for _, group, version in self._gv_paths():
+                v3 = orjson.loads(self.document(group, version))
+                definitions.update(v3["components"]["schemas"])
+                for path, item in v3["paths"].items():
+                    paths[path] = _v2_path_item(item)
+            doc = orjson.dumps(_v2_refs({
+                "swagger": "2.0",
+                "info": {"title": "Atoll", "version": "v1.37.0"},
+                "paths": paths,
+                "definitions": definitions,
+            }))
+            self._docs["v2"] = doc
+        return doc
+
     def _crd_doc(self, rt: ResourceType) -> dict[str, Any] | None:
         return self.registry_crd(rt.custom.crd_name)
 
@@ -214,3 +235,46 @@ class OpenAPI:
                               "requestBody": {"content": {ct: {"schema": patch_schema}
                                                           for ct in content_types}},
                               "responses": ok}}
+
+
+def _v2_path_item(item: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI 3 path item as Swagger 2.0: body parameters, flat parameter types."""
+    out: dict[str, Any] = {}
+    for key, op in item.items():
+        if key == "parameters":
+            out[key] = [_v2_param(p) for p in op]
+            continue
+        op2 = {k: v for k, v in op.items() if k not in ("requestBody", "responses", "parameters")}
+        params = [_v2_param(p) for p in op.get("parameters") or []]
+        body = op.get("requestBody")
+        if body:
+            content = body.get("content") or {}
+            schema = next(iter(content.values()), {}).get("schema", {})
+            params.append({"name": "body", "in": "body", "required": True, "schema": schema})
+            op2["consumes"] = [ct for ct in content if ct != "*/*"] or ["application/json"]
+        if params:
+            op2["parameters"] = params
+        op2["produces"] = ["application/json", "application/yaml"]
+        op2["responses"] = {
+            code: {"description": r.get("description", ""),
+                   **({"schema": r["content"]["application/json"]["schema"]}
+                      if "application/json" in (r.get("content") or {}) else {})}
+            for code, r in (op.get("responses") or {}).items()}
+        out[key] = op2
+    return out
+
+
+def _v2_param(param: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in param.items() if k != "schema"}
+    out.update(param.get("schema") or {"type": "string"})
+    return out
+
+
+def _v2_refs(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: (v.replace("#/components/schemas/", "#/definitions/")
+                    if k == "$ref" and isinstance(v, str) else _v2_refs(v))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_v2_refs(v) for v in node]
+    return node

@@ -22,7 +22,7 @@ from atoll.api.kinds import ResourceType
 from atoll.apiserver import http
 from atoll.apiserver.objects import ObjectService, parse_rv
 from atoll.apiserver.registry import Registry
-from atoll.storage.cacher import CacheEvent
+from atoll.storage.cacher import TICK, CacheEvent
 
 DEFAULT_TIMEOUT_SECONDS = 1800
 BOOKMARK_INTERVAL_SECONDS = 30.0
@@ -142,48 +142,62 @@ def _translate(ev: CacheEvent, matches: Matcher) -> str:
 async def _pump(resp: web.StreamResponse, watcher: Any, rt: ResourceType, last_rev: int,
                 matches: Matcher, render: Render, timeout: int, bookmarks: bool,
                 cacher: Any) -> None:
+    """Copy the watcher's queue to the stream until timeout, overflow or disconnect.
+
+    One timer per stream (not one per event) wakes it for bookmarks and the
+    deadline; frames of unfiltered, unconverted events are encoded once and
+    shared by every stream.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    next_bookmark = loop.time() + BOOKMARK_INTERVAL_SECONDS
+    next_bookmark = loop.time() + BOOKMARK_INTERVAL_SECONDS if bookmarks else deadline
     queue = watcher.queue
-    while True:
-        now = loop.time()
-        if now >= deadline:
-            break
-        wait = deadline - now
-        if bookmarks:
-            wait = min(wait, max(0.0, next_bookmark - now))
-        try:
-            ev = await asyncio.wait_for(queue.get(), timeout=wait)
-        except asyncio.TimeoutError:
-            if bookmarks and loop.time() >= next_bookmark:
-                await resp.write(frame("BOOKMARK", _bookmark(rt, max(last_rev, cacher.revision))))
-                next_bookmark = loop.time() + BOOKMARK_INTERVAL_SECONDS
-            continue
-        if ev is None:  # overflow or shutdown: end the stream, the client re-lists
-            break
-        batch: list[CacheEvent | None] = [ev]
+    shared = render is raw_render
+    fired = False
+
+    def wake() -> None:
+        nonlocal fired
+        fired = True
+        watcher.tick()
+
+    timer = loop.call_at(min(deadline, next_bookmark), wake)
+    try:
         while True:
-            try:
-                nxt = queue.get_nowait()
-            except asyncio.QueueEmpty:
+            ev = await queue.get()
+            batch: list[Any] = [ev]
+            while ev is not None and not queue.empty():
+                ev = queue.get_nowait()
+                batch.append(ev)
+            chunks = []
+            for item in batch:
+                if item is None or item is TICK or item.revision <= last_rev:
+                    continue
+                out = _translate(item, matches)
+                if out:
+                    chunks.append(item.frame(out) if shared
+                                  else frame(out, render(item.obj, item.raw)))
+                last_rev = item.revision
+            if chunks:
+                await resp.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            if batch[-1] is None:  # overflow or shutdown: end the stream, the client re-lists
                 break
-            batch.append(nxt)
-            if nxt is None:
+            now = loop.time()
+            if now >= deadline:
                 break
-        chunks = []
-        for item in batch:
-            if item is None or item.revision <= last_rev:
-                continue
-            out = _translate(item, matches)
-            if out:
-                chunks.append(frame(out, render(item.obj, item.raw)))
-            last_rev = item.revision
-        if chunks:
-            await resp.write(b"".join(chunks))
-        if batch[-1] is None:
-            break
+            if bookmarks and now >= next_bookmark:
+                await resp.write(frame("BOOKMARK", _bookmark(rt, max(last_rev, cacher.revision))))
+                next_bookmark = now + BOOKMARK_INTERVAL_SECONDS
+            if fired:
+                fired = False
+                timer = loop.call_at(min(deadline, next_bookmark), wake)
+    finally:
+        timer.cancel()
     try:
         await resp.write_eof()
     except (ConnectionResetError, RuntimeError):
         pass
+
+
+def raw_render(obj: dict[str, Any], raw: bytes) -> bytes:
+    """Objects sent as stored: lets streams share encoded frames."""
+    return raw

@@ -16,7 +16,7 @@ import asyncio
 import collections
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import orjson
@@ -43,6 +43,19 @@ class CacheEvent:
     raw: bytes
     prev: dict[str, Any] | None
     time: float
+    #: encoded watch frames by event type, shared by every watcher that sends it unchanged
+    frames: dict[str, bytes] = field(default_factory=dict)
+
+    def frame(self, event_type: str) -> bytes:
+        data = self.frames.get(event_type)
+        if data is None:
+            data = (b'{"type":"' + event_type.encode() + b'","object":' + self.raw + b"}\n")
+            self.frames[event_type] = data
+        return data
+
+
+#: queued to a watcher to make its consumer look at the clock (timeouts, bookmarks)
+TICK = "tick"
 
 
 class Watcher:
@@ -58,6 +71,13 @@ class Watcher:
         self.overflowed = True
         try:
             self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+
+    def tick(self) -> None:
+        """Wake the consumer without an event; dropped when it has events to handle anyway."""
+        try:
+            self.queue.put_nowait(TICK)  # type: ignore[arg-type]
         except asyncio.QueueFull:
             pass
 
