@@ -58,8 +58,10 @@ class Platform:
         return ctx
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), KUBECACHEDIR=str(self.cache_dir))
+                timeout: float = 60, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), KUBECACHEDIR=str(self.cache_dir),
+                   **(env or {}))
         result = subprocess.run([kubectl_binary(), *args], input=input, text=True,
                                 capture_output=True, env=env, timeout=timeout)
         if check and result.returncode != 0:

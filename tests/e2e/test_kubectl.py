@@ -304,3 +304,15 @@ def test_openapi_documents(platform: Platform) -> None:
     assert "#/components" not in json.dumps(v2)
     explain = platform.kubectl("explain", "deployment.spec.template.spec.containers").stdout
     assert "image" in explain
+
+
+def test_edit_goes_through_a_patch(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=DEPLOY.format(ns=namespace))
+    editor = "sed -i -e 's/image: busybox/image: busybox:1.37/'"
+    out = platform.kubectl("edit", "deploy", "d1", "-n", namespace, env={"KUBE_EDITOR": editor})
+    assert "edited" in out.stdout
+    dep = json.loads(platform.kubectl("get", "deploy", "d1", "-n", namespace, "-o",
+                                      "json").stdout)
+    images = [c["image"] for c in dep["spec"]["template"]["spec"]["containers"]]
+    assert images[0] == "busybox:1.37" and len(images) == 2
+    assert dep["metadata"]["generation"] == 2
