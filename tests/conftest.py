@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -122,12 +123,47 @@ def stop_platform(platform: Platform, sig: int = signal.SIGTERM) -> None:
             platform.proc.wait()
 
 
+#: the test platform's host agent: its own node name, bridge and pod range, fast restarts
+TEST_NODE = "atoll-test-node"
+TEST_BRIDGE = "atollt0"
+AGENT_ARGS = (f"--agent-arg=--name={TEST_NODE}", f"--agent-arg=--bridge={TEST_BRIDGE}",
+              "--agent-arg=--pod-cidr=10.250.0.0/16", "--agent-arg=--crashloop-backoff=1",
+              "--agent-arg=--crashloop-backoff-max=4")
+
+
+def cleanup_agent(agent_dir: Path, bridge: str) -> None:
+    """Stop what a test agent left running (containers outlive agents by design)."""
+    containers = agent_dir / "containers"
+    for state in containers.glob("*/state"):
+        for name in ("started.json", "shim.json"):
+            try:
+                os.kill(int(json.loads((state / name).read_text())["pid"]), signal.SIGKILL)
+            except (OSError, ValueError, KeyError):
+                pass
+    for rootfs in containers.glob("*/bundle/rootfs"):
+        subprocess.run(["umount", "-l", str(rootfs)], capture_output=True)
+    for d in containers.glob("*"):
+        subprocess.run(["runc", "--root", str(agent_dir / "runc"), "delete", "--force", d.name],
+                       capture_output=True)
+    for net in (agent_dir / "pods").glob("*/network.json"):
+        try:
+            netns = json.loads(net.read_text())["netns"]
+        except (OSError, ValueError, KeyError):
+            continue
+        subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
+    for vol in (agent_dir / "pods").glob("*/volumes/*"):
+        if os.path.ismount(vol):
+            subprocess.run(["umount", "-l", str(vol)], capture_output=True)
+    subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
     base = tmp_path_factory.mktemp("atoll")
-    p = start_platform(base / "data")
+    p = start_platform(base / "data", None, *AGENT_ARGS)
     yield p
     stop_platform(p)
+    cleanup_agent(p.data_dir / "agent", TEST_BRIDGE)
 
 
 @pytest.fixture

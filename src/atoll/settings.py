@@ -46,3 +46,26 @@ class UpSettings:
     server: ServerSettings
     controllers: bool = True
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """`atoll agent`: one host's Node, its pods, and how they are run and wired."""
+
+    kubeconfig: Path
+    name: str
+    data_dir: Path
+    host_ip: str
+    #: API server URL overriding the kubeconfig's (``--server``)
+    server: str = ""
+    pod_cidr: str = "10.88.0.0/16"
+    bridge: str = "atoll0"
+    runtime: str = "runc"
+    cni_bin_dir: str = "/usr/lib/cni"
+    lease_interval: float = 2.0
+    lease_seconds: int = 10
+    #: restart back-off of crashing containers (kubelet: 10 s doubling up to 300 s)
+    backoff_base: float = 10.0
+    backoff_max: float = 300.0
+    #: extra Node labels
+    labels: tuple[tuple[str, str], ...] = ()

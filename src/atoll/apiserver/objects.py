@@ -359,7 +359,7 @@ class ObjectService:
                 meta["finalizers"] = finalizers
                 if not marked:
                     meta["deletionTimestamp"] = now_rfc3339()
-                    meta["deletionGracePeriodSeconds"] = grace_seconds if grace_seconds is not None else 0
+                    meta["deletionGracePeriodSeconds"] = strat.deletion_grace(obj, grace_seconds)
                 strat.on_delete_marked(rt, obj)
                 if opts.dry_run:
                     return obj, False

@@ -64,6 +64,10 @@ class Strategy:
         """True when deletion first marks the object and someone else finishes it."""
         return False
 
+    def deletion_grace(self, obj: dict[str, Any], grace: int | None) -> int:
+        """``deletionGracePeriodSeconds`` to record when an object is marked for deletion."""
+        return grace if grace is not None else 0
+
     def on_delete_marked(self, rt: ResourceType, obj: dict[str, Any]) -> None:
         pass
 
@@ -263,6 +267,12 @@ class PodStrategy(Strategy):
                                        "tolerations) or `spec.terminationGracePeriodSeconds`",
                                        "spec"))
         return causes
+
+    def deletion_grace(self, obj, grace):  # type: ignore[no-untyped-def]
+        if grace is not None:
+            return grace
+        value = (obj.get("spec") or {}).get("terminationGracePeriodSeconds")
+        return value if isinstance(value, int) and value >= 0 else 30
 
     def graceful_delete(self, rt, obj, grace):  # type: ignore[no-untyped-def]
         # a pod bound to a node is finished by its agent (which stops the containers first)

@@ -1,8 +1,8 @@
 """`atoll up`: the all-in-one platform on one host.
 
 Runs each role in its own process (the GIL gives a process one core): the API
-server first, then, once it answers, the controller manager (and, later, the
-host agent).  It restarts a role that dies, with back-off, and stops them all
+server first, then, once it answers, the controller manager and the host agent
+for this host.  It restarts a role that dies, with back-off, and stops them all
 on SIGINT/SIGTERM.
 """
 
@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start the all-in-one platform (API server, controllers)")
     server_cmd.add_server_flags(p)
     p.add_argument("--no-controllers", action="store_true", help="run the API server only")
+    p.add_argument("--no-agent", action="store_true",
+                   help="do not run a host agent for this host (API and controllers only)")
+    p.add_argument("--agent-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for the local agent (repeatable), e.g. "
+                        "--agent-arg=--pod-cidr=10.90.0.0/16")
     p.set_defaults(func=run)
 
 
@@ -101,6 +106,10 @@ async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
     if not args.no_controllers:
         roles.append(Role("controller-manager", _python_argv(
             "--log-level", args.log_level, "controller-manager", "--kubeconfig", str(kubeconfig))))
+    if not args.no_agent:
+        roles.append(Role("agent", _python_argv(
+            "--log-level", args.log_level, "agent", "--kubeconfig", str(kubeconfig),
+            "--data-dir", str(settings.data_dir / "agent"), *args.agent_arg)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,111 @@
+"""The host agent ("Spherelet"): this host's Node, and a pod worker per pod bound to it.
+
+It watches only the pods bound to its node (``fieldSelector=spec.nodeName``),
+starts a ``PodWorker`` for each, forwards every change to it, and, after the
+first list, cleans up whatever belongs to pods that no longer exist (their
+containers, IP leases, network namespaces and volumes): a host never keeps
+leftovers of a pod deleted while the agent was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from typing import Any
+
+from atoll.agent.images import ImageStore
+from atoll.agent.network import CNI, NetworkSettings
+from atoll.agent.node import NodeAgent, NodeSettings, runc_version
+from atoll.agent.podworker import PodWorker, WorkerSettings
+from atoll.agent.runtime.containers import ContainerRuntime
+from atoll.client import kubeconfig
+from atoll.client.informer import Informer
+from atoll.client.rest import ApiClient
+from atoll.settings import AgentSettings
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        s = settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        config = kubeconfig.load(s.kubeconfig)
+        if s.server:
+            config.server = s.server.rstrip("/")
+        self.client = ApiClient(config, user_agent=f"atoll-agent/{s.name}")
+        self.images = ImageStore(s.data_dir / "images")
+        self.runtime = ContainerRuntime(s.data_dir / "containers", runc=s.runtime,
+                                        runc_root=s.data_dir / "runc")
+        self.cni = CNI(NetworkSettings(pod_cidr=s.pod_cidr, bridge=s.bridge,
+                                       cni_bin_dir=s.cni_bin_dir,
+                                       state_dir=s.data_dir / "cni"))
+        self.node = NodeAgent(self.client, NodeSettings(
+            name=s.name, data_dir=s.data_dir, host_ip=s.host_ip, pod_cidr=s.pod_cidr,
+            lease_interval=s.lease_interval, lease_seconds=s.lease_seconds,
+            runtime_version=runc_version(s.runtime), labels=s.labels))
+        self.worker_settings = WorkerSettings(node_name=s.name, host_ip=s.host_ip,
+                                              pods_dir=s.data_dir / "pods",
+                                              backoff_base=s.backoff_base,
+                                              backoff_max=s.backoff_max)
+        self.pods = Informer(self.client, "", "v1", "pods", field_selector=f"spec.nodeName={s.name}")
+        self.pods.add_handler(self._on_pod)
+        self.workers: dict[str, PodWorker] = {}
+
+    async def run(self) -> None:
+        if self.images.ensure_busybox() is None:
+            log.warning("no busybox binary on this host: the built-in busybox image is missing")
+        await self.node.register()
+        informer = asyncio.create_task(self.pods.run(), name="pod-informer")
+        heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
+        await self.pods.synced.wait()
+        await self._collect_orphans()
+        try:
+            await asyncio.gather(informer, heartbeat)
+        finally:
+            informer.cancel()
+            heartbeat.cancel()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
+        uid = pod["metadata"].get("uid", "")
+        worker = self.workers.get(uid)
+        if kind == "DELETED":
+            if worker is not None:
+                worker.update(None)
+            return
+        if worker is None:
+            worker = PodWorker(pod, client=self.client, runtime=self.runtime, images=self.images,
+                               cni=self.cni, settings=self.worker_settings)
+            self.workers[uid] = worker
+            worker.start()
+            asyncio.get_running_loop().create_task(self._forget_when_done(uid, worker))
+        else:
+            worker.update(pod)
+
+    async def _forget_when_done(self, uid: str, worker: PodWorker) -> None:
+        await worker.finished.wait()
+        if self.workers.get(uid) is worker:
+            del self.workers[uid]
+
+    async def _collect_orphans(self) -> None:
+        """Remove containers, networks and files of pods this node no longer has."""
+        live = {p["metadata"].get("uid") for p in self.pods.list()}
+        orphans = {m.pod_uid for m in self.runtime.list() if m.pod_uid not in live}
+        pods_dir = self.worker_settings.pods_dir
+        if pods_dir.is_dir():
+            orphans |= {d.name for d in pods_dir.iterdir() if d.is_dir() and d.name not in live}
+        for uid in orphans:
+            log.info("cleaning up after pod %s, which is gone", uid)
+            pod = {"metadata": {"uid": uid, "name": uid, "namespace": "",
+                                "deletionGracePeriodSeconds": 1}, "spec": {}}
+            worker = PodWorker(pod, client=self.client, runtime=self.runtime, images=self.images,
+                               cni=self.cni, settings=self.worker_settings)
+            worker._adopt()
+            worker.deleted_from_api = True
+            await worker.sync()
+            shutil.rmtree(pods_dir / uid, ignore_errors=True)

@@ -1,0 +1,172 @@
+"""The host's local image store: unpacked layers shared by every container.
+
+Layout under ``<data-dir>/images``::
+
+    layers/<digest>/         one unpacked layer (an overlayfs lower directory)
+    refs/<escaped ref>.json  {"ref", "id", "layers": [bottom..top], "config": {...}}
+
+Containers get an overlay mount of their image's layers plus their own upper
+directory, so a layer is unpacked once however many containers use it.  A
+``busybox`` image is built from the host's static busybox so the platform
+works offline from the first start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_REGISTRY = "docker.io"
+BUSYBOX_REF = "docker.io/library/busybox:latest"
+BUSYBOX_BINARIES = ("/bin/busybox", "/usr/bin/busybox")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class Image:
+    ref: str
+    id: str
+    layers: list[Path]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def env(self) -> list[str]:
+        return list(self.config.get("Env") or [f"PATH={DEFAULT_PATH}"])
+
+
+def normalize(ref: str) -> str:
+    """``busybox`` → ``docker.io/library/busybox:latest``, as container runtimes read refs."""
+    ref = ref.strip()
+    name, digest = (ref.split("@", 1) + [""])[:2]
+    first, _, rest = name.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        name = f"{DEFAULT_REGISTRY}/{name}" if rest else f"{DEFAULT_REGISTRY}/library/{name}"
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last and not digest:
+        name += ":latest"
+    return f"{name}@{digest}" if digest else name
+
+
+def _escape(ref: str) -> str:
+    return ref.replace("/", "%2F").replace(":", "%3A").replace("@", "%40")
+
+
+class ImageStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.layers_dir = root / "layers"
+        self.refs_dir = root / "refs"
+        self.layers_dir.mkdir(parents=True, exist_ok=True)
+        self.refs_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- lookups ------------------------------------------------------------------------------
+    def get(self, ref: str) -> Image | None:
+        try:
+            norm = normalize(ref)
+        except ValueError:
+            return None
+        path = self.refs_dir / f"{_escape(norm)}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        layers = [self.layers_dir / d.replace(":", "_") for d in data.get("layers") or []]
+        if not all(p.is_dir() for p in layers):
+            return None
+        return Image(data["ref"], data["id"], layers, data.get("config") or {})
+
+    def list(self) -> list[Image]:
+        out = []
+        for path in sorted(self.refs_dir.glob("*.json")):
+            try:
+                ref = json.loads(path.read_text())["ref"]
+            except (OSError, ValueError, KeyError):
+                continue
+            image = self.get(ref)
+            if image is not None:
+                out.append(image)
+        return out
+
+    def tag(self, ref: str, image_id: str, layer_digests: list[str],
+            config: dict[str, Any]) -> Image:
+        norm = normalize(ref)
+        record = {"ref": norm, "id": image_id, "layers": layer_digests, "config": config}
+        tmp = self.refs_dir / f".{_escape(norm)}.tmp"
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.refs_dir / f"{_escape(norm)}.json")
+        image = self.get(norm)
+        assert image is not None
+        return image
+
+    def layer_path(self, digest: str) -> Path:
+        return self.layers_dir / digest.replace(":", "_")
+
+    def has_layer(self, digest: str) -> bool:
+        return self.layer_path(digest).is_dir()
+
+    def commit_layer(self, digest: str, staged: Path) -> Path:
+        """Move a fully unpacked layer into place (atomic: half layers never show)."""
+        final = self.layer_path(digest)
+        if final.is_dir():
+            shutil.rmtree(staged, ignore_errors=True)
+            return final
+        os.replace(staged, final)
+        return final
+
+    def staging_dir(self, name: str) -> Path:
+        path = self.root / "staging" / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    # -- the built-in busybox -------------------------------------------------------------------
+    def ensure_busybox(self) -> Image | None:
+        """Build ``busybox:latest`` from the host's busybox-static, once."""
+        existing = self.get(BUSYBOX_REF)
+        if existing is not None:
+            return existing
+        binary = next((b for b in BUSYBOX_BINARIES if os.path.isfile(b)), None)
+        if binary is None:
+            return None
+        data = Path(binary).read_bytes()
+        digest = "sha256:" + hashlib.sha256(b"atoll-busybox-layer-v1\0" + data).hexdigest()
+        if not self.has_layer(digest):
+            staged = self.staging_dir("busybox")
+            _busybox_rootfs(staged, binary)
+            self.commit_layer(digest, staged)
+        config = {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["sh"], "WorkingDir": "/"}
+        image_id = "sha256:" + hashlib.sha256(
+            json.dumps({"layers": [digest], "config": config}, sort_keys=True).encode()
+        ).hexdigest()
+        return self.tag(BUSYBOX_REF, image_id, [digest], config)
+
+
+def _busybox_rootfs(root: Path, binary: str) -> None:
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "home", "var", "dev", "proc",
+              "sys", "run", "var/log", "var/run"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "tmp").mkdir(mode=0o1777)
+    os.chmod(root / "tmp", 0o1777)
+    shutil.copy2(binary, root / "bin" / "busybox")
+    os.chmod(root / "bin" / "busybox", 0o755)
+    applets = subprocess.run([binary, "--list-full"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for applet in applets:
+        target = root / applet
+        if target.name == "busybox" or target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        depth = len(Path(applet).parts) - 1
+        os.symlink("../" * depth + "bin/busybox", target)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                         "nobody:x:65534:65534:nobody:/home:/bin/false\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnobody:x:65534:\n")
+    (root / "etc" / "hostname").write_text("")
+    (root / "etc" / "hosts").write_text("")
+    (root / "etc" / "resolv.conf").write_text("")

@@ -1,0 +1,148 @@
+"""Pod networking: one network namespace per pod, wired by the standard CNI plugins.
+
+As a CRI runtime does: create a named network namespace, run the plugin
+chain of a network configuration list (``loopback``, then ``bridge`` with
+``host-local`` IPAM on this host's pod CIDR, then ``portmap`` for
+``hostPort``) with ``CNI_COMMAND=ADD``, and ``DEL`` in reverse order on
+teardown.  Every pod on a host hangs off the same bridge, so pods reach
+each other; the bridge is the gateway and masquerades traffic leaving the
+host.  The plugins record IP leases under the agent's data dir, so two
+agents on one machine keep separate ranges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+CNI_VERSION = "1.0.0"
+NETNS_DIR = Path("/run/netns")
+
+
+class NetworkError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    pod_cidr: str = "10.88.0.0/16"
+    bridge: str = "atoll0"
+    cni_bin_dir: str = "/usr/lib/cni"
+    state_dir: Path = Path("/var/lib/atoll/cni")
+
+
+@dataclass
+class PodNetwork:
+    netns: str
+    ip: str
+
+    @property
+    def netns_path(self) -> str:
+        return str(NETNS_DIR / self.netns)
+
+
+def netns_name(pod_uid: str) -> str:
+    return f"atoll-{pod_uid.replace('-', '')[:20]}"
+
+
+class CNI:
+    def __init__(self, settings: NetworkSettings) -> None:
+        self.settings = settings
+        ipaddress.ip_network(settings.pod_cidr)  # fail at start, not at the first pod
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+
+    def conflist(self) -> dict[str, Any]:
+        s = self.settings
+        return {"cniVersion": CNI_VERSION, "name": "atoll", "plugins": [
+            {"type": "bridge", "bridge": s.bridge, "isGateway": True, "ipMasq": True,
+             "hairpinMode": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": s.pod_cidr}]],
+                      "routes": [{"dst": "0.0.0.0/0"}],
+                      "dataDir": str(s.state_dir / "ipam")}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ]}
+
+    async def setup(self, pod_uid: str, namespace: str, name: str,
+                    port_mappings: list[dict[str, Any]]) -> PodNetwork:
+        netns = netns_name(pod_uid)
+        if not (NETNS_DIR / netns).exists():
+            await _run("ip", "netns", "add", netns)
+        path = str(NETNS_DIR / netns)
+        args = (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};"
+                f"K8S_POD_UID={pod_uid}")
+        await self._plugin("ADD", {"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"},
+                           pod_uid, path, args, ifname="lo")
+        prev: dict[str, Any] | None = None
+        conflist = self.conflist()
+        for plugin in conflist["plugins"]:
+            conf = dict(plugin, cniVersion=CNI_VERSION, name=conflist["name"])
+            if plugin["type"] == "portmap":
+                if not port_mappings:
+                    continue
+                conf["runtimeConfig"] = {"portMappings": port_mappings}
+            if prev is not None:
+                conf["prevResult"] = prev
+            prev = await self._plugin("ADD", conf, pod_uid, path, args)
+        ips = (prev or {}).get("ips") or []
+        if not ips:
+            raise NetworkError("the CNI plugins returned no IP address")
+        ip = str(ips[0]["address"]).split("/")[0]
+        return PodNetwork(netns, ip)
+
+    async def teardown(self, pod_uid: str, port_mappings: list[dict[str, Any]]) -> None:
+        """Release the pod's IP and interfaces, then its namespace; safe to repeat."""
+        netns = netns_name(pod_uid)
+        path = str(NETNS_DIR / netns) if (NETNS_DIR / netns).exists() else ""
+        conflist = self.conflist()
+        for plugin in reversed(conflist["plugins"]):
+            conf = dict(plugin, cniVersion=CNI_VERSION, name=conflist["name"])
+            if plugin["type"] == "portmap":
+                if not port_mappings:
+                    continue
+                conf["runtimeConfig"] = {"portMappings": port_mappings}
+            try:
+                await self._plugin("DEL", conf, pod_uid, path, "")
+            except NetworkError as e:
+                log.warning("CNI DEL %s for pod %s: %s", plugin["type"], pod_uid, e)
+        if path:
+            await _run("ip", "netns", "delete", netns, check=False)
+
+    async def _plugin(self, command: str, conf: dict[str, Any], container_id: str, netns: str,
+                      args: str, ifname: str = "eth0") -> dict[str, Any]:
+        binary = os.path.join(self.settings.cni_bin_dir, conf["type"])
+        env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": netns,
+               "CNI_IFNAME": ifname, "CNI_PATH": self.settings.cni_bin_dir, "CNI_ARGS": args,
+               "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+        proc = await asyncio.create_subprocess_exec(
+            binary, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env)
+        out, err = await proc.communicate(json.dumps(conf).encode())
+        if proc.returncode != 0:
+            try:
+                detail = json.loads(out).get("msg") or out.decode()
+            except ValueError:
+                detail = (out or err).decode(errors="replace")
+            raise NetworkError(f"CNI {conf['type']} {command}: {detail.strip()}")
+        if not out.strip():
+            return {}
+        try:
+            result = json.loads(out)
+        except ValueError as e:
+            raise NetworkError(f"CNI {conf['type']} returned invalid JSON: {e}") from None
+        return result if isinstance(result, dict) else {}
+
+
+async def _run(*cmd: str, check: bool = True) -> None:
+    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if check and proc.returncode != 0:
+        raise NetworkError(f"{' '.join(cmd)}: {err.decode(errors='replace').strip()}")

@@ -1,0 +1,602 @@
+"""One pod on this host, driven to its spec: kubelet's pod worker.
+
+A worker wakes on any change (the pod object, a container exit, a back-off
+timer, a probe result) and runs ``sync`` once per wake, serially:
+
+1. a pod being deleted: stop its containers (SIGTERM, SIGKILL after the
+   grace period), release network and volumes, then delete the pod object
+   for good (``gracePeriodSeconds=0``);
+2. otherwise: volumes, then the pod's network namespace, then init
+   containers one by one, then the containers; exited containers restart per
+   ``restartPolicy`` with exponential back-off (``CrashLoopBackOff``);
+3. report the status if it changed.
+
+Everything needed after an agent restart is on disk (container records,
+``network.json``), so a new worker adopts running containers untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atoll.agent import podenv, podstatus, volumes
+from atoll.agent.images import ImageStore
+from atoll.agent.network import CNI, NetworkError, PodNetwork
+from atoll.agent.probes import ProbeRunner
+from atoll.agent.runtime import oci
+from atoll.agent.runtime.containers import (ContainerError, ContainerMeta, ContainerRuntime,
+                                            container_id)
+from atoll.api import errors, quantity
+from atoll.client.rest import ApiClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    node_name: str
+    host_ip: str
+    pods_dir: Path
+    backoff_base: float = 10.0
+    backoff_max: float = 300.0
+    #: a container that ran this long without failing has its back-off reset
+    backoff_reset_after: float = 600.0
+
+
+@dataclass
+class Attempt:
+    meta: ContainerMeta
+    exit: dict[str, Any] | None = None
+    pid: int | None = None
+
+
+class PodWorker:
+    def __init__(self, pod: dict[str, Any], *, client: ApiClient, runtime: ContainerRuntime,
+                 images: ImageStore, cni: CNI, settings: WorkerSettings) -> None:
+        self.pod = pod
+        self.uid: str = pod["metadata"]["uid"]
+        self.client = client
+        self.runtime = runtime
+        self.images = images
+        self.cni = cni
+        self.settings = settings
+        self.dir = settings.pods_dir / self.uid
+        self.deleted_from_api = False
+        self.network: PodNetwork | None = None
+        self.volumes: dict[str, volumes.HostVolume] | None = None
+        self.attempts: dict[str, list[Attempt]] = {}  # oldest..newest, at most two kept
+        self.waiting: dict[str, tuple[str, str]] = {}
+        self.not_before: dict[str, float] = {}
+        self.setup_error = ""
+        self.released = False
+        self.reported: dict[str, Any] | None = None
+        self.start_time: float | None = None
+        self.probes = ProbeRunner(self)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+
+    # -- driving --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._adopt()
+        self._task = asyncio.create_task(self._loop(), name=f"pod-{self.uid[:8]}")
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def update(self, pod: dict[str, Any] | None) -> None:
+        if pod is None:
+            self.deleted_from_api = True
+        else:
+            self.pod = pod
+        self.wake()
+
+    async def _loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                try:
+                    done = await self.sync()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("pod %s: sync failed", self.key)
+                    self._wake_later(2.0)
+                    continue
+                if done:
+                    return
+        finally:
+            self.probes.stop()
+            self.finished.set()
+
+    def _wake_later(self, delay: float) -> None:
+        asyncio.get_running_loop().call_later(max(0.0, delay), self.wake)
+
+    @property
+    def key(self) -> str:
+        return f"{self.pod['metadata'].get('namespace')}/{self.pod['metadata'].get('name')}"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.pod.get("spec") or {}
+
+    # -- adoption --------------------------------------------------------------------------------
+    def _adopt(self) -> None:
+        """Pick up what a previous agent left: containers and the network of this pod."""
+        net = _read_json(self.dir / "network.json")
+        if net and "netns" in net and "ip" in net:
+            self.network = PodNetwork(net["netns"], net["ip"])
+        started = _read_json(self.dir / "started.json")
+        if started:
+            self.start_time = float(started.get("startTime") or time.time())
+        for meta in sorted((m for m in self.runtime.list() if m.pod_uid == self.uid),
+                           key=lambda m: m.attempt):
+            attempt = Attempt(meta, exit=self.runtime.exit_info(meta.id))
+            info = self.runtime.started(meta.id)
+            if info:
+                attempt.pid = int(info.get("pid") or 0)
+            self.attempts.setdefault(meta.name, []).append(attempt)
+            if attempt.exit is None:
+                self._watch_exit(attempt)
+
+    # -- sync -------------------------------------------------------------------------------------
+    async def sync(self) -> bool:
+        """Drive the pod one step; True once the worker is finished."""
+        meta = self.pod["metadata"]
+        if self.deleted_from_api or meta.get("deletionTimestamp"):
+            await self._terminate()
+            return True
+        if self.reported and self.reported.get("phase") in ("Succeeded", "Failed"):
+            await self._stop_all(grace=0)
+            await self._release()
+            return False
+        if self.start_time is None:
+            self.start_time = time.time()
+            _write_json(self.dir / "started.json", {"startTime": self.start_time})
+        deadline = self.spec.get("activeDeadlineSeconds")
+        if isinstance(deadline, int) and time.time() - self.start_time > deadline:
+            await self._stop_all(grace=0)
+            await self._report(deadline_exceeded=True)
+            return False
+        if isinstance(deadline, int):
+            self._wake_later(self.start_time + deadline - time.time() + 0.05)
+        if await self._prepare():
+            if await self._run_init_containers():
+                await self._run_containers()
+        await self._report()
+        return False
+
+    async def _prepare(self) -> bool:
+        """Volumes and network; False (with a reason in status) while they are not ready."""
+        try:
+            if self.volumes is None:
+                self.volumes = await volumes.setup(self.pod, self.dir, self._fetch)
+            if self.network is None and not self.spec.get("hostNetwork"):
+                self.network = await self.cni.setup(self.uid, self.pod["metadata"]["namespace"],
+                                                    self.pod["metadata"]["name"],
+                                                    self._port_mappings())
+                _write_json(self.dir / "network.json",
+                            {"netns": self.network.netns, "ip": self.network.ip})
+            self._write_pod_files()
+        except volumes.VolumeError as e:
+            self.setup_error = str(e)
+            self._set_all_waiting("ContainerCreating", str(e))
+            self._wake_later(self._retry_delay("__setup__"))
+            return False
+        except (NetworkError, OSError) as e:
+            self.setup_error = f"failed to set up the pod network: {e}"
+            self._set_all_waiting("ContainerCreating", self.setup_error)
+            self._wake_later(self._retry_delay("__setup__"))
+            return False
+        self.setup_error = ""
+        self.not_before.pop("__setup__", None)
+        return True
+
+    def _retry_delay(self, key: str) -> float:
+        n = int(self.not_before.get(key + "#n", 0)) + 1
+        self.not_before[key + "#n"] = n
+        return min(self.settings.backoff_base * 2 ** (n - 1), self.settings.backoff_max)
+
+    def _set_all_waiting(self, reason: str, message: str) -> None:
+        for c in self._all_containers():
+            if not self._current(c["name"]):
+                self.waiting[c["name"]] = (reason, message)
+
+    async def _run_init_containers(self) -> bool:
+        """True once every init container has succeeded."""
+        for c in self.spec.get("initContainers") or []:
+            current = self._current(c["name"])
+            if current is not None and current.exit is None:
+                return False  # still running
+            if current is not None and int(current.exit.get("exitCode", 1)) == 0:
+                continue
+            if current is not None and self.spec.get("restartPolicy") == "Never":
+                return False  # the pod failed
+            await self._start_if_due(c)
+            return False
+        return True
+
+    async def _run_containers(self) -> None:
+        policy = self.spec.get("restartPolicy") or "Always"
+        for c in self.spec.get("containers") or []:
+            current = self._current(c["name"])
+            if current is None:
+                await self._start_if_due(c)
+            elif current.exit is not None and _should_restart(policy, current.exit):
+                await self._start_if_due(c)
+
+    async def _start_if_due(self, container: dict[str, Any]) -> None:
+        name = container["name"]
+        due = self.not_before.get(name, 0.0)
+        now = time.time()
+        if now < due:
+            current = self._current(name)
+            if current is not None and current.exit is not None:
+                self.waiting[name] = ("CrashLoopBackOff",
+                                      f"back-off {int(due - (current.exit.get('finishedAt') or now))}s"
+                                      f" restarting failed container={name} pod={self._pod_id()}")
+            self._wake_later(due - now)
+            return
+        await self._start(container)
+
+    def _pod_id(self) -> str:
+        return f"{self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}({self.uid})"
+
+    async def _start(self, container: dict[str, Any]) -> None:
+        name = container["name"]
+        image_ref = str(container.get("image") or "")
+        image = self.images.get(image_ref)
+        if image is None:
+            pulled_before = self.waiting.get(name, ("", ""))[0] in ("ErrImagePull",
+                                                                     "ImagePullBackOff")
+            self.waiting[name] = (
+                "ImagePullBackOff" if pulled_before else "ErrImagePull",
+                f'Back-off pulling image "{image_ref}": image not found on this host; import it '
+                f'with "atoll image import FILE"' if pulled_before else
+                f'Failed to pull image "{image_ref}": image not found on this host (no registry '
+                f'access); import it with "atoll image import FILE"')
+            self.not_before[name] = time.time() + self._retry_delay(f"pull:{name}")
+            self._wake_later(self.not_before[name] - time.time())
+            return
+        previous = self.attempts.get(name, [])
+        attempt_no = previous[-1].meta.attempt + 1 if previous else 0
+        try:
+            env = await podenv.environment(self.pod, container, image.env, self._fetch)
+            spec = self._runtime_spec(container, image.config, env)
+        except podenv.ConfigError as e:
+            self.waiting[name] = ("CreateContainerConfigError", str(e))
+            self.not_before[name] = time.time() + self._retry_delay(f"config:{name}")
+            self._wake_later(self.not_before[name] - time.time())
+            return
+        cid = container_id(self.uid, name, attempt_no)
+        meta = ContainerMeta(id=cid, pod_uid=self.uid, name=name, attempt=attempt_no,
+                             image=image_ref, image_id=image.id,
+                             log_path=str(self.dir / "logs" / name / f"{attempt_no}.log"),
+                             created=time.time())
+        self.waiting.pop(name, None)
+        attempt = Attempt(meta)
+        self.attempts.setdefault(name, []).append(attempt)
+        try:
+            attempt.pid = await self.runtime.run(meta, image, spec)
+        except ContainerError as e:
+            attempt.exit = {"exitCode": 128, "reason": e.reason, "message": e.message,
+                            "finishedAt": time.time()}
+            self._after_exit(name, attempt)
+        else:
+            self._watch_exit(attempt)
+            self.probes.start(container, attempt)
+        await self._prune_attempts(name)
+
+    def _watch_exit(self, attempt: Attempt) -> None:
+        fut = self.runtime.wait(attempt.meta.id)
+
+        def done(f: asyncio.Future[dict[str, Any]]) -> None:
+            if f.cancelled():
+                return
+            attempt.exit = f.result()
+            self._after_exit(attempt.meta.name, attempt)
+            self.wake()
+        fut.add_done_callback(done)
+
+    def _after_exit(self, name: str, attempt: Attempt) -> None:
+        """Schedule the next start: back-off doubles per failure, resets after a long run."""
+        info = attempt.exit or {}
+        ran = float(info.get("finishedAt") or time.time()) - float(info.get("startedAt") or
+                                                                   time.time())
+        key = f"restart:{name}"
+        if ran >= self.settings.backoff_reset_after:
+            self.not_before.pop(key + "#n", None)
+        first = self.not_before.get(key + "#n", 0) == 0
+        delay = 0.0 if first else self._retry_delay(key)
+        if first:
+            self.not_before[key + "#n"] = 1
+        self.not_before[name] = time.time() + delay
+        self.probes.forget(name)
+
+    async def _prune_attempts(self, name: str) -> None:
+        """Keep the current attempt and the one before (for ``logs --previous``)."""
+        attempts = self.attempts.get(name, [])
+        while len(attempts) > 2:
+            old = attempts.pop(0)
+            await self.runtime.remove(old.meta.id)
+            try:
+                os.unlink(old.meta.log_path)
+            except OSError:
+                pass
+
+    def _current(self, name: str) -> Attempt | None:
+        attempts = self.attempts.get(name)
+        return attempts[-1] if attempts else None
+
+    def _all_containers(self) -> list[dict[str, Any]]:
+        return list(self.spec.get("initContainers") or []) + list(self.spec.get("containers")
+                                                                  or [])
+
+    # -- the runtime spec --------------------------------------------------------------------------
+    def _runtime_spec(self, container: dict[str, Any], image_config: dict[str, Any],
+                      env: dict[str, str]) -> dict[str, Any]:
+        argv = podenv.command_line(container, image_config, env)
+        if not argv:
+            raise podenv.ConfigError("no command specified")
+        pod_sc = self.spec.get("securityContext") or {}
+        sc = container.get("securityContext") or {}
+        uid = sc.get("runAsUser", pod_sc.get("runAsUser", 0))
+        gid = sc.get("runAsGroup", pod_sc.get("runAsGroup", 0))
+        groups = [g for g in pod_sc.get("supplementalGroups") or [] if isinstance(g, int)]
+        if isinstance(pod_sc.get("fsGroup"), int):
+            groups.append(pod_sc["fsGroup"])
+        caps = sc.get("capabilities") or {}
+        mounts = self._mounts(container)
+        limits = self._limits(container)
+        cfg = oci.ContainerConfig(
+            args=argv, env=[f"{k}={v}" for k, v in env.items()],
+            cwd=str(container.get("workingDir") or image_config.get("WorkingDir") or "/"),
+            uid=int(uid) if isinstance(uid, int) else 0, gid=int(gid) if isinstance(gid, int) else 0,
+            groups=groups, hostname=self._hostname(),
+            netns_path=self.network.netns_path if self.network else "",
+            host_network=bool(self.spec.get("hostNetwork")),
+            cgroups_path=f"/atoll/{self.settings.node_name}/{self.uid}-{container['name']}",
+            limits=limits, mounts=mounts,
+            readonly_rootfs=bool(sc.get("readOnlyRootFilesystem")),
+            cap_add=[str(c) for c in caps.get("add") or []],
+            cap_drop=[str(c) for c in caps.get("drop") or []],
+            privileged=bool(sc.get("privileged")),
+            no_new_privileges=sc.get("allowPrivilegeEscalation") is False)
+        return oci.runtime_spec(cfg)
+
+    def _limits(self, container: dict[str, Any]) -> oci.Limits:
+        res = container.get("resources") or {}
+        limits, requests = res.get("limits") or {}, res.get("requests") or {}
+        try:
+            return oci.Limits(
+                memory_bytes=quantity.integer(limits["memory"]) if "memory" in limits else None,
+                cpu_millis_limit=quantity.millis(limits["cpu"]) if "cpu" in limits else None,
+                cpu_millis_request=quantity.millis(requests.get("cpu", limits.get("cpu")))
+                if "cpu" in requests or "cpu" in limits else None)
+        except ValueError as e:
+            raise podenv.ConfigError(f"invalid resources: {e}") from None
+
+    def _hostname(self) -> str:
+        name = self.spec.get("hostname") or self.pod["metadata"]["name"]
+        return str(name)[:63]
+
+    def _mounts(self, container: dict[str, Any]) -> list[oci.Mount]:
+        files = self.dir / "etc"
+        mounts = [oci.Mount("/etc/hosts", str(files / "hosts")),
+                  oci.Mount("/etc/hostname", str(files / "hostname")),
+                  oci.Mount("/etc/resolv.conf", str(files / "resolv.conf"), readonly=True)]
+        term = self.dir / "termination" / container["name"]
+        term.parent.mkdir(parents=True, exist_ok=True)
+        term.touch()
+        mounts.append(oci.Mount(str(container.get("terminationMessagePath")
+                                    or "/dev/termination-log"), str(term)))
+        vols = self.volumes or {}
+        for vm in container.get("volumeMounts") or []:
+            vol = vols.get(vm.get("name"))
+            if vol is None:
+                raise podenv.ConfigError(f'volume "{vm.get("name")}" is not defined in the pod')
+            source = vol.path
+            sub = vm.get("subPath") or vm.get("subPathExpr") or ""
+            if sub:
+                if os.path.isabs(sub) or ".." in Path(sub).parts:
+                    raise podenv.ConfigError(f"subPath {sub!r} must be a relative path inside "
+                                             "the volume")
+                source = os.path.join(source, sub)
+                if not os.path.exists(source):
+                    os.makedirs(source, exist_ok=True)
+            mounts.append(oci.Mount(str(vm.get("mountPath")), source,
+                                    readonly=bool(vm.get("readOnly")) or vol.read_only))
+        return mounts
+
+    def _write_pod_files(self) -> None:
+        files = self.dir / "etc"
+        files.mkdir(parents=True, exist_ok=True)
+        ip = self.network.ip if self.network else self.settings.host_ip
+        hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                 f"{ip}\t{self._hostname()}"]
+        for entry in self.spec.get("hostAliases") or []:
+            hosts.append(f"{entry.get('ip')}\t{' '.join(entry.get('hostnames') or [])}")
+        _write_if_changed(files / "hosts", "\n".join(hosts) + "\n")
+        _write_if_changed(files / "hostname", self._hostname() + "\n")
+        try:
+            resolv = Path("/etc/resolv.conf").read_text()
+        except OSError:
+            resolv = ""
+        _write_if_changed(files / "resolv.conf", resolv)
+
+    def _port_mappings(self) -> list[dict[str, Any]]:
+        out = []
+        for c in self.spec.get("containers") or []:
+            for p in c.get("ports") or []:
+                if p.get("hostPort"):
+                    out.append({"hostPort": p["hostPort"], "containerPort": p.get("containerPort"),
+                                "protocol": str(p.get("protocol") or "TCP").lower()})
+        return out
+
+    async def _fetch(self, kind: str, name: str) -> dict[str, Any] | None:
+        plural = {"ConfigMap": "configmaps", "Secret": "secrets"}[kind]
+        ns = self.pod["metadata"]["namespace"]
+        try:
+            return await self.client.get(f"/api/v1/namespaces/{ns}/{plural}/{name}")
+        except errors.NotFound:
+            return None
+
+    # -- stopping ---------------------------------------------------------------------------------
+    async def _stop_all(self, grace: float) -> None:
+        running = [a for attempts in self.attempts.values() for a in attempts[-1:]
+                   if a.exit is None]
+        self.probes.stop()
+        await asyncio.gather(*(self.runtime.stop(a.meta.id, grace) for a in running))
+
+    async def _release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        if not self.spec.get("hostNetwork"):
+            # also after a failed setup: the namespace or an IP lease may exist without a record
+            await self.cni.teardown(self.uid, self._port_mappings())
+            self.network = None
+            try:
+                (self.dir / "network.json").unlink()
+            except OSError:
+                pass
+        await volumes.teardown(self.dir)
+        self.volumes = None
+
+    async def _terminate(self) -> None:
+        meta = self.pod["metadata"]
+        grace = meta.get("deletionGracePeriodSeconds")
+        if not isinstance(grace, int):
+            grace = self.spec.get("terminationGracePeriodSeconds", 30)
+        await self._stop_all(grace=float(grace if isinstance(grace, int) else 30))
+        for attempts in self.attempts.values():
+            for a in attempts:
+                await self.runtime.remove(a.meta.id)
+        await self._release()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if not self.deleted_from_api:
+            ns, name = meta["namespace"], meta["name"]
+            try:
+                await self.client.delete(f"/api/v1/namespaces/{ns}/pods/{name}",
+                                         {"apiVersion": "v1", "kind": "DeleteOptions",
+                                          "gracePeriodSeconds": 0,
+                                          "preconditions": {"uid": self.uid}})
+            except (errors.NotFound, errors.Conflict):
+                pass
+
+    # -- status --------------------------------------------------------------------------------------
+    def _view(self, deadline_exceeded: bool = False) -> podstatus.PodView:
+        policy = self.spec.get("restartPolicy") or "Always"
+        view = podstatus.PodView(restart_policy=policy, network_ready=self.network is not None
+                                 or bool(self.spec.get("hostNetwork")),
+                                 pod_ip=self.network.ip if self.network else
+                                 (self.settings.host_ip if self.spec.get("hostNetwork") else ""),
+                                 host_ip=self.settings.host_ip, start_time=self.start_time,
+                                 deadline_exceeded=deadline_exceeded)
+        if deadline_exceeded:
+            view.reason = "DeadlineExceeded"
+            view.message = (f"Pod was active on the node longer than the specified deadline")
+        for c in self.spec.get("initContainers") or []:
+            view.init.append(self._container_view(c, "OnFailure" if policy != "Never"
+                                                  else "Never", init=True))
+        for c in self.spec.get("containers") or []:
+            view.containers.append(self._container_view(c, policy))
+        return view
+
+    def _container_view(self, c: dict[str, Any], policy: str,
+                        init: bool = False) -> podstatus.ContainerView:
+        name = c["name"]
+        view = podstatus.ContainerView(name=name, image=str(c.get("image") or ""), init=init)
+        attempts = self.attempts.get(name) or []
+        if attempts:
+            current = attempts[-1]
+            view.container_id = f"atoll://{current.meta.id}"
+            view.image_id = current.meta.image_id
+            view.restart_count = current.meta.attempt
+            if current.exit is None:
+                started = self.runtime.started(current.meta.id)
+                view.running_since = float(started["startedAt"]) if started else time.time()
+                view.started = self.probes.started(name)
+                view.ready = self.probes.ready(name) and not init
+            else:
+                view.terminated = current.exit
+                view.will_restart = _should_restart(policy, current.exit) and \
+                    not self._terminal()
+                view.ready = False
+            if len(attempts) > 1 and attempts[-2].exit is not None:
+                view.last_terminated = attempts[-2].exit
+        reason, message = self.waiting.get(name, ("ContainerCreating", ""))
+        if view.terminated is not None and view.will_restart and name in self.waiting:
+            view.waiting_reason, view.waiting_message = reason, message
+        elif not attempts:
+            view.waiting_reason, view.waiting_message = reason, message
+            if init is False and self.spec.get("initContainers") and reason == "ContainerCreating":
+                view.waiting_reason = "PodInitializing"
+        return view
+
+    def _terminal(self) -> bool:
+        return bool(self.reported and self.reported.get("phase") in ("Succeeded", "Failed"))
+
+    async def _report(self, deadline_exceeded: bool = False) -> None:
+        status = podstatus.pod_status(self._view(deadline_exceeded),
+                                      self.pod.get("status") or {},
+                                      podstatus.qos_class(self.pod))
+        if status == self.reported:
+            return
+        ns, name = self.pod["metadata"]["namespace"], self.pod["metadata"]["name"]
+        try:
+            updated = await self.client.patch(f"/api/v1/namespaces/{ns}/pods/{name}/status",
+                                              {"metadata": {"uid": self.uid}, "status": status})
+        except errors.NotFound:
+            return
+        except errors.ApiError as e:
+            log.warning("pod %s: status update failed: %s", self.key, e)
+            self._wake_later(1.0)
+            return
+        self.reported = status
+        if isinstance(updated, dict):
+            self.pod["status"] = updated.get("status") or status
+        if status["phase"] in ("Succeeded", "Failed"):
+            self.wake()  # release network and volumes now that the pod is done
+
+
+def _should_restart(policy: str, exit_info: dict[str, Any]) -> bool:
+    if policy == "Always":
+        return True
+    if policy == "OnFailure":
+        return int(exit_info.get("exitCode", 1)) != 0
+    return False
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    path.write_text(text)

@@ -1,0 +1,220 @@
+"""The per-container shim: owns one runc container for its whole life.
+
+Run by the agent as ``python3 -I -S shim.py ...`` in its own session, so it
+outlives agent restarts (as containerd's shims do).  It imports only the
+standard library, to start in a few milliseconds.  It:
+
+1. becomes a child subreaper, so the container's init process (which
+   ``runc create`` leaves behind) is reparented to it and it can reap it;
+2. runs ``runc create`` with pipes as the container's stdout/stderr and
+   ``runc start``, then prints ``started <pid>`` on its stdout (the agent
+   waits for that line) and closes it;
+3. copies the container's output to the log file in the CRI format kubelet
+   writes (``<RFC3339Nano> stdout|stderr F|P <text>``), which ``kubectl logs``
+   reads back through the agent;
+4. when the container exits, records ``exit.json`` (exit code, signal,
+   OOM kill, times) atomically and deletes the runc container.
+
+Everything it knows is in its state directory, so a restarted agent adopts
+a running container by reading that directory and the shim's pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+MAX_LINE = 16 * 1024  # kubelet splits longer lines into partial (P) records
+
+
+def rfc3339nano(t: float | None = None) -> str:
+    t = time.time() if t is None else t
+    secs = int(t)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{int((t - secs) * 1e9):09d}Z"
+
+
+def write_json(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class LogWriter:
+    """CRI log lines from two pipes, each split on newlines."""
+
+    def __init__(self, path: str) -> None:
+        self.file = open(path, "ab", buffering=0)
+        self.partial = {"stdout": b"", "stderr": b""}
+
+    def feed(self, stream: str, data: bytes) -> None:
+        buf = self.partial[stream] + data
+        lines = buf.split(b"\n")
+        self.partial[stream] = lines.pop()
+        out = []
+        stamp = rfc3339nano().encode()
+        for line in lines:
+            while len(line) > MAX_LINE:
+                out.append(stamp + b" " + stream.encode() + b" P " + line[:MAX_LINE] + b"\n")
+                line = line[MAX_LINE:]
+            out.append(stamp + b" " + stream.encode() + b" F " + line + b"\n")
+        while len(self.partial[stream]) > MAX_LINE:
+            chunk, self.partial[stream] = (self.partial[stream][:MAX_LINE],
+                                           self.partial[stream][MAX_LINE:])
+            out.append(stamp + b" " + stream.encode() + b" P " + chunk + b"\n")
+        if out:
+            self.file.write(b"".join(out))
+
+    def close(self) -> None:
+        stamp = rfc3339nano().encode()
+        for stream, rest in self.partial.items():
+            if rest:
+                self.file.write(stamp + b" " + stream.encode() + b" P " + rest + b"\n")
+        self.file.close()
+
+
+def oom_kills(cgroup_path: str) -> int:
+    """The memory cgroup's OOM kill count (cgroup v1 ``memory.oom_control``, or v2 events)."""
+    for candidate in (f"/sys/fs/cgroup/memory/{cgroup_path.strip('/')}/memory.oom_control",
+                      f"/sys/fs/cgroup/{cgroup_path.strip('/')}/memory.events"):
+        try:
+            with open(candidate) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runc", required=True)
+    ap.add_argument("--root", required=True, help="runc state root")
+    ap.add_argument("--id", required=True)
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--state", required=True, help="this container's state directory")
+    ap.add_argument("--log", required=True, help="CRI-format log file")
+    args = ap.parse_args()
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    state = args.state
+    write_json(os.path.join(state, "shim.json"), {"pid": os.getpid(), "startedAt": time.time()})
+    with open(os.path.join(args.bundle, "config.json")) as f:
+        cgroup_path = json.load(f).get("linux", {}).get("cgroupsPath", "")
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    runc = [args.runc, "--root", args.root, "--log", os.path.join(state, "runc.log"),
+            "--log-format", "json"]
+    pid_file = os.path.join(state, "container.pid")
+    created = subprocess.run(runc + ["create", "--bundle", args.bundle, "--pid-file", pid_file,
+                                     args.id],
+                             stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w)
+    os.close(out_w)
+    os.close(err_w)
+    if created.returncode != 0:
+        write_json(os.path.join(state, "exit.json"), {
+            "exitCode": 128, "reason": "StartError", "message": runc_error(state),
+            "finishedAt": time.time()})
+        subprocess.run(runc + ["delete", "--force", args.id], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        print("failed", flush=True)
+        return 1
+    with open(pid_file) as f:
+        pid = int(f.read().strip())
+    started = subprocess.run(runc + ["start", args.id], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    started_at = time.time()
+    if started.returncode != 0:
+        os.kill(pid, signal.SIGKILL)
+    write_json(os.path.join(state, "started.json"), {"pid": pid, "startedAt": started_at})
+    print(f"started {pid}", flush=True)
+    os.close(1)
+    os.open(os.devnull, os.O_WRONLY)  # fd 1 again, so stray prints cannot fail
+
+    exit_status: list[int] = []
+
+    def reap() -> None:
+        while True:
+            try:
+                done, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if done == pid:
+                exit_status.append(status)
+                return
+
+    reaper = threading.Thread(target=reap, daemon=True)
+    reaper.start()
+    logs = LogWriter(args.log)
+    sel = selectors.DefaultSelector()
+    sel.register(out_r, selectors.EVENT_READ, "stdout")
+    sel.register(err_r, selectors.EVENT_READ, "stderr")
+    open_streams = 2
+    drain_deadline: float | None = None
+    while open_streams:
+        if exit_status and drain_deadline is None:
+            drain_deadline = time.monotonic() + 2.0  # descendants may hold the pipes open
+        timeout = 0.5 if drain_deadline is None else max(0.0, drain_deadline - time.monotonic())
+        if drain_deadline is not None and timeout == 0.0:
+            break
+        for key, _ in sel.select(timeout):
+            data = os.read(key.fd, 65536)
+            if not data:
+                sel.unregister(key.fd)
+                os.close(key.fd)
+                open_streams -= 1
+            else:
+                logs.feed(key.data, data)
+    reaper.join()
+    logs.close()
+    status = exit_status[0] if exit_status else 0
+    result = {"startedAt": started_at, "finishedAt": time.time(), "pid": pid,
+              "oomKilled": oom_kills(cgroup_path) > 0}
+    if os.WIFSIGNALED(status):
+        result["signal"] = os.WTERMSIG(status)
+        result["exitCode"] = 128 + os.WTERMSIG(status)
+    else:
+        result["exitCode"] = os.WEXITSTATUS(status)
+    write_json(os.path.join(state, "exit.json"), result)
+    subprocess.run(runc + ["delete", "--force", args.id], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return 0
+
+
+def runc_error(state: str) -> str:
+    """The last error runc logged (its JSON log), for the container's status message."""
+    message = "runc failed"
+    try:
+        with open(os.path.join(state, "runc.log")) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("level") in ("error", "fatal"):
+                    message = str(entry.get("msg", message))
+    except OSError:
+        pass
+    return message
+
+
+if __name__ == "__main__":
+    sys.exit(main())

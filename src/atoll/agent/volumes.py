@@ -1,0 +1,209 @@
+"""Pod volumes on the host: prepared before any container starts, removed with the pod.
+
+Each volume is a directory ``<pod dir>/volumes/<name>`` bind-mounted into the
+containers that mount it (``hostPath`` binds the host path itself).
+Supported: emptyDir (``medium: Memory`` is a tmpfs), configMap, secret
+(written as files with their modes), hostPath (with its ``type`` checks),
+downwardAPI, and projected (configMap, secret, downwardAPI sources).  Anything
+else, or a missing non-optional ConfigMap/Secret, is a ``VolumeError`` the pod
+status shows (``FailedMount``-style message) instead of a half-started pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atoll.agent.podenv import ConfigError, Fetch, field_value, resource_value
+from atoll.api import quantity
+
+DEFAULT_MODE = 0o644
+
+
+class VolumeError(Exception):
+    pass
+
+
+@dataclass
+class HostVolume:
+    path: str
+    read_only: bool = False  # configMap, secret, downwardAPI and projected are read-only
+
+
+async def setup(pod: dict[str, Any], pod_dir: Path, fetch: Fetch) -> dict[str, HostVolume]:
+    out: dict[str, HostVolume] = {}
+    for vol in (pod.get("spec") or {}).get("volumes") or []:
+        name = vol.get("name")
+        if not isinstance(name, str) or not name:
+            continue
+        target = pod_dir / "volumes" / name
+        try:
+            out[name] = await _setup_one(pod, vol, target, fetch)
+        except ConfigError as e:
+            raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
+        except OSError as e:
+            raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
+    return out
+
+
+async def _setup_one(pod: dict[str, Any], vol: dict[str, Any], target: Path,
+                     fetch: Fetch) -> HostVolume:
+    if "emptyDir" in vol:
+        spec = vol.get("emptyDir") or {}
+        target.mkdir(parents=True, exist_ok=True)
+        if spec.get("medium") == "Memory" and not os.path.ismount(target):
+            size = spec.get("sizeLimit")
+            opts = "mode=1777" + (f",size={quantity.integer(size)}" if size else "")
+            await _run("mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(target))
+        else:
+            os.chmod(target, 0o777)
+        return HostVolume(str(target))
+    if "hostPath" in vol:
+        return HostVolume(_host_path(vol.get("hostPath") or {}))
+    if "configMap" in vol:
+        files = await _object_files("ConfigMap", vol.get("configMap") or {}, fetch)
+        _write_files(target, files, (vol.get("configMap") or {}).get("defaultMode"))
+        return HostVolume(str(target), read_only=True)
+    if "secret" in vol:
+        spec = dict(vol.get("secret") or {})
+        spec["name"] = spec.get("secretName", "")
+        files = await _object_files("Secret", spec, fetch)
+        _write_files(target, files, spec.get("defaultMode"))
+        return HostVolume(str(target), read_only=True)
+    if "downwardAPI" in vol:
+        spec = vol.get("downwardAPI") or {}
+        _write_files(target, _downward_files(pod, spec.get("items") or []),
+                     spec.get("defaultMode"))
+        return HostVolume(str(target), read_only=True)
+    if "projected" in vol:
+        spec = vol.get("projected") or {}
+        files: dict[str, tuple[bytes, int | None]] = {}
+        for source in spec.get("sources") or []:
+            if "configMap" in source:
+                files.update(await _object_files("ConfigMap", source["configMap"] or {}, fetch))
+            elif "secret" in source:
+                files.update(await _object_files("Secret", source["secret"] or {}, fetch))
+            elif "downwardAPI" in source:
+                files.update(_downward_files(pod, (source["downwardAPI"] or {}).get("items")
+                                             or []))
+            elif "serviceAccountToken" in source:
+                continue  # no token issuer yet: the path stays absent
+        _write_files(target, files, spec.get("defaultMode"))
+        return HostVolume(str(target), read_only=True)
+    kinds = [k for k in vol if k != "name"]
+    raise VolumeError(f'volume "{vol.get("name")}": unsupported volume type '
+                      f'{", ".join(kinds) or "(none)"} on this host')
+
+
+def _host_path(spec: dict[str, Any]) -> str:
+    path = spec.get("path")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise VolumeError(f"hostPath.path must be an absolute path, not {path!r}")
+    kind = spec.get("type") or ""
+    exists = os.path.exists(path)
+    if kind == "DirectoryOrCreate" and not exists:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    elif kind == "FileOrCreate" and not exists:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).touch(mode=0o644)
+    checks = {"Directory": stat.S_ISDIR, "File": stat.S_ISREG, "Socket": stat.S_ISSOCK,
+              "CharDevice": stat.S_ISCHR, "BlockDevice": stat.S_ISBLK}
+    if kind in checks:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            raise VolumeError(f"hostPath type check failed: {path} does not exist") from None
+        if not checks[kind](mode):
+            raise VolumeError(f"hostPath type check failed: {path} is not a {kind}")
+    elif kind not in ("", "DirectoryOrCreate", "FileOrCreate"):
+        raise VolumeError(f"hostPath.type {kind!r} is not supported")
+    return path
+
+
+async def _object_files(kind: str, spec: dict[str, Any],
+                        fetch: Fetch) -> dict[str, tuple[bytes, int | None]]:
+    name = str(spec.get("name") or "")
+    obj = await fetch(kind, name)
+    if obj is None:
+        if spec.get("optional"):
+            return {}
+        raise ConfigError(f'{kind.lower()} "{name}" not found')
+    data: dict[str, bytes] = {}
+    for k, v in (obj.get("data") or {}).items():
+        data[k] = base64.b64decode(str(v)) if kind == "Secret" else str(v).encode()
+    for k, v in (obj.get("binaryData") or {}).items():
+        data[k] = base64.b64decode(str(v))
+    items = spec.get("items")
+    if not items:
+        return {k: (v, None) for k, v in data.items()}
+    out = {}
+    for item in items:
+        key = item.get("key")
+        if key not in data:
+            if spec.get("optional"):
+                continue
+            raise ConfigError(f"configmap references non-existent config key: {key}"
+                              if kind == "ConfigMap" else
+                              f"references non-existent secret key: {key}")
+        out[str(item.get("path") or key)] = (data[key], item.get("mode"))
+    return out
+
+
+def _downward_files(pod: dict[str, Any],
+                    items: list[dict[str, Any]]) -> dict[str, tuple[bytes, int | None]]:
+    out = {}
+    for item in items:
+        path = str(item.get("path") or "")
+        if isinstance(item.get("fieldRef"), dict):
+            value = field_value(pod, str(item["fieldRef"].get("fieldPath") or ""))
+        elif isinstance(item.get("resourceFieldRef"), dict):
+            value = resource_value(pod, {}, item["resourceFieldRef"])
+        else:
+            continue
+        out[path] = (value.encode(), item.get("mode"))
+    return out
+
+
+def _write_files(target: Path, files: dict[str, tuple[bytes, int | None]],
+                 default_mode: Any) -> None:
+    """Replace the volume's content in one step (a new directory, then a rename)."""
+    mode_default = default_mode if isinstance(default_mode, int) else DEFAULT_MODE
+    staged = target.with_name(f".{target.name}.new")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    for rel, (content, mode) in files.items():
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise VolumeError(f"invalid file path {rel!r} in volume")
+        path = staged / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        os.chmod(path, mode if isinstance(mode, int) else mode_default)
+    os.chmod(staged, 0o755)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staged, target)
+
+
+async def teardown(pod_dir: Path) -> None:
+    """Unmount tmpfs volumes and remove every volume directory of a pod."""
+    volumes = pod_dir / "volumes"
+    if volumes.is_dir():
+        for d in volumes.iterdir():
+            if os.path.ismount(d):
+                await _run("umount", "-l", str(d), check=False)
+    shutil.rmtree(volumes, ignore_errors=True)
+
+
+async def _run(*cmd: str, check: bool = True) -> None:
+    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    if check and proc.returncode != 0:
+        raise VolumeError(f"{' '.join(cmd)}: {err.decode(errors='replace').strip()}")

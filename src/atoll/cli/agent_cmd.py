@@ -1,0 +1,84 @@
+"""`atoll agent`: make this host a Node and run the pods bound to it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import socket
+from pathlib import Path
+
+from atoll.cli.common import default_data_dir, resolve_kubeconfig
+from atoll.settings import AgentSettings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("agent", help="run the host agent: register this host as a Node, run its "
+                                     "pods")
+    p.add_argument("--server", default="", help="API server URL (overrides the kubeconfig's)")
+    p.add_argument("--kubeconfig", default=None, help="credentials for the API server")
+    p.add_argument("--name", default="", help="Node name (default: the host name)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="agent state: images, containers, pods (default: ~/.atoll/agent)")
+    p.add_argument("--node-ip", default="", help="address reported for this Node "
+                                                  "(default: the default route's source)")
+    p.add_argument("--pod-cidr", default="10.88.0.0/16", help="pod network range of this host")
+    p.add_argument("--bridge", default="atoll0", help="Linux bridge for this host's pods")
+    p.add_argument("--runtime", default="runc", help="OCI runtime binary (runc-compatible)")
+    p.add_argument("--cni-bin-dir", default="/usr/lib/cni", help="where the CNI plugins are")
+    p.add_argument("--lease-interval", type=float, default=2.0,
+                   help="seconds between Lease renewals")
+    p.add_argument("--lease-seconds", type=int, default=10,
+                   help="Lease duration: the host counts as gone when it is not renewed in time")
+    p.add_argument("--crashloop-backoff", type=float, default=10.0,
+                   help="first restart back-off of a crashing container, in seconds (doubles)")
+    p.add_argument("--crashloop-backoff-max", type=float, default=300.0,
+                   help="longest restart back-off, in seconds")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Node label (repeatable)")
+    p.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace) -> AgentSettings:
+    from atoll.agent.node import host_ip
+
+    labels = []
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--label wants KEY=VALUE, not {item!r}")
+        labels.append((key, value))
+    return AgentSettings(
+        kubeconfig=Path(resolve_kubeconfig(args.kubeconfig)), server=args.server,
+        name=args.name or socket.gethostname().lower(),
+        data_dir=args.data_dir or default_data_dir() / "agent",
+        host_ip=args.node_ip or host_ip(), pod_cidr=args.pod_cidr, bridge=args.bridge,
+        runtime=args.runtime, cni_bin_dir=args.cni_bin_dir, lease_interval=args.lease_interval,
+        lease_seconds=args.lease_seconds, backoff_base=args.crashloop_backoff,
+        backoff_max=args.crashloop_backoff_max, labels=tuple(labels))
+
+
+async def _main(settings: AgentSettings) -> None:
+    from atoll.agent.agent import Agent
+
+    agent = Agent(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(agent.run())
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+    finally:
+        task.cancel()
+        stopper.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await agent.close()  # containers keep running: they belong to their shims
+
+
+def run(args: argparse.Namespace) -> int:
+    asyncio.run(_main(settings_from(args)))
+    return 0

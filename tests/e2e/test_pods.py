@@ -1,0 +1,213 @@
+"""Pods run for real on the test platform's host agent: runc containers, CNI network, volumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.conftest import TEST_NODE, Platform
+
+
+def pod_yaml(ns: str, name: str, script: str, *, restart: str = "Never", extra: str = "",
+             container_extra: str = "", image: str = "busybox") -> str:
+    return f"""apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  nodeName: {TEST_NODE}
+  restartPolicy: {restart}
+  terminationGracePeriodSeconds: 5
+{extra}
+  containers:
+  - name: c
+    image: {image}
+    command: [sh, -c, {json.dumps(script)}]
+{container_extra}
+"""
+
+
+def get_pod(platform: Platform, ns: str, name: str) -> dict[str, Any]:
+    return json.loads(platform.kubectl("get", "pod", name, "-n", ns, "-o", "json").stdout)
+
+
+def wait_pod(platform: Platform, ns: str, name: str, check: Callable[[dict[str, Any]], bool],
+             timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    pod: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        pod = get_pod(platform, ns, name)
+        if check(pod):
+            return pod
+        time.sleep(0.2)
+    raise AssertionError(f"pod {name} never reached the condition: "
+                         f"{json.dumps(pod.get('status'), indent=1)[:3000]}")
+
+
+def phase(p: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda pod: (pod.get("status") or {}).get("phase") == p
+
+
+def state(pod: dict[str, Any]) -> dict[str, Any]:
+    return ((pod.get("status") or {}).get("containerStatuses") or [{}])[0].get("state") or {}
+
+
+def log_of(platform: Platform, pod: dict[str, Any], attempt: int = 0) -> str:
+    path = platform.data_dir / "agent" / "pods" / pod["metadata"]["uid"] / "logs" / "c" / \
+        f"{attempt}.log"
+    return path.read_text()
+
+
+def test_pod_runs_to_completion_with_status(platform: Platform, namespace: str) -> None:
+    platform.kubectl("create", "configmap", "cfg", "-n", namespace, "--from-literal=color=blue")
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "done", "echo hello $GREETING $COLOR $(cat /cfg/color) $POD_NAME; "
+                           "ip -4 addr show eth0 | grep -q 10.250.",
+        container_extra="""    env:
+    - {name: GREETING, value: hi}
+    - {name: COLOR, valueFrom: {configMapKeyRef: {name: cfg, key: color}}}
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    volumeMounts: [{name: cfg, mountPath: /cfg}]""",
+        extra="  volumes: [{name: cfg, configMap: {name: cfg}}]"))
+    pod = wait_pod(platform, namespace, "done", phase("Succeeded"))
+    status = pod["status"]
+    assert status["podIP"].startswith("10.250.") and status["hostIP"]
+    assert status["startTime"] and status["qosClass"] == "BestEffort"
+    term = state(pod)["terminated"]
+    assert term["exitCode"] == 0 and term["reason"] == "Completed"
+    assert status["containerStatuses"][0]["containerID"].startswith("atoll://")
+    assert "hello hi blue blue done" in log_of(platform, pod)
+
+
+def test_crash_loop_restarts_with_back_off(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(namespace, "crash", "echo boom; exit 3",
+                                                      restart="Always"))
+    pod = wait_pod(platform, namespace, "crash",
+                   lambda p: ((p.get("status") or {}).get("containerStatuses") or [{}])[0]
+                   .get("restartCount", 0) >= 2)
+    cs = pod["status"]["containerStatuses"][0]
+    assert cs["lastState"]["terminated"]["exitCode"] == 3
+    assert cs["lastState"]["terminated"]["reason"] == "Error"
+    wait_pod(platform, namespace, "crash",
+             lambda p: state(p).get("waiting", {}).get("reason") == "CrashLoopBackOff")
+
+
+def test_oom_killed_and_bad_references(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "oom", "dd if=/dev/zero of=/dev/null bs=64M count=1",
+        container_extra="    resources: {limits: {memory: 16Mi}}"))
+    pod = wait_pod(platform, namespace, "oom", phase("Failed"))
+    assert state(pod)["terminated"]["reason"] == "OOMKilled"
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(namespace, "noimage", "true",
+                                                      image="nowhere/nothing:1"))
+    pod = wait_pod(platform, namespace, "noimage",
+                   lambda p: state(p).get("waiting", {}).get("reason") in ("ErrImagePull",
+                                                                            "ImagePullBackOff"))
+    assert "nowhere/nothing:1" in state(pod)["waiting"]["message"]
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "nocm", "true",
+        container_extra="    env: [{name: X, valueFrom: {configMapKeyRef: {name: absent, "
+                        "key: k}}}]"))
+    pod = wait_pod(platform, namespace, "nocm",
+                   lambda p: state(p).get("waiting", {}).get("reason") ==
+                   "CreateContainerConfigError")
+    assert 'configmap "absent" not found' in state(pod)["waiting"]["message"]
+
+
+def test_readiness_probe_and_pod_to_pod_traffic(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "web", "mkdir -p /www && echo it-works > /www/index.html && "
+                          "exec httpd -f -p 8080 -h /www",
+        restart="Always",
+        container_extra="""    readinessProbe:
+      httpGet: {path: /index.html, port: 8080}
+      periodSeconds: 1
+    livenessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1"""))
+    web = wait_pod(platform, namespace, "web",
+                   lambda p: any(c.get("type") == "Ready" and c.get("status") == "True"
+                                 for c in (p.get("status") or {}).get("conditions") or []))
+    ip = web["status"]["podIP"]
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "client", f"wget -q -O - http://{ip}:8080/index.html"))
+    client = wait_pod(platform, namespace, "client",
+                      lambda p: (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"))
+    assert client["status"]["phase"] == "Succeeded", log_of(platform, client)
+    assert "it-works" in log_of(platform, client)
+
+
+def _netns_exists(name: str) -> bool:
+    return Path("/run/netns", name).exists()
+
+
+def test_graceful_delete_leaves_nothing_behind(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "term", "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done",
+        restart="Always"))
+    pod = wait_pod(platform, namespace, "term", phase("Running"))
+    uid = pod["metadata"]["uid"]
+    netns = json.loads((platform.data_dir / "agent" / "pods" / uid / "network.json")
+                       .read_text())["netns"]
+    assert _netns_exists(netns)
+    started = time.monotonic()
+    platform.kubectl("delete", "pod", "term", "-n", namespace, "--timeout=30s")
+    assert time.monotonic() - started < 5  # SIGTERM was honoured; no wait for the grace period
+    assert not (platform.data_dir / "agent" / "pods" / uid).exists()
+    assert not _netns_exists(netns)
+    leftovers = [d for d in (platform.data_dir / "agent" / "containers").iterdir()
+                 if json.loads((d / "meta.json").read_text())["pod_uid"] == uid]
+    assert leftovers == []
+
+
+def test_agent_restart_keeps_containers_running(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "steady", "echo start; sleep 3600", restart="Always"))
+    pod = wait_pod(platform, namespace, "steady", phase("Running"))
+    cid = pod["status"]["containerStatuses"][0]["containerID"].split("//")[1]
+    started = json.loads((platform.data_dir / "agent" / "containers" / cid / "state" /
+                          "started.json").read_text())
+    agent_pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+                  _cmdline(int(p)).find(f"agent --kubeconfig {platform.kubeconfig}") >= 0]
+    assert agent_pids
+    for pid in agent_pids:
+        os.kill(pid, signal.SIGKILL)
+    # `atoll up` restarts the agent; the container's process never stopped
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        new = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+               _cmdline(int(p)).find(f"agent --kubeconfig {platform.kubeconfig}") >= 0]
+        if new and set(new) != set(agent_pids):
+            break
+        time.sleep(0.2)
+    os.kill(started["pid"], 0)  # still alive
+    platform.kubectl("delete", "pod", "steady", "-n", namespace, "--timeout=30s")
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):
+            os.kill(started["pid"], 0)
+            time.sleep(0.1)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_runc_is_the_runtime(platform: Platform) -> None:
+    node = json.loads(platform.kubectl("get", "node", TEST_NODE, "-o", "json").stdout)
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("runc://")
+    assert any(c["type"] == "Ready" and c["status"] == "True"
+               for c in node["status"]["conditions"])
+    lease = json.loads(platform.kubectl("get", "lease", TEST_NODE, "-n", "kube-node-lease",
+                                        "-o", "json").stdout)
+    assert lease["spec"]["holderIdentity"] == TEST_NODE
+    out = subprocess.run(["runc", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0
