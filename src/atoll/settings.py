@@ -58,6 +58,8 @@ class AgentSettings:
     host_ip: str
     #: API server URL overriding the kubeconfig's (``--server``)
     server: str = ""
+    #: the agent's HTTPS API (logs, exec) for the API server; kubelet's port
+    port: int = 10250
     pod_cidr: str = "10.88.0.0/16"
     bridge: str = "atoll0"
     runtime: str = "runc"

@@ -211,3 +211,39 @@ def test_runc_is_the_runtime(platform: Platform) -> None:
     assert lease["spec"]["holderIdentity"] == TEST_NODE
     out = subprocess.run(["runc", "--version"], capture_output=True, text=True)
     assert out.returncode == 0
+
+
+def test_kubectl_logs_and_exec(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "chatty", "for i in 1 2 3; do echo line-$i; done; echo oops >&2; "
+                             "sleep 3600", restart="Always"))
+    wait_pod(platform, namespace, "chatty", phase("Running"))
+    deadline = time.monotonic() + 20
+    out = ""
+    while time.monotonic() < deadline and "oops" not in out:
+        out = platform.kubectl("logs", "chatty", "-n", namespace).stdout
+    assert out.splitlines()[:3] == ["line-1", "line-2", "line-3"] and "oops" in out
+    tail = platform.kubectl("logs", "chatty", "-n", namespace, "--tail=1").stdout
+    assert tail.strip() == "oops"
+    stamped = platform.kubectl("logs", "chatty", "-n", namespace, "--timestamps").stdout
+    assert stamped.splitlines()[0].endswith("Z line-1")
+    result = platform.kubectl("exec", "chatty", "-n", namespace, "--", "sh", "-c",
+                              "echo in-$HOSTNAME; echo err >&2")
+    assert result.stdout.strip() == "in-chatty" and result.stderr.strip() == "err"
+    failed = platform.kubectl("exec", "chatty", "-n", namespace, "--", "sh", "-c", "exit 7",
+                              check=False)
+    assert failed.returncode == 7
+    piped = platform.kubectl("exec", "-i", "chatty", "-n", namespace, "--", "cat",
+                             input="through-stdin\n")
+    assert piped.stdout == "through-stdin\n"
+    follow = subprocess.run(
+        [os.environ.get("KUBECTL", "") or _kubectl(), "logs", "-f", "chatty", "-n", namespace,
+         "--request-timeout=3s"],
+        env=dict(os.environ, KUBECONFIG=str(platform.kubeconfig)), capture_output=True,
+        text=True, timeout=30)
+    assert "line-1" in follow.stdout  # -f streams (and stops at the request timeout)
+
+
+def _kubectl() -> str:
+    from tests.conftest import kubectl_binary
+    return kubectl_binary()

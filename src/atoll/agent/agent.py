@@ -19,6 +19,7 @@ from atoll.agent.network import CNI, NetworkSettings
 from atoll.agent.node import NodeAgent, NodeSettings, runc_version
 from atoll.agent.podworker import PodWorker, WorkerSettings
 from atoll.agent.runtime.containers import ContainerRuntime
+from atoll.agent.server import AgentServer
 from atoll.client import kubeconfig
 from atoll.client.informer import Informer
 from atoll.client.rest import ApiClient
@@ -33,6 +34,7 @@ class Agent:
         s = settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         config = kubeconfig.load(s.kubeconfig)
+        self.ca_pem = config.ca_pem
         if s.server:
             config.server = s.server.rstrip("/")
         self.client = ApiClient(config, user_agent=f"atoll-agent/{s.name}")
@@ -44,7 +46,7 @@ class Agent:
                                        state_dir=s.data_dir / "cni"))
         self.node = NodeAgent(self.client, NodeSettings(
             name=s.name, data_dir=s.data_dir, host_ip=s.host_ip, pod_cidr=s.pod_cidr,
-            lease_interval=s.lease_interval, lease_seconds=s.lease_seconds,
+            lease_interval=s.lease_interval, lease_seconds=s.lease_seconds, port=s.port,
             runtime_version=runc_version(s.runtime), labels=s.labels))
         self.worker_settings = WorkerSettings(node_name=s.name, host_ip=s.host_ip,
                                               pods_dir=s.data_dir / "pods",
@@ -53,10 +55,13 @@ class Agent:
         self.pods = Informer(self.client, "", "v1", "pods", field_selector=f"spec.nodeName={s.name}")
         self.pods.add_handler(self._on_pod)
         self.workers: dict[str, PodWorker] = {}
+        self.server: AgentServer | None = None
 
     async def run(self) -> None:
         if self.images.ensure_busybox() is None:
             log.warning("no busybox binary on this host: the built-in busybox image is missing")
+        self.server = AgentServer(self, self.settings.port)
+        await self.server.start(self.ca_pem)
         await self.node.register()
         informer = asyncio.create_task(self.pods.run(), name="pod-informer")
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
@@ -69,6 +74,8 @@ class Agent:
             heartbeat.cancel()
 
     async def close(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
         await self.client.close()
 
     def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:

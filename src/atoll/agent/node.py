@@ -37,6 +37,7 @@ class NodeSettings:
     host_ip: str
     pod_cidr: str
     max_pods: int = 110
+    port: int = 10250
     lease_seconds: int = 10
     lease_interval: float = 2.0
     status_interval: float = 10.0
@@ -158,7 +159,7 @@ class NodeAgent:
             "conditions": conditions(previous.get("conditions") or [], s),
             "addresses": [{"type": "InternalIP", "address": s.host_ip},
                           {"type": "Hostname", "address": s.name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": s.port}},
             "nodeInfo": {
                 "machineID": _machine_id(), "systemUUID": _machine_id(), "bootID": _boot_id(),
                 "kernelVersion": uname.release, "osImage": _os_image(),

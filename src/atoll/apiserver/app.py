@@ -20,6 +20,7 @@ from atoll.api import errors
 from atoll.apiserver import authn, crds, discovery, heap, http, metrics, pki, routing
 from atoll.apiserver.errors import error_middleware
 from atoll.apiserver.handlers import ResourceHandler
+from atoll.apiserver.nodeproxy import NodeProxy
 from atoll.apiserver.objects import ObjectService, WriteOptions
 from atoll.apiserver.openapi import OpenAPI
 from atoll.apiserver.registry import Registry
@@ -56,6 +57,7 @@ class ApiServer:
         self.openapi = OpenAPI(self.registry)
         self.openapi.registry_crd = self._crd_by_name
         self.handler = ResourceHandler(self.svc, self.registry)
+        self.node_proxy: NodeProxy | None = None
         self.metrics = metrics.Metrics()
         self.runner: web.AppRunner | None = None
         self.ready = False
@@ -73,6 +75,11 @@ class ApiServer:
         pki_dir = data / "pki"
         ca = pki.ensure_ca(pki_dir)
         serving = pki.ensure_serving(pki_dir, ca, self.settings.extra_sans)
+        agent_client = pki.ensure_client(pki_dir, ca, "apiserver-kubelet-client",
+                                         "kube-apiserver-kubelet-client", ())
+        self.node_proxy = NodeProxy(self.svc, self.registry,
+                                    (str(agent_client.cert), str(agent_client.key)))
+        self.handler.subresource_proxy = self.node_proxy
         await self.store.start()
         await self.cacher.start()
         heap.HeapKeeper(lambda: len(self.cacher.objects)).watch(self.cacher)
@@ -97,6 +104,8 @@ class ApiServer:
 
     async def stop(self) -> None:
         self.ready = False
+        if self.node_proxy is not None:
+            await self.node_proxy.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

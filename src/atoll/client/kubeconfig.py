@@ -19,6 +19,8 @@ class ClientConfig:
     ssl_context: ssl.SSLContext | bool
     token: str = ""
     namespace: str = "default"
+    #: the cluster CA (PEM), for servers that verify the API server's client certificate
+    ca_pem: bytes = b""
 
 
 def _named(items: list[dict[str, Any]] | None, name: str, what: str) -> dict[str, Any]:
@@ -49,12 +51,13 @@ def load(path: str | os.PathLike[str], context: str | None = None) -> ClientConf
     cluster = _named(doc.get("clusters"), ctx.get("cluster", ""), "cluster")
     user = _named(doc.get("users"), ctx.get("user", ""), "user") if ctx.get("user") else {}
     base = path.parent
+    ca = b""
     if cluster.get("insecure-skip-tls-verify"):
         sslctx = ssl.create_default_context()
         sslctx.check_hostname = False
         sslctx.verify_mode = ssl.CERT_NONE
     else:
-        ca = _data_or_file(cluster, "certificate-authority", base)
+        ca = _data_or_file(cluster, "certificate-authority", base) or b""
         sslctx = ssl.create_default_context(cadata=ca.decode() if ca else None)
     cert = _data_or_file(user, "client-certificate", base)
     key = _data_or_file(user, "client-key", base)
@@ -70,4 +73,4 @@ def load(path: str | os.PathLike[str], context: str | None = None) -> ClientConf
     if not token and user.get("tokenFile"):
         token = Path(user["tokenFile"]).read_text().strip()
     return ClientConfig(server=cluster["server"].rstrip("/"), ssl_context=sslctx, token=token,
-                        namespace=ctx.get("namespace") or "default")
+                        namespace=ctx.get("namespace") or "default", ca_pem=ca)

@@ -1,0 +1,164 @@
+"""``pods/log`` and ``pods/exec``: the API server forwards them to the pod's host agent.
+
+As kube-apiserver does with kubelets: find the pod's node, its InternalIP and
+agent port (``status.daemonEndpoints``), and call the agent's API with the
+API server's own client certificate.  Logs stream straight through; exec is
+a websocket on both sides (the channel protocol passes through untouched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from atoll.api import errors
+from atoll.api.kinds import ResourceType
+from atoll.apiserver.objects import ObjectService
+from atoll.apiserver.registry import Registry
+from atoll.apiserver.routing import ResourcePath
+
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
+LOG_PARAMS = ("follow", "tailLines", "sinceSeconds", "sinceTime", "timestamps", "previous",
+              "limitBytes")
+
+
+class NodeProxy:
+    def __init__(self, svc: ObjectService, registry: Registry, client_cert: tuple[str, str]) -> None:
+        self.svc = svc
+        self.registry = registry
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # agents serve self-signed certificates, as kubelets do
+        ctx.load_cert_chain(*client_cert)
+        self.ssl = ctx
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None,
+                                                                                sock_connect=5))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def __call__(self, request: web.Request, rt: ResourceType,
+                       path: ResourcePath) -> web.StreamResponse:
+        if rt.kind != "Pod" or path.subresource not in ("log", "exec", "attach"):
+            raise errors.NotFound(f"the {path.subresource} subresource is not served")
+        pod = self.svc.get(rt, path.namespace, path.name).obj
+        container = self._container(pod, request.query.get("container", ""))
+        base = self._agent_url(pod)
+        target = f"/{path.namespace}/{path.name}/{container}"
+        if path.subresource == "log":
+            params = {k: v for k, v in request.query.items() if k in LOG_PARAMS}
+            return await self._logs(request, f"{base}/containerLogs{target}", params)
+        if path.subresource == "attach":
+            raise errors.BadRequest("attach is not supported yet; use kubectl exec or logs -f")
+        return await self._exec(request, f"{base}/exec{target}")
+
+    def _container(self, pod: dict[str, Any], wanted: str) -> str:
+        spec = pod.get("spec") or {}
+        names = [c.get("name") for c in (spec.get("containers") or []) +
+                 (spec.get("initContainers") or [])]
+        name = pod["metadata"]["name"]
+        if wanted:
+            if wanted not in names:
+                raise errors.BadRequest(f"container {wanted} is not valid for pod {name}")
+            return wanted
+        regular = [c.get("name") for c in spec.get("containers") or []]
+        if len(regular) == 1:
+            return str(regular[0])
+        raise errors.BadRequest(f"a container name must be specified for pod {name}, choose one "
+                                f"of: [{' '.join(str(n) for n in regular)}]")
+
+    def _agent_url(self, pod: dict[str, Any]) -> str:
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if not node_name:
+            raise errors.BadRequest(f"pod {pod['metadata']['name']} does not have a host assigned")
+        node_rt = self.registry.lookup("", "v1", "nodes")
+        assert node_rt is not None
+        try:
+            node = self.svc.get(node_rt, "", node_name).obj
+        except errors.NotFound:
+            raise errors.ServiceUnavailable(f'node "{node_name}" is not registered') from None
+        status = node.get("status") or {}
+        address = next((a.get("address") for a in status.get("addresses") or []
+                        if a.get("type") == "InternalIP"), None)
+        port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+        if not address or not isinstance(port, int):
+            raise errors.ServiceUnavailable(f'node "{node_name}" has no agent endpoint')
+        host = f"[{address}]" if ":" in address else address
+        return f"https://{host}:{port}"
+
+    async def _logs(self, request: web.Request, url: str,
+                    params: dict[str, str]) -> web.StreamResponse:
+        try:
+            upstream = await self.session().get(url, params=params, ssl=self.ssl)
+        except aiohttp.ClientError as e:
+            raise errors.ServiceUnavailable(f"cannot reach the node's agent: {e}") from None
+        async with upstream:
+            if upstream.status != 200:
+                raise await _agent_error(upstream)
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            await resp.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+
+    async def _exec(self, request: web.Request, url: str) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise errors.BadRequest("Upgrade request required: exec needs a websocket "
+                                    "(v5.channel.k8s.io)")
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        protocols = [p for p in EXEC_PROTOCOLS if p in offered] or list(EXEC_PROTOCOLS)
+        params = [(k, v) for k, v in request.query.items()
+                  if k in ("command", "stdin", "stdout", "stderr", "tty", "container")]
+        try:
+            upstream = await self.session().ws_connect(url, params=params, ssl=self.ssl,
+                                                       protocols=protocols, max_msg_size=0)
+        except aiohttp.WSServerHandshakeError as e:
+            raise errors.BadRequest(f"the agent refused the exec: {e.message}") from None
+        except aiohttp.ClientError as e:
+            raise errors.ServiceUnavailable(f"cannot reach the node's agent: {e}") from None
+        ws = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol
+                                   else protocols, max_msg_size=0)
+        await ws.prepare(request)
+
+        async def client_to_agent() -> None:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    await upstream.send_bytes(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    await upstream.send_str(msg.data)
+            await upstream.close()
+
+        async def agent_to_client() -> None:
+            async for msg in upstream:
+                if msg.type == WSMsgType.BINARY:
+                    await ws.send_bytes(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    await ws.send_str(msg.data)
+            await ws.close()
+
+        tasks = [asyncio.create_task(client_to_agent()), asyncio.create_task(agent_to_client())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            t.cancel()
+        await upstream.close()
+        await ws.close()
+        return ws
+
+
+async def _agent_error(resp: aiohttp.ClientResponse) -> errors.ApiError:
+    try:
+        body = await resp.json(content_type=None)
+        return errors.from_status(body, resp.status)
+    except (ValueError, aiohttp.ClientError):
+        return errors.ServiceUnavailable(f"the node's agent answered {resp.status}")
