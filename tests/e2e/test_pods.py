@@ -247,3 +247,30 @@ def test_kubectl_logs_and_exec(platform: Platform, namespace: str) -> None:
 def _kubectl() -> str:
     from tests.conftest import kubectl_binary
     return kubectl_binary()
+
+
+def test_imported_image_runs(platform: Platform, namespace: str, tmp_path: Path) -> None:
+    from tests.imagebuild import busybox_layer, docker_save, layer_tar
+
+    app = layer_tar({"data/message": b"from-the-image\n"}, dirs=("data",))
+    archive = docker_save(tmp_path / "app.tar", [busybox_layer(), app], tag="example.com/app:1",
+                          config={"Env": ["PATH=/bin", "MODE=imported"], "WorkingDir": "/data",
+                                  "Entrypoint": ["sh", "-c"]})
+    import sys
+    subprocess.run([sys.executable, "-m", "atoll.cli.main", "image", "import", str(archive),
+                    "--data-dir", str(platform.data_dir / "agent")], check=True,
+                   capture_output=True)
+    manifest = f"""apiVersion: v1
+kind: Pod
+metadata: {{name: imported, namespace: {namespace}}}
+spec:
+  nodeName: {TEST_NODE}
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: example.com/app:1
+    args: ["echo $MODE $(pwd) $(cat message)"]
+"""
+    platform.kubectl("apply", "-f", "-", input=manifest)
+    pod = wait_pod(platform, namespace, "imported", phase("Succeeded"))
+    assert log_of(platform, pod).split(" F ", 1)[1].strip() == "imported /data from-the-image"

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from atoll.cli import agent_cmd, controllers_cmd, kubeconfig_cmd, server_cmd, up_cmd
+from atoll.cli import agent_cmd, controllers_cmd, image_cmd, kubeconfig_cmd, server_cmd, up_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_cmd.register(sub)
     controllers_cmd.register(sub)
     agent_cmd.register(sub)
+    image_cmd.register(sub)
     kubeconfig_cmd.register(sub)
     return parser
 
