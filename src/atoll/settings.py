@@ -29,6 +29,8 @@ class ServerSettings:
     watch_window_seconds: float = 300.0
     #: store history kept for paginated lists and store-level watches, in revisions
     history_revisions: int = 100_000
+    #: pods tolerate a not-ready or unreachable node this long before eviction (upstream: 300)
+    pod_toleration_seconds: int = 5
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,8 @@ class ApiServer:
         self.cacher = Cacher(self.store, window=settings.watch_window_events,
                              window_seconds=settings.watch_window_seconds)
         self.registry = Registry()
-        self.svc = ObjectService(self.store, self.cacher, self.registry)
+        self.svc = ObjectService(self.store, self.cacher, self.registry,
+                                 pod_toleration_seconds=settings.pod_toleration_seconds)
         self.openapi = OpenAPI(self.registry)
         self.openapi.registry_crd = self._crd_by_name
         self.handler = ResourceHandler(self.svc, self.registry)

@@ -58,10 +58,13 @@ class ListResult:
 
 
 class ObjectService:
-    def __init__(self, store: Store, cacher: Cacher, registry: Registry) -> None:
+    def __init__(self, store: Store, cacher: Cacher, registry: Registry, *,
+                 pod_toleration_seconds: int = 300) -> None:
         self.store = store
         self.cacher = cacher
         self.registry = registry
+        #: DefaultTolerationSeconds admission: how long pods stay on a not-ready node
+        self.pod_toleration_seconds = pod_toleration_seconds
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, rt: ResourceType, namespace: str, name: str) -> CachedObject:

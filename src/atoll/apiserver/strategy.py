@@ -233,11 +233,17 @@ class PodStrategy(Strategy):
         # DefaultTolerationSeconds)
         spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
         spec.setdefault("priority", 0)
-        spec.setdefault("tolerations", [
-            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-             "tolerationSeconds": 300},
-            {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-             "effect": "NoExecute", "tolerationSeconds": 300}])
+        tolerations = spec.get("tolerations")
+        if tolerations is None or isinstance(tolerations, list):
+            tolerations = list(tolerations or [])
+            for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+                if not any(isinstance(t, dict) and (t.get("key") in (key, None, "")
+                                                    and t.get("effect") in ("NoExecute", None,
+                                                                            ""))
+                           for t in tolerations):
+                    tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
+                                        "tolerationSeconds": svc.pod_toleration_seconds})
+            spec["tolerations"] = tolerations
         obj["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
 
     def validate(self, rt, obj):  # type: ignore[no-untyped-def]

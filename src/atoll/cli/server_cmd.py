@@ -35,6 +35,9 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
                    help="extra name or address for the serving certificate (repeatable)")
     p.add_argument("--token-auth-file", type=Path, default=None,
                    help="static bearer tokens: token,user,uid,\"group1,group2\" per line")
+    p.add_argument("--default-toleration-seconds", type=int, default=5,
+                   help="how long pods stay on a not-ready or unreachable node before they "
+                        "are evicted, unless they say otherwise (upstream: 300)")
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
@@ -43,7 +46,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         raise ValueError(f"--port must be between 1 and 65535, not {args.port}")
     return ServerSettings(data_dir=data_dir, port=args.port, bind_address=args.bind_address,
                           datastore=args.datastore, anonymous=args.anonymous_auth,
-                          extra_sans=tuple(args.tls_san), token_file=args.token_auth_file)
+                          extra_sans=tuple(args.tls_san), token_file=args.token_auth_file,
+                          pod_toleration_seconds=args.default_toleration_seconds)
 
 
 def write_admin_kubeconfig(settings: ServerSettings) -> Path:

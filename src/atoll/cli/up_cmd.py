@@ -101,6 +101,7 @@ async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
         server_args += ["--tls-san", san]
     if settings.token_file:
         server_args += ["--token-auth-file", str(settings.token_file)]
+    server_args += ["--default-toleration-seconds", str(settings.pod_toleration_seconds)]
     kubeconfig = admin_kubeconfig_path(settings.data_dir)
     roles = [Role("apiserver", _python_argv("--log-level", args.log_level, *server_args))]
     if not args.no_controllers:

@@ -11,6 +11,7 @@ from atoll.client import kubeconfig
 from atoll.client.rest import ApiClient
 from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.namespace import NamespaceController
+from atoll.controllers.nodelifecycle import NodeLifecycleController
 from atoll.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class ControllerManager:
         self.controllers: list[Any] = [
             GarbageCollector(self.client, workers=settings.workers),
             NamespaceController(self.client, workers=max(1, settings.workers // 2)),
+            NodeLifecycleController(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []
 
