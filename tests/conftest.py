@@ -131,9 +131,19 @@ AGENT_ARGS = (f"--agent-arg=--name={TEST_NODE}", f"--agent-arg=--bridge={TEST_BR
               "--agent-arg=--crashloop-backoff-max=4")
 
 
-def cleanup_agent(agent_dir: Path, bridge: str) -> None:
+def run_dir(data_dir: Path) -> Path:
+    """Where the test agent keeps its containers (a test's own, not /run/atoll)."""
+    return data_dir / "agent-run"
+
+
+def cleanup_agent(agent_dir: Path, bridge: str, agent_run_dir: Path | None = None) -> None:
     """Stop what a test agent left running (containers outlive agents by design)."""
-    containers = agent_dir / "containers"
+    run = agent_run_dir or agent_dir.parent / "agent-run"
+    containers = run / "containers"
+    try:
+        os.kill(int((containers / "zygote.pid").read_text()), signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
     for state in containers.glob("*/state"):
         for name in ("started.json", "shim.json"):
             try:
@@ -143,7 +153,7 @@ def cleanup_agent(agent_dir: Path, bridge: str) -> None:
     for rootfs in containers.glob("*/bundle/rootfs"):
         subprocess.run(["umount", "-l", str(rootfs)], capture_output=True)
     for d in containers.glob("*"):
-        subprocess.run(["runc", "--root", str(agent_dir / "runc"), "delete", "--force", d.name],
+        subprocess.run(["runc", "--root", str(run / "runc"), "delete", "--force", d.name],
                        capture_output=True)
     for net in (agent_dir / "pods").glob("*/network.json"):
         try:
@@ -155,12 +165,14 @@ def cleanup_agent(agent_dir: Path, bridge: str) -> None:
         if os.path.ismount(vol):
             subprocess.run(["umount", "-l", str(vol)], capture_output=True)
     subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
+    subprocess.run(["nft", "delete", "table", "ip", f"atoll_{bridge}"], capture_output=True)
 
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
     base = tmp_path_factory.mktemp("atoll")
-    p = start_platform(base / "data", None, *AGENT_ARGS)
+    p = start_platform(base / "data", None, *AGENT_ARGS,
+                       f"--agent-arg=--run-dir={run_dir(base / 'data')}")
     yield p
     stop_platform(p)
     cleanup_agent(p.data_dir / "agent", TEST_BRIDGE)

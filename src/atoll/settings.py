@@ -60,6 +60,9 @@ class AgentSettings:
     host_ip: str
     #: API server URL overriding the kubeconfig's (``--server``)
     server: str = ""
+    #: container bundles, writable layers and shim state: a tmpfs, like /run/containerd
+    #: (containers do not survive a reboot anyway); default /run/atoll/<name>
+    run_dir: Path | None = None
     #: the agent's HTTPS API (logs, exec) for the API server; kubelet's port
     port: int = 10250
     pod_cidr: str = "10.88.0.0/16"

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import TEST_NODE, Platform
+from tests.conftest import TEST_NODE, Platform, run_dir
 
 
 def pod_yaml(ns: str, name: str, script: str, *, restart: str = "Never", extra: str = "",
@@ -161,8 +161,8 @@ def test_graceful_delete_leaves_nothing_behind(platform: Platform, namespace: st
     assert time.monotonic() - started < 5  # SIGTERM was honoured; no wait for the grace period
     assert not (platform.data_dir / "agent" / "pods" / uid).exists()
     assert not _netns_exists(netns)
-    leftovers = [d for d in (platform.data_dir / "agent" / "containers").iterdir()
-                 if json.loads((d / "meta.json").read_text())["pod_uid"] == uid]
+    leftovers = [d for d in (run_dir(platform.data_dir) / "containers").glob("*/meta.json")
+                 if json.loads(d.read_text())["pod_uid"] == uid]
     assert leftovers == []
 
 
@@ -171,7 +171,7 @@ def test_agent_restart_keeps_containers_running(platform: Platform, namespace: s
         namespace, "steady", "echo start; sleep 3600", restart="Always"))
     pod = wait_pod(platform, namespace, "steady", phase("Running"))
     cid = pod["status"]["containerStatuses"][0]["containerID"].split("//")[1]
-    started = json.loads((platform.data_dir / "agent" / "containers" / cid / "state" /
+    started = json.loads((run_dir(platform.data_dir) / "containers" / cid / "state" /
                           "started.json").read_text())
     agent_pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and
                   _cmdline(int(p)).find(f"agent --kubeconfig {platform.kubeconfig}") >= 0]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from pathlib import Path
 from typing import Any
 
 from atoll.agent.images import ImageStore
 from atoll.agent.network import CNI, NetworkSettings
 from atoll.agent.node import NodeAgent, NodeSettings, runc_version
 from atoll.agent.podworker import PodWorker, WorkerSettings
-from atoll.agent.runtime.containers import ContainerRuntime
+from atoll.agent.runtime.containers import ContainerMeta, ContainerRuntime
 from atoll.agent.server import AgentServer
 from atoll.client import kubeconfig
 from atoll.client.informer import Informer
@@ -39,8 +40,9 @@ class Agent:
             config.server = s.server.rstrip("/")
         self.client = ApiClient(config, user_agent=f"atoll-agent/{s.name}")
         self.images = ImageStore(s.data_dir / "images")
-        self.runtime = ContainerRuntime(s.data_dir / "containers", runc=s.runtime,
-                                        runc_root=s.data_dir / "runc")
+        run_dir = s.run_dir or Path("/run/atoll") / s.name
+        self.runtime = ContainerRuntime(run_dir / "containers", runc=s.runtime,
+                                        runc_root=run_dir / "runc")
         self.cni = CNI(NetworkSettings(pod_cidr=s.pod_cidr, bridge=s.bridge,
                                        cni_bin_dir=s.cni_bin_dir,
                                        state_dir=s.data_dir / "cni"))
@@ -55,11 +57,16 @@ class Agent:
         self.pods = Informer(self.client, "", "v1", "pods", field_selector=f"spec.nodeName={s.name}")
         self.pods.add_handler(self._on_pod)
         self.workers: dict[str, PodWorker] = {}
+        #: containers on disk at start, by pod uid: adopted by the first worker of each pod
+        self._found: dict[str, list[ContainerMeta]] = {}
+        for meta in self.runtime.list():
+            self._found.setdefault(meta.pod_uid, []).append(meta)
         self.server: AgentServer | None = None
 
     async def run(self) -> None:
         if self.images.ensure_busybox() is None:
             log.warning("no busybox binary on this host: the built-in busybox image is missing")
+        await self.cni.ensure_masquerade()
         self.server = AgentServer(self, self.settings.port)
         await self.server.start(self.ca_pem)
         await self.node.register()
@@ -89,7 +96,7 @@ class Agent:
             worker = PodWorker(pod, client=self.client, runtime=self.runtime, images=self.images,
                                cni=self.cni, settings=self.worker_settings)
             self.workers[uid] = worker
-            worker.start()
+            worker.start(self._found.pop(uid, None))
             asyncio.get_running_loop().create_task(self._forget_when_done(uid, worker))
         else:
             worker.update(pod)
@@ -102,7 +109,7 @@ class Agent:
     async def _collect_orphans(self) -> None:
         """Remove containers, networks and files of pods this node no longer has."""
         live = {p["metadata"].get("uid") for p in self.pods.list()}
-        orphans = {m.pod_uid for m in self.runtime.list() if m.pod_uid not in live}
+        orphans = {uid for uid in self._found if uid not in live}
         pods_dir = self.worker_settings.pods_dir
         if pods_dir.is_dir():
             orphans |= {d.name for d in pods_dir.iterdir() if d.is_dir() and d.name not in live}
@@ -112,7 +119,7 @@ class Agent:
                                 "deletionGracePeriodSeconds": 1}, "spec": {}}
             worker = PodWorker(pod, client=self.client, runtime=self.runtime, images=self.images,
                                cni=self.cni, settings=self.worker_settings)
-            worker._adopt()
+            worker._adopt(self._found.pop(uid, []))
             worker.deleted_from_api = True
             await worker.sync()
             shutil.rmtree(pods_dir / uid, ignore_errors=True)

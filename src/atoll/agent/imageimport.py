@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable
 
-from atoll.agent.images import Image, ImageStore, normalize
+from atoll.agent.images import Image, ImageStore
 
 Progress = Callable[[int], None]  # bytes of layer data consumed
 REF_ANNOTATION = "org.opencontainers.image.ref.name"

@@ -61,13 +61,36 @@ class CNI:
     def conflist(self) -> dict[str, Any]:
         s = self.settings
         return {"cniVersion": CNI_VERSION, "name": "atoll", "plugins": [
-            {"type": "bridge", "bridge": s.bridge, "isGateway": True, "ipMasq": True,
+            # masquerading is one nftables rule for the whole pod range (ensure_masquerade),
+            # not the bridge plugin's iptables chain per pod, which serializes pod starts
+            {"type": "bridge", "bridge": s.bridge, "isGateway": True, "ipMasq": False,
              "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": s.pod_cidr}]],
                       "routes": [{"dst": "0.0.0.0/0"}],
                       "dataDir": str(s.state_dir / "ipam")}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ]}
+
+    def nft_table(self) -> str:
+        return f"atoll_{self.settings.bridge}".replace("-", "_")
+
+    async def ensure_masquerade(self) -> None:
+        """Traffic from pods to anywhere outside the pod range leaves with the host's address."""
+        cidr = self.settings.pod_cidr
+        table = self.nft_table()
+        script = (f"table ip {table} {{}}\ndelete table ip {table}\n"
+                  f"table ip {table} {{\n"
+                  f"  chain postrouting {{\n"
+                  f"    type nat hook postrouting priority srcnat; policy accept;\n"
+                  f"    ip saddr {cidr} ip daddr != {cidr} masquerade\n"
+                  f"  }}\n}}\n")
+        proc = await asyncio.create_subprocess_exec(
+            "nft", "-f", "-", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate(script.encode())
+        if proc.returncode != 0:
+            log.warning("cannot install the pod masquerade rule (pods reach only this host and "
+                        "other pods): %s", err.decode(errors="replace").strip())
 
     async def setup(self, pod_uid: str, namespace: str, name: str,
                     port_mappings: list[dict[str, Any]]) -> PodNetwork:

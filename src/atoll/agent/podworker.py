@@ -85,8 +85,9 @@ class PodWorker:
         self.finished = asyncio.Event()
 
     # -- driving --------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._adopt()
+    def start(self, existing: list[ContainerMeta] | None = None) -> None:
+        """Run the worker; ``existing`` are this pod's containers found on disk at agent start."""
+        self._adopt(existing or [])
         self._task = asyncio.create_task(self._loop(), name=f"pod-{self.uid[:8]}")
         self.wake()
 
@@ -131,7 +132,7 @@ class PodWorker:
         return self.pod.get("spec") or {}
 
     # -- adoption --------------------------------------------------------------------------------
-    def _adopt(self) -> None:
+    def _adopt(self, existing: list[ContainerMeta]) -> None:
         """Pick up what a previous agent left: containers and the network of this pod."""
         net = _read_json(self.dir / "network.json")
         if net and "netns" in net and "ip" in net:
@@ -139,8 +140,7 @@ class PodWorker:
         started = _read_json(self.dir / "started.json")
         if started:
             self.start_time = float(started.get("startTime") or time.time())
-        for meta in sorted((m for m in self.runtime.list() if m.pod_uid == self.uid),
-                           key=lambda m: m.attempt):
+        for meta in sorted(existing, key=lambda m: m.attempt):
             attempt = Attempt(meta, exit=self.runtime.exit_info(meta.id))
             info = self.runtime.started(meta.id)
             if info:
@@ -483,7 +483,7 @@ class PodWorker:
             for a in attempts:
                 await self.runtime.remove(a.meta.id)
         await self._release()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self.dir, True)
         if not self.deleted_from_api:
             ns, name = meta["namespace"], meta["name"]
             try:
@@ -505,7 +505,7 @@ class PodWorker:
                                  deadline_exceeded=deadline_exceeded)
         if deadline_exceeded:
             view.reason = "DeadlineExceeded"
-            view.message = (f"Pod was active on the node longer than the specified deadline")
+            view.message = "Pod was active on the node longer than the specified deadline"
         for c in self.spec.get("initContainers") or []:
             view.init.append(self._container_view(c, "OnFailure" if policy != "Never"
                                                   else "Never", init=True))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from atoll.agent.runtime import mounts
 from atoll.agent.podenv import ConfigError, Fetch, field_value, resource_value
 from atoll.api import quantity
 
@@ -60,7 +61,10 @@ async def _setup_one(pod: dict[str, Any], vol: dict[str, Any], target: Path,
         if spec.get("medium") == "Memory" and not os.path.ismount(target):
             size = spec.get("sizeLimit")
             opts = "mode=1777" + (f",size={quantity.integer(size)}" if size else "")
-            await _run("mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(target))
+            try:
+                mounts.mount("tmpfs", str(target), "tmpfs", opts)
+            except mounts.MountError as e:
+                raise VolumeError(str(e)) from None
         else:
             os.chmod(target, 0o777)
         return HostVolume(str(target))
@@ -196,14 +200,6 @@ async def teardown(pod_dir: Path) -> None:
     if volumes.is_dir():
         for d in volumes.iterdir():
             if os.path.ismount(d):
-                await _run("umount", "-l", str(d), check=False)
-    shutil.rmtree(volumes, ignore_errors=True)
+                mounts.unmount(str(d))
+    await asyncio.to_thread(shutil.rmtree, volumes, True)
 
-
-async def _run(*cmd: str, check: bool = True) -> None:
-    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
-    if check and proc.returncode != 0:
-        raise VolumeError(f"{' '.join(cmd)}: {err.decode(errors='replace').strip()}")

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="", help="Node name (default: the host name)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="agent state: images, containers, pods (default: ~/.atoll/agent)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="container bundles, writable layers and shim state; best on a tmpfs "
+                        "(default: /run/atoll/NAME)")
     p.add_argument("--node-ip", default="", help="address reported for this Node "
                                                   "(default: the default route's source)")
     p.add_argument("--port", type=int, default=10250,
@@ -53,7 +56,7 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
     return AgentSettings(
         kubeconfig=Path(resolve_kubeconfig(args.kubeconfig)), server=args.server,
         name=args.name or socket.gethostname().lower(),
-        data_dir=args.data_dir or default_data_dir() / "agent",
+        data_dir=args.data_dir or default_data_dir() / "agent", run_dir=args.run_dir,
         host_ip=args.node_ip or host_ip(), port=args.port, pod_cidr=args.pod_cidr, bridge=args.bridge,
         runtime=args.runtime, cni_bin_dir=args.cni_bin_dir, lease_interval=args.lease_interval,
         lease_seconds=args.lease_seconds, backoff_base=args.crashloop_backoff,
@@ -82,5 +85,7 @@ async def _main(settings: AgentSettings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # one pidfd per child instead of one waiting thread per child: an agent spawns many
+    asyncio.get_event_loop_policy().set_child_watcher(asyncio.PidfdChildWatcher())
     asyncio.run(_main(settings_from(args)))
     return 0

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from atoll.agent.images import Image
+from atoll.agent.runtime import mounts
 
 log = logging.getLogger(__name__)
 SHIM = Path(__file__).with_name("shim.py")
@@ -71,6 +72,7 @@ class ContainerRuntime:
         self.root.mkdir(parents=True, exist_ok=True)
         self.runc_root.mkdir(parents=True, exist_ok=True)
         self._exits: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._zygote_lock = asyncio.Lock()
 
     def dir(self, cid: str) -> Path:
         return self.root / cid
@@ -109,32 +111,57 @@ class ContainerRuntime:
         (d / "meta.json").write_text(json.dumps(meta.__dict__))
         (d / "bundle" / "config.json").write_text(json.dumps(spec))
         lower = ":".join(str(p) for p in reversed(image.layers))
-        await _run("mount", "-t", "overlay", "overlay", "-o",
-                   f"lowerdir={lower},upperdir={d / 'upper'},workdir={d / 'work'}",
-                   str(d / "bundle" / "rootfs"), reason="CreateContainerError")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", str(SHIM), "--runc", self.runc, "--root",
-            str(self.runc_root), "--id", meta.id, "--bundle", str(d / "bundle"),
-            "--state", str(d / "state"), "--log", meta.log_path,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
-        assert proc.stdout is not None
-        line = (await proc.stdout.readline()).decode().split()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._exits[meta.id] = fut
-
-        async def reap() -> None:
-            await proc.wait()
-            if not fut.done():
-                fut.set_result(self.exit_info(meta.id) or _lost())
-        asyncio.create_task(reap())
+        try:
+            mounts.mount("overlay", str(d / "bundle" / "rootfs"), "overlay",
+                         f"lowerdir={lower},upperdir={d / 'upper'},workdir={d / 'work'}")
+        except mounts.MountError as e:
+            raise ContainerError("CreateContainerError", str(e)) from None
+        request = {"runc": self.runc, "root": str(self.runc_root), "id": meta.id,
+                   "bundle": str(d / "bundle"), "state": str(d / "state"), "log": meta.log_path}
+        reader, writer = await self._zygote()
+        try:
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+            first = (await reader.readline()).decode().split()
+            line = (await reader.readline()).decode().split()
+        finally:
+            writer.close()
+        if len(first) != 2 or first[0] != "shim":
+            raise ContainerError("CreateContainerError", "the container shim did not start")
         if len(line) != 2 or line[0] != "started":
-            info = await fut
+            info = self.exit_info(meta.id) or {}
             raise ContainerError("StartError" if info.get("reason") == "StartError"
-                                else "CreateContainerError",
-                                str(info.get("message") or "the container did not start"))
+                                 else "CreateContainerError",
+                                 str(info.get("message") or "the container did not start"))
+        self.wait(meta.id)
         return int(line[1])
+
+    async def _zygote(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the shim zygote, started (again) when it is not running."""
+        sock = self.root / "shim.sock"
+        try:
+            return await asyncio.open_unix_connection(str(sock))
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        async with self._zygote_lock:
+            try:
+                return await asyncio.open_unix_connection(str(sock))
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-I", "-S", str(SHIM), "--zygote", str(sock),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+            (self.root / "zygote.pid").write_text(str(proc.pid))
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    return await asyncio.open_unix_connection(str(sock))
+                except (FileNotFoundError, ConnectionRefusedError):
+                    if time.monotonic() > deadline or proc.returncode is not None:
+                        raise ContainerError("CreateContainerError",
+                                             "the container shim zygote did not start") from None
+                    await asyncio.sleep(0.01)
 
     def wait(self, cid: str) -> "asyncio.Future[dict[str, Any]]":
         """A future for the container's exit record (adopting it if another agent started it)."""
@@ -203,10 +230,11 @@ class ContainerRuntime:
         d = self.dir(cid)
         rootfs = d / "bundle" / "rootfs"
         if os.path.ismount(rootfs):
-            await _run("umount", "-l", str(rootfs), reason="", check=False)
-        await _run(self.runc, "--root", str(self.runc_root), "delete", "--force", cid,
-                   reason="", check=False)
-        shutil.rmtree(d, ignore_errors=True)
+            mounts.unmount(str(rootfs))
+        if (self.runc_root / cid).exists():  # the shim normally deleted it already
+            await _run(self.runc, "--root", str(self.runc_root), "delete", "--force", cid,
+                       reason="", check=False)
+        await asyncio.to_thread(shutil.rmtree, d, True)
         self._exits.pop(cid, None)
 
     async def exec(self, cid: str, args: list[str], *, timeout: float) -> tuple[int, bytes]:

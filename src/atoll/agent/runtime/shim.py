@@ -1,8 +1,8 @@
 """The per-container shim: owns one runc container for its whole life.
 
-Run by the agent as ``python3 -I -S shim.py ...`` in its own session, so it
-outlives agent restarts (as containerd's shims do).  It imports only the
-standard library, to start in a few milliseconds.  It:
+Forked per container by the shim zygote (``shim.py --zygote SOCKET``, see
+``zygote``) into its own session, so it outlives agent restarts (as
+containerd's shims do).  It imports only the standard library.  It:
 
 1. becomes a child subreaper, so the container's init process (which
    ``runc create`` leaves behind) is reparented to it and it can reap it;
@@ -27,6 +27,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -101,14 +102,59 @@ def oom_kills(cgroup_path: str) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runc", required=True)
-    ap.add_argument("--root", required=True, help="runc state root")
-    ap.add_argument("--id", required=True)
-    ap.add_argument("--bundle", required=True)
-    ap.add_argument("--state", required=True, help="this container's state directory")
-    ap.add_argument("--log", required=True, help="CRI-format log file")
+    ap.add_argument("--zygote", default="", help="serve container requests on this socket")
+    ap.add_argument("--runc")
+    ap.add_argument("--root", help="runc state root")
+    ap.add_argument("--id")
+    ap.add_argument("--bundle")
+    ap.add_argument("--state", help="this container's state directory")
+    ap.add_argument("--log", help="CRI-format log file")
     args = ap.parse_args()
+    if args.zygote:
+        return zygote(args.zygote)
+    return run_container(args)
 
+
+def zygote(path: str) -> int:
+    """Fork a shim per request: an interpreter start per container costs more than runc.
+
+    Each request is one JSON line of shim arguments on a Unix socket; the forked
+    shim leaves the zygote's session, reports ``shim <pid>`` and ``started <pid>``
+    on the same connection, and lives on its own: neither the zygote's nor the
+    agent's death touches it.  The zygote is single-threaded, so forking is safe.
+    """
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps finished shims
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    os.chmod(path, 0o600)
+    server.listen(256)
+    while True:
+        conn, _ = server.accept()
+        try:
+            request = json.loads(conn.makefile("rb").readline())
+        except (OSError, ValueError):
+            conn.close()
+            continue
+        if os.fork() == 0:
+            server.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.setsid()
+            os.dup2(conn.fileno(), 1)
+            conn.close()
+            try:
+                code = run_container(argparse.Namespace(**request))
+            except BaseException:  # noqa: BLE001 - a shim never returns into the zygote loop
+                code = 1
+            os._exit(code)
+        conn.close()
+
+
+def run_container(args: argparse.Namespace) -> int:
+    print(f"shim {os.getpid()}", flush=True)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
