@@ -274,3 +274,31 @@ spec:
     platform.kubectl("apply", "-f", "-", input=manifest)
     pod = wait_pod(platform, namespace, "imported", phase("Succeeded"))
     assert log_of(platform, pod).split(" F ", 1)[1].strip() == "imported /data from-the-image"
+
+
+def test_deleting_the_node_removes_its_pods_and_the_agent_registers_again(
+        platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "doomed", "sleep 3600", restart="Always"))
+    pod = wait_pod(platform, namespace, "doomed", phase("Running"))
+    cid = pod["status"]["containerStatuses"][0]["containerID"].split("//")[1]
+    pid = json.loads((run_dir(platform.data_dir) / "containers" / cid / "state" /
+                      "started.json").read_text())["pid"]
+    uid = pod["metadata"]["uid"]
+    platform.kubectl("delete", "node", TEST_NODE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        gone = platform.kubectl("get", "pod", "doomed", "-n", namespace, check=False)
+        if gone.returncode != 0 and not (platform.data_dir / "agent" / "pods" / uid).exists():
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the pod of a deleted node was not removed")
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while platform.kubectl("get", "node", TEST_NODE, check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the agent did not register its node again"
+        time.sleep(0.2)

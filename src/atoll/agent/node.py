@@ -239,6 +239,13 @@ class NodeAgent:
                     node = await self.post_status(previous)
                     previous = node.get("status") or {}
                     next_status = loop.time() + self.settings.status_interval
+            except errors.NotFound:
+                log.warning("node %s was deleted; registering it again", self.settings.name)
+                try:
+                    node = await self.register()
+                    previous = node.get("status") or {}
+                except (errors.ApiError, OSError) as e:
+                    log.warning("cannot register node again: %s", e)
             except errors.ApiError as e:
                 log.warning("node heartbeat failed: %s", e)
             except OSError as e:

@@ -12,7 +12,7 @@ again the taints go away and the agent reports Ready itself.
 Each node is looked at when its Node, Lease or pods change, and again exactly
 when its Lease would expire or a pod's toleration runs out (a delayed requeue,
 not a polling loop).  Nodes that never had a Lease (objects without an agent)
-are left alone.
+are left alone.  Pods bound to a deleted Node are deleted (upstream's pod GC).
 """
 
 from __future__ import annotations
@@ -111,8 +111,11 @@ class NodeLifecycleController:
 
     async def reconcile(self, name: str) -> float | None:
         node = self.nodes.get(name)
+        if node is None:
+            await self._collect_pods(name)
+            return None
         lease = self.leases.get(f"{LEASE_NAMESPACE}/{name}")
-        if node is None or lease is None:
+        if lease is None:
             return None
         spec = lease.get("spec") or {}
         renewed = _parse_time(spec.get("renewTime"))
@@ -198,3 +201,19 @@ class NodeLifecycleController:
             except (errors.NotFound, errors.Conflict):
                 continue
         return next_check + 0.05 if next_check is not None else None
+
+    async def _collect_pods(self, name: str) -> None:
+        """Pods bound to a node that no longer exists are deleted at once (upstream's pod GC)."""
+        for key in list(self.pods_by_node.get(name, ())):
+            pod = self.pods.get(key)
+            if pod is None:
+                continue
+            ns, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+            log.info("deleting pod %s: its node %s is gone", key, name)
+            try:
+                await self.client.delete(f"/api/v1/namespaces/{ns}/pods/{pod_name}",
+                                         {"apiVersion": "v1", "kind": "DeleteOptions",
+                                          "gracePeriodSeconds": 0,
+                                          "preconditions": {"uid": pod["metadata"]["uid"]}})
+            except (errors.NotFound, errors.Conflict):
+                continue
