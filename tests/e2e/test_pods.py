@@ -302,3 +302,74 @@ def test_deleting_the_node_removes_its_pods_and_the_agent_registers_again(
     while platform.kubectl("get", "node", TEST_NODE, check=False).returncode != 0:
         assert time.monotonic() < deadline, "the agent did not register its node again"
         time.sleep(0.2)
+
+
+def test_init_containers_volumes_and_security_context(platform: Platform, namespace: str) -> None:
+    platform.kubectl("create", "secret", "generic", "creds", "-n", namespace,
+                     "--from-literal=password=s3cret")
+    manifest = f"""apiVersion: v1
+kind: Pod
+metadata: {{name: full, namespace: {namespace}, labels: {{tier: web}}}}
+spec:
+  nodeName: {TEST_NODE}
+  restartPolicy: Never
+  securityContext: {{runAsUser: 1000, runAsGroup: 1000}}
+  initContainers:
+  - name: prepare
+    image: busybox
+    command: [sh, -c, "echo prepared > /work/ready"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: c
+    image: busybox
+    command: [sh, -c]
+    args:
+    - |
+      set -e
+      test "$(id -u)" = 1000
+      cat /work/ready
+      cat /secret/password; echo
+      cat /info/labels; echo
+      ls /mem > /dev/null
+      if touch /rootfile 2>/dev/null; then echo writable-root; exit 1; fi
+      echo ok
+    securityContext:
+      readOnlyRootFilesystem: true
+      capabilities: {{drop: [ALL]}}
+    volumeMounts:
+    - {{name: work, mountPath: /work}}
+    - {{name: secret, mountPath: /secret}}
+    - {{name: info, mountPath: /info}}
+    - {{name: mem, mountPath: /mem}}
+  volumes:
+  - {{name: work, emptyDir: {{}}}}
+  - {{name: secret, secret: {{secretName: creds}}}}
+  - name: info
+    downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}
+  - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 8Mi}}}}
+"""
+    platform.kubectl("apply", "-f", "-", input=manifest)
+    pod = wait_pod(platform, namespace, "full",
+                   lambda p: (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"))
+    init = pod["status"]["initContainerStatuses"][0]
+    assert init["state"]["terminated"]["reason"] == "Completed", platform.kubectl(
+        "logs", "full", "-n", namespace, "-c", "prepare").stdout
+    log = log_of(platform, pod)
+    assert pod["status"]["phase"] == "Succeeded", log
+    for expected in ("prepared", "s3cret", 'tier="web"', " F ok"):
+        assert expected in log
+
+
+def test_liveness_failure_restarts_the_container(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "sick", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 3600",
+        restart="Always",
+        container_extra="""    livenessProbe:
+      exec: {command: [test, -f, /tmp/healthy]}
+      periodSeconds: 1
+      failureThreshold: 2"""))
+    pod = wait_pod(platform, namespace, "sick",
+                   lambda p: ((p.get("status") or {}).get("containerStatuses") or [{}])[0]
+                   .get("restartCount", 0) >= 1, timeout=60)
+    last = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert last["exitCode"] == 137
