@@ -228,3 +228,14 @@ def test_validate_object_meta_never_raises(meta: object, namespaced: bool, rule:
     assert all(isinstance(c, errors.Cause) for c in causes)
     validation.validate_update_meta(meta, meta)
     validation.validate_update_meta({"name": "a"}, meta)
+
+
+def test_pod_resource_quantities_are_checked() -> None:
+    from atoll.apiserver.strategy import _validate_resources
+
+    assert _validate_resources({"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}, "r") == []
+    causes = _validate_resources({"requests": {"cpu": "lots", "memory": "2Gi"},
+                                  "limits": {"memory": "1Gi"}}, "spec.containers[0].resources")
+    fields = sorted(c.field for c in causes)
+    assert fields == ["spec.containers[0].resources.requests[cpu]",
+                      "spec.containers[0].resources.requests[memory]"]

@@ -149,8 +149,12 @@ def spec_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
 def track_managed_fields(rt: ResourceType, old: dict[str, Any] | None, new: dict[str, Any],
                          opts: "WriteOptions", *, operation: str = "Update",
                          subresource: str = "") -> None:
-    """Record field ownership for non-apply writes (apply records its own)."""
-    if operation == "Apply":
+    """Record field ownership for non-apply writes (apply records its own).
+
+    Bindings are not recorded, as upstream: the scheduler's ``nodeName`` is not a
+    field anyone applies, and skipping it halves what a binding costs.
+    """
+    if operation == "Apply" or subresource == "binding":
         return
     from atoll.api import managedfields
     from atoll.apiserver.objects import now_rfc3339
@@ -327,6 +331,44 @@ def _validate_containers(containers: Any, path: str, *, required: bool) -> list[
             seen.add(name)
         if not c.get("image"):
             causes.append(errors.required(f"{p}.image"))
+        causes += _validate_resources(c.get("resources"), f"{p}.resources")
+    return causes
+
+
+def _validate_resources(res: Any, path: str) -> list[errors.Cause]:
+    """Quantities must parse and not be negative; a request may not exceed its limit."""
+    if res is None:
+        return []
+    if not isinstance(res, dict):
+        return [errors.invalid_value(path, res, "must be an object")]
+    from atoll.api import quantity
+
+    causes: list[errors.Cause] = []
+    parsed: dict[str, dict[str, Any]] = {}
+    for section in ("requests", "limits"):
+        values = res.get(section)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            causes.append(errors.invalid_value(f"{path}.{section}", values, "must be a map"))
+            continue
+        for name, raw in values.items():
+            field = f"{path}.{section}[{name}]"
+            try:
+                amount = quantity.parse(raw)
+            except ValueError as e:
+                causes.append(errors.invalid_value(field, raw, str(e)))
+                continue
+            if amount < 0:
+                causes.append(errors.invalid_value(field, raw, "must be greater than or equal "
+                                                               "to 0"))
+            parsed.setdefault(section, {})[name] = amount
+    for name, request in (parsed.get("requests") or {}).items():
+        limit = (parsed.get("limits") or {}).get(name)
+        if limit is not None and request > limit:
+            causes.append(errors.invalid_value(
+                f"{path}.requests[{name}]", res["requests"][name],
+                f"must be less than or equal to {name} limit of {res['limits'][name]}"))
     return causes
 
 
