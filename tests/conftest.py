@@ -171,11 +171,24 @@ def cleanup_agent(agent_dir: Path, bridge: str, agent_run_dir: Path | None = Non
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
     base = tmp_path_factory.mktemp("atoll")
-    p = start_platform(base / "data", None, *AGENT_ARGS,
+    p = start_platform(base / "data", None, *AGENT_ARGS, f"--agent-arg=--port={free_port()}",
                        f"--agent-arg=--run-dir={run_dir(base / 'data')}")
     yield p
     stop_platform(p)
     cleanup_agent(p.data_dir / "agent", TEST_BRIDGE)
+
+
+@pytest.fixture
+def own_platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
+    """A platform of its own (own node, bridge and pod range), for tests that break things."""
+    base = tmp_path_factory.mktemp("atoll-own")
+    data = base / "data"
+    p = start_platform(data, None, "--agent-arg=--name=atoll-own-node",
+                       "--agent-arg=--bridge=atollt2", "--agent-arg=--pod-cidr=10.248.0.0/16",
+                       f"--agent-arg=--port={free_port()}", f"--agent-arg=--run-dir={run_dir(data)}")
+    yield p
+    stop_platform(p)
+    cleanup_agent(data / "agent", "atollt2", run_dir(data))
 
 
 @pytest.fixture

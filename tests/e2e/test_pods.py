@@ -373,3 +373,31 @@ def test_liveness_failure_restarts_the_container(platform: Platform, namespace: 
                    .get("restartCount", 0) >= 1, timeout=60)
     last = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]
     assert last["exitCode"] == 137
+
+
+def test_api_server_restart_does_not_disturb_pods(own_platform: Platform) -> None:
+    platform, namespace = own_platform, "default"
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "calm", "sleep 3600", restart="Always").replace(TEST_NODE, "atoll-own-node"))
+    pod = wait_pod(platform, namespace, "calm", phase("Running"))
+    cid = pod["status"]["containerStatuses"][0]["containerID"].split("//")[1]
+    pid = json.loads((run_dir(platform.data_dir) / "containers" / cid / "state" /
+                      "started.json").read_text())["pid"]
+    servers = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+               f"server --data-dir {platform.data_dir}" in _cmdline(int(p))]
+    assert servers
+    for server in servers:
+        os.kill(server, signal.SIGKILL)
+    # `atoll up` restarts the API server; the agent reconnects and changes nothing
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if platform.kubectl("get", "pod", "calm", "-n", namespace, check=False).returncode == 0:
+            break
+        time.sleep(0.3)
+    os.kill(pid, 0)  # the container never stopped
+    # and the agent still manages it: a delete stops it
+    platform.kubectl("delete", "pod", "calm", "-n", namespace, "--timeout=60s")
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
