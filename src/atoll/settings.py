@@ -30,7 +30,7 @@ class ServerSettings:
     #: store history kept for paginated lists and store-level watches, in revisions
     history_revisions: int = 100_000
     #: pods tolerate a not-ready or unreachable node this long before eviction (upstream: 300)
-    pod_toleration_seconds: int = 5
+    pod_toleration_seconds: int = 3
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class AgentSettings:
     runtime: str = "runc"
     cni_bin_dir: str = "/usr/lib/cni"
     lease_interval: float = 2.0
-    lease_seconds: int = 10
+    lease_seconds: int = 8
     #: restart back-off of crashing containers (kubelet: 10 s doubling up to 300 s)
     backoff_base: float = 10.0
     backoff_max: float = 300.0

@@ -82,3 +82,13 @@ def test_no_request_gets_a_500(platform: Platform, method: str, path: str, body:
 def test_server_still_serves_after_fuzzing(platform: Platform) -> None:
     ctx = platform.ssl_context()
     assert call(platform, ctx, "GET", "/api/v1/namespaces/default", None, "", "") == 200
+
+
+def test_known_bad_bodies_are_4xx(platform: Platform) -> None:
+    """Cases the fuzzer once found: kind-specific defaulting must only see well-typed objects."""
+    ctx = platform.ssl_context()
+    for path, body in (("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", b'{"spec":true}'),
+                       ("/apis/apps/v1/namespaces/default/deployments", b'{"spec":[]}'),
+                       ("/api/v1/namespaces/default/pods", b'{"metadata":{"name":"p"},"spec":1}')):
+        code = call(platform, ctx, "POST", path, body, "application/json", "")
+        assert 400 <= code < 500, (path, code)

@@ -55,7 +55,7 @@ def test_expired_lease_taints_node_and_evicts_pods(k8s, namespace: str) -> None:
             ("node.kubernetes.io/unreachable", "NoExecute")}
         ready = next(c for c in node.status.conditions if c.type == "Ready")
         assert ready.status == "Unknown" and ready.reason == "NodeStatusUnknown"
-        # the default toleration (5 s) runs out, then the pod is evicted
+        # the default toleration (3 s) runs out, then the pod is evicted
         wait_for(lambda: v1.read_namespaced_pod("victim", namespace).metadata.deletion_timestamp,
                  timeout=30, what="eviction")
         assert v1.read_namespaced_pod("stayer", namespace).metadata.deletion_timestamp is None

@@ -38,7 +38,7 @@ class NodeSettings:
     pod_cidr: str
     max_pods: int = 110
     port: int = 10250
-    lease_seconds: int = 10
+    lease_seconds: int = 8
     lease_interval: float = 2.0
     status_interval: float = 10.0
     runtime_version: str = "runc"

@@ -184,6 +184,7 @@ class ObjectService:
             meta["generation"] = 1
         else:
             meta.pop("generation", None)
+        strategy.decode_check(rt, obj, opts)
         strat = strategy.for_type(rt)
         strat.prepare_create(self, rt, obj, opts)
         strategy.validate_common(self, rt, obj, opts)

@@ -77,9 +77,18 @@ class Strategy:
 
 
 # -- generic steps ----------------------------------------------------------------------------
+def decode_check(rt: ResourceType, obj: dict[str, Any], opts: "WriteOptions") -> None:
+    """What decoding into Go types refuses (wrong JSON types: 400) and drops (unknown fields).
+
+    Runs before any kind-specific defaulting, so that code only sees well-typed objects.
+    """
+    if rt.custom is None:
+        builtin_schema.check(rt, obj, opts)
+
+
 def validate_common(svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
                     opts: "WriteOptions") -> None:
-    """Metadata rules for every kind, then the schema (unknown fields, types)."""
+    """Metadata rules for every kind, then custom resources' schemas."""
     meta = obj["metadata"]
     causes = validation.validate_object_meta(meta, namespaced=rt.namespaced,
                                              name_rule=rt.name_rule)
@@ -88,8 +97,6 @@ def validate_common(svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
         raise errors.invalid(rt.kind, name, causes, rt.group)
     if rt.custom is not None:
         rt.custom.admit(rt, obj, opts)
-        return
-    builtin_schema.check(rt, obj, opts)
 
 
 def prepare_update(svc: "ObjectService", rt: ResourceType, old: dict[str, Any], new: dict[str, Any],
@@ -130,6 +137,8 @@ def prepare_update(svc: "ObjectService", rt: ResourceType, old: dict[str, Any], 
                 "metadata.finalizers",
                 f"no new finalizers can be added if the object is being deleted, found new "
                 f"finalizers {sorted(added)}")], rt.group)
+    if subresource != "status":
+        decode_check(rt, new, opts)
     for_type(rt).prepare_update(rt, old, new, subresource)
     if subresource != "status":
         validate_common(svc, rt, new, opts)
@@ -446,7 +455,8 @@ class WorkloadStrategy(Strategy):
             return
         if rt.kind != "DaemonSet":
             spec.setdefault("replicas", 1)
-        spec.setdefault("revisionHistoryLimit", 10)
+        if rt.kind != "ReplicaSet":  # ReplicaSets have no revision history
+            spec.setdefault("revisionHistoryLimit", 10)
         if rt.kind == "Deployment":
             spec.setdefault("progressDeadlineSeconds", 600)
             strategy = spec.get("strategy")
@@ -651,5 +661,5 @@ def for_type(rt: ResourceType) -> Strategy:
     return _BY_KIND.get(rt.kind_key, _DEFAULT)
 
 
-__all__ = ["Strategy", "for_type", "validate_common", "prepare_update", "track_managed_fields",
+__all__ = ["Strategy", "for_type", "decode_check", "validate_common", "prepare_update", "track_managed_fields",
            "STANDARD_FINALIZERS"]

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cni-bin-dir", default="/usr/lib/cni", help="where the CNI plugins are")
     p.add_argument("--lease-interval", type=float, default=2.0,
                    help="seconds between Lease renewals")
-    p.add_argument("--lease-seconds", type=int, default=10,
+    p.add_argument("--lease-seconds", type=int, default=8,
                    help="Lease duration: the host counts as gone when it is not renewed in time")
     p.add_argument("--crashloop-backoff", type=float, default=10.0,
                    help="first restart back-off of a crashing container, in seconds (doubles)")

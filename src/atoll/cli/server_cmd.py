@@ -35,7 +35,7 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
                    help="extra name or address for the serving certificate (repeatable)")
     p.add_argument("--token-auth-file", type=Path, default=None,
                    help="static bearer tokens: token,user,uid,\"group1,group2\" per line")
-    p.add_argument("--default-toleration-seconds", type=int, default=5,
+    p.add_argument("--default-toleration-seconds", type=int, default=3,
                    help="how long pods stay on a not-ready or unreachable node before they "
                         "are evicted, unless they say otherwise (upstream: 300)")
 

@@ -12,6 +12,7 @@ from atoll.client.rest import ApiClient
 from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.namespace import NamespaceController
 from atoll.controllers.nodelifecycle import NodeLifecycleController
+from atoll.controllers.replicaset import ReplicaSetController
 from atoll.controllers.scheduler import Scheduler
 from atoll.settings import ControllerSettings
 
@@ -27,6 +28,7 @@ class ControllerManager:
             GarbageCollector(self.client, workers=settings.workers),
             NamespaceController(self.client, workers=max(1, settings.workers // 2)),
             NodeLifecycleController(self.client),
+            ReplicaSetController(self.client, workers=settings.workers),
             Scheduler(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []
