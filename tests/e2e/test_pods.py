@@ -401,3 +401,33 @@ def test_api_server_restart_does_not_disturb_pods(own_platform: Platform) -> Non
         for _ in range(100):
             os.kill(pid, 0)
             time.sleep(0.1)
+
+
+def test_job_runs_to_completion_and_failure(platform: Platform, namespace: str) -> None:
+    job = f"""apiVersion: batch/v1
+kind: Job
+metadata: {{name: count, namespace: {namespace}}}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      containers: [{{name: c, image: busybox, command: [sh, -c, "echo done"]}}]
+"""
+    platform.kubectl("apply", "-f", "-", input=job)
+    platform.kubectl("wait", "--for=condition=complete", "job/count", "-n", namespace,
+                     "--timeout=60s")
+    status = json.loads(platform.kubectl("get", "job", "count", "-n", namespace, "-o",
+                                         "json").stdout)["status"]
+    assert status["succeeded"] == 3 and status.get("failed", 0) == 0
+    assert status["completionTime"] and status["startTime"]
+    failing = job.replace("name: count", "name: broken").replace(
+        '"echo done"', '"exit 1"').replace("completions: 3", "backoffLimit: 1\n  completions: 1")
+    platform.kubectl("apply", "-f", "-", input=failing)
+    platform.kubectl("wait", "--for=condition=failed", "job/broken", "-n", namespace,
+                     "--timeout=60s")
+    broken = json.loads(platform.kubectl("get", "job", "broken", "-n", namespace, "-o",
+                                         "json").stdout)["status"]
+    assert broken["failed"] == 2
+    assert any(c["type"] == "Failed" and c["reason"] == "BackoffLimitExceeded"
+               for c in broken["conditions"])

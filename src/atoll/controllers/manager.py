@@ -8,10 +8,12 @@ import logging
 from typing import Any
 
 from atoll.client import kubeconfig
+from atoll.client.informer import Informer
 from atoll.client.rest import ApiClient
 from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.namespace import NamespaceController
 from atoll.controllers.nodelifecycle import NodeLifecycleController
+from atoll.controllers.job import JobController
 from atoll.controllers.replicaset import ReplicaSetController
 from atoll.controllers.scheduler import Scheduler
 from atoll.settings import ControllerSettings
@@ -19,16 +21,30 @@ from atoll.settings import ControllerSettings
 log = logging.getLogger(__name__)
 
 
+class SharedInformer:
+    """Runs an informer several controllers read, guarded like a controller."""
+
+    def __init__(self, name: str, informer: Informer) -> None:
+        self.name = name
+        self.informer = informer
+
+    async def run(self) -> None:
+        await self.informer.run()
+
+
 class ControllerManager:
     def __init__(self, settings: ControllerSettings) -> None:
         self.settings = settings
         self.client = ApiClient(kubeconfig.load(settings.kubeconfig),
                                 user_agent="atoll-controller-manager")
+        pods = Informer(self.client, "", "v1", "pods")  # one pod cache for the workload controllers
         self.controllers: list[Any] = [
             GarbageCollector(self.client, workers=settings.workers),
             NamespaceController(self.client, workers=max(1, settings.workers // 2)),
             NodeLifecycleController(self.client),
-            ReplicaSetController(self.client, workers=settings.workers),
+            SharedInformer("pod-informer", pods),
+            ReplicaSetController(self.client, workers=settings.workers, pods=pods),
+            JobController(self.client, workers=settings.workers, pods=pods),
             Scheduler(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []
