@@ -431,3 +431,48 @@ spec:
     assert broken["failed"] == 2
     assert any(c["type"] == "Failed" and c["reason"] == "BackoffLimitExceeded"
                for c in broken["conditions"])
+
+
+def test_deployment_rolls_out_and_back(platform: Platform, namespace: str) -> None:
+    deploy = f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  strategy: {{rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        command: [sh, -c, "echo v=$VERSION; sleep 3600"]
+        env: [{{name: VERSION, value: "1"}}]
+        readinessProbe: {{exec: {{command: ["true"]}}, periodSeconds: 1}}
+"""
+    platform.kubectl("apply", "-f", "-", input=deploy)
+    platform.kubectl("rollout", "status", "deploy/web", "-n", namespace, "--timeout=90s")
+    platform.kubectl("apply", "-f", "-", input=deploy.replace('value: "1"', 'value: "2"'))
+    out = platform.kubectl("rollout", "status", "deploy/web", "-n", namespace,
+                           "--timeout=90s").stdout
+    assert "successfully rolled out" in out
+    rs = json.loads(platform.kubectl("get", "rs", "-n", namespace, "-l", "app=web", "-o",
+                                     "json").stdout)["items"]
+    by_revision = {r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]:
+                   r["spec"]["replicas"] for r in rs}
+    assert by_revision == {"1": 0, "2": 3}
+    pods = json.loads(platform.kubectl("get", "pods", "-n", namespace, "-l", "app=web", "-o",
+                                       "json").stdout)["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert len(live) == 3
+    assert all(c["value"] == "2" for p in live for c in p["spec"]["containers"][0]["env"])
+    platform.kubectl("rollout", "undo", "deploy/web", "-n", namespace)
+    platform.kubectl("rollout", "status", "deploy/web", "-n", namespace, "--timeout=90s")
+    dep = json.loads(platform.kubectl("get", "deploy", "web", "-n", namespace, "-o",
+                                      "json").stdout)
+    assert dep["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] == "1"
+    assert dep["status"]["updatedReplicas"] == 3 and dep["status"]["availableReplicas"] == 3
+    platform.kubectl("scale", "deploy/web", "-n", namespace, "--replicas=1")
+    platform.kubectl("rollout", "status", "deploy/web", "-n", namespace, "--timeout=60s")

@@ -54,7 +54,7 @@ def test_generation_bumps_on_spec_only(k8s, namespace: str) -> None:
                                                 {"status": {"observedGeneration": 2}})
     assert d.status.observed_generation == 2 and d.metadata.generation == 2
     d = apps.patch_namespaced_deployment("g", namespace, {"status": {"replicas": 5}})
-    assert d.status.replicas is None
+    assert d.status.replicas != 5  # the main resource ignores status (the controller owns it)
 
 
 def test_list_pagination(k8s, namespace: str) -> None:

@@ -13,6 +13,7 @@ from atoll.client.rest import ApiClient
 from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.namespace import NamespaceController
 from atoll.controllers.nodelifecycle import NodeLifecycleController
+from atoll.controllers.deployment import DeploymentController
 from atoll.controllers.job import JobController
 from atoll.controllers.replicaset import ReplicaSetController
 from atoll.controllers.scheduler import Scheduler
@@ -45,6 +46,7 @@ class ControllerManager:
             SharedInformer("pod-informer", pods),
             ReplicaSetController(self.client, workers=settings.workers, pods=pods),
             JobController(self.client, workers=settings.workers, pods=pods),
+            DeploymentController(self.client, workers=settings.workers),
             Scheduler(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []

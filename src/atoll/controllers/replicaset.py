@@ -72,7 +72,6 @@ class ReplicaSetController:
         if rs is None:
             self.expectations.forget(key)
             return None
-        ns = rs["metadata"]["namespace"]
         try:
             selector = _selector(rs)
         except errors.ApiError:
