@@ -316,3 +316,16 @@ def test_edit_goes_through_a_patch(platform: Platform, namespace: str) -> None:
     images = [c["image"] for c in dep["spec"]["template"]["spec"]["containers"]]
     assert images[0] == "busybox:1.37" and len(images) == 2
     assert dep["metadata"]["generation"] == 2
+
+
+def test_unquoted_yaml_scalars_in_string_fields(platform: Platform, namespace: str) -> None:
+    manifest = f"""apiVersion: v1
+kind: ConfigMap
+metadata: {{name: scalars, namespace: {namespace}}}
+data: {{enabled: true, port: 8080}}
+"""
+    out = platform.kubectl("apply", "-f", "-", input=manifest)
+    assert "taken as" in out.stderr  # kubectl prints the server's warning
+    data = json.loads(platform.kubectl("get", "cm", "scalars", "-n", namespace, "-o",
+                                       "jsonpath={.data}").stdout)
+    assert data == {"enabled": "true", "port": "8080"}

@@ -2,7 +2,9 @@
 
 kube-apiserver decodes JSON into Go structs: a value of the wrong JSON type is
 a 400 (``cannot unmarshal``), and an unknown field is dropped, reported as a
-warning, or refused, depending on ``fieldValidation``.  We walk the object
+warning, or refused, depending on ``fieldValidation``.  One leniency: a bool or
+number where a string is expected is taken as its string (YAML's unquoted
+``true``), where kube-apiserver would refuse it.  We walk the object
 against the published schema to give the same answers, and prune unknown
 fields as Go decoding would.
 """
@@ -30,7 +32,10 @@ def check(rt: ResourceType, obj: dict[str, Any], opts: "WriteOptions") -> None:
         return
     unknown: list[str] = []
     type_errors: list[str] = []
-    _walk(obj, root, "", unknown, type_errors, 0, prune=opts.field_validation != "Strict")
+    coerced: list[str] = []
+    _walk(obj, root, "", unknown, type_errors, 0, prune=opts.field_validation != "Strict",
+          coerced=coerced)
+    opts.warnings.extend(coerced)
     if type_errors:
         raise errors.BadRequest(f"{rt.kind} in version \"{rt.version}\" cannot be handled as a "
                                 f"{rt.kind}: {type_errors[0]}")
@@ -53,7 +58,8 @@ def _types(node: dict[str, Any]) -> set[str]:
 
 
 def _walk(value: Any, node: dict[str, Any] | None, path: str, unknown: list[str],
-          type_errors: list[str], depth: int, *, prune: bool) -> None:
+          type_errors: list[str], depth: int, *, prune: bool,
+          coerced: list[str] | None = None) -> None:
     from atoll.api import schemas
 
     if node is None or depth > MAX_DEPTH:
@@ -80,10 +86,13 @@ def _walk(value: Any, node: dict[str, Any] | None, path: str, unknown: list[str]
         for key in list(value):
             child_path = f"{path}.{key}" if path else key
             if props is not None and key in props:
+                value[key] = _coerce(value[key], props[key], child_path, coerced)
                 _walk(value[key], props[key], child_path, unknown, type_errors, depth + 1,
-                      prune=prune)
+                      prune=prune, coerced=coerced)
             elif isinstance(addl, dict):
-                _walk(value[key], addl, child_path, unknown, type_errors, depth + 1, prune=prune)
+                value[key] = _coerce(value[key], addl, child_path, coerced)
+                _walk(value[key], addl, child_path, unknown, type_errors, depth + 1, prune=prune,
+                      coerced=coerced)
             elif addl is True:
                 continue
             elif depth == 0 and key in ("apiVersion", "kind"):
@@ -96,7 +105,34 @@ def _walk(value: Any, node: dict[str, Any] | None, path: str, unknown: list[str]
         items = node.get("items")
         if isinstance(items, dict):
             for i, item in enumerate(value):
-                _walk(item, items, f"{path}[{i}]", unknown, type_errors, depth + 1, prune=prune)
+                value[i] = _coerce(item, items, f"{path}[{i}]", coerced)
+                _walk(value[i], items, f"{path}[{i}]", unknown, type_errors, depth + 1,
+                      prune=prune, coerced=coerced)
+
+
+def _coerce(value: Any, node: dict[str, Any] | None, path: str = "",
+            notes: list[str] | None = None) -> Any:
+    """A YAML scalar where a string is meant (``command: [true]``, ``value: 1``) becomes that string.
+
+    kube-apiserver refuses these with "cannot unmarshal bool into ... of type
+    string"; YAML writes them unquoted so easily that we take the value as written.
+    """
+    from atoll.api import schemas
+
+    if isinstance(value, (bool, int, float)) and node is not None:
+        types = _types(schemas.resolve(node))
+        if types and types <= {"string", "null"}:
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, float) and value.is_integer():
+                text = str(int(value))
+            else:
+                text = str(value)
+            if notes is not None:
+                notes.append(f'{path}: {text} is not a string; taken as "{text}" (quote it in '
+                             "YAML)")
+            return text
+    return value
 
 
 def _go_json_type(t: str) -> str:
