@@ -476,3 +476,37 @@ spec:
     assert dep["status"]["updatedReplicas"] == 3 and dep["status"]["availableReplicas"] == 3
     platform.kubectl("scale", "deploy/web", "-n", namespace, "--replicas=1")
     platform.kubectl("rollout", "status", "deploy/web", "-n", namespace, "--timeout=60s")
+
+
+def test_daemonset_runs_one_pod_per_fitting_node(platform: Platform, namespace: str) -> None:
+    ds = f"""apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent, namespace: {namespace}}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      nodeSelector: {{kubernetes.io/hostname: {TEST_NODE}}}
+      containers: [{{name: c, image: busybox, command: [sleep, "3600"]}}]
+"""
+    deadline = time.monotonic() + 60  # the agent registers its node just after start
+    while platform.kubectl("get", "node", TEST_NODE, check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the test node never registered"
+        time.sleep(0.2)
+    platform.kubectl("apply", "-f", "-", input=ds)
+    platform.kubectl("rollout", "status", "ds/agent", "-n", namespace, "--timeout=60s")
+    status = json.loads(platform.kubectl("get", "ds", "agent", "-n", namespace, "-o",
+                                         "json").stdout)["status"]
+    assert status["desiredNumberScheduled"] == 1 and status["numberReady"] == 1
+    pods = json.loads(platform.kubectl("get", "pods", "-n", namespace, "-l", "app=agent", "-o",
+                                       "json").stdout)["items"]
+    assert [p["spec"]["nodeName"] for p in pods] == [TEST_NODE]
+    # a new template replaces the pod
+    platform.kubectl("apply", "-f", "-", input=ds.replace('"3600"', '"3601"'))
+    platform.kubectl("rollout", "status", "ds/agent", "-n", namespace, "--timeout=60s")
+    pods = json.loads(platform.kubectl("get", "pods", "-n", namespace, "-l", "app=agent", "-o",
+                                       "json").stdout)["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert [p["spec"]["containers"][0]["command"][1] for p in live] == ["3601"]

@@ -13,6 +13,7 @@ from atoll.client.rest import ApiClient
 from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.namespace import NamespaceController
 from atoll.controllers.nodelifecycle import NodeLifecycleController
+from atoll.controllers.daemonset import DaemonSetController
 from atoll.controllers.deployment import DeploymentController
 from atoll.controllers.job import JobController
 from atoll.controllers.replicaset import ReplicaSetController
@@ -47,6 +48,7 @@ class ControllerManager:
             ReplicaSetController(self.client, workers=settings.workers, pods=pods),
             JobController(self.client, workers=settings.workers, pods=pods),
             DeploymentController(self.client, workers=settings.workers),
+            DaemonSetController(self.client, pods=pods),
             Scheduler(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []
