@@ -510,3 +510,52 @@ spec:
                                        "json").stdout)["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     assert [p["spec"]["containers"][0]["command"][1] for p in live] == ["3601"]
+
+
+def test_statefulset_orders_pods_and_keeps_claims(platform: Platform, namespace: str) -> None:
+    sts = f"""apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {namespace}}}
+spec:
+  replicas: 3
+  serviceName: db
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        command: [sh, -c, "hostname > /data/who; sleep 3600"]
+        readinessProbe: {{exec: {{command: [test, -f, /data/who]}}, periodSeconds: 1}}
+        volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+"""
+    platform.kubectl("apply", "-f", "-", input=sts)
+    platform.kubectl("rollout", "status", "sts/db", "-n", namespace, "--timeout=90s")
+    pods = json.loads(platform.kubectl("get", "pods", "-n", namespace, "-l", "app=db", "-o",
+                                       "json").stdout)["items"]
+    by_name = {p["metadata"]["name"]: p for p in pods}
+    assert sorted(by_name) == ["db-0", "db-1", "db-2"]
+    started = [by_name[f"db-{i}"]["status"]["startTime"] for i in range(3)]
+    assert started == sorted(started)  # OrderedReady: each after the one before
+    claims = json.loads(platform.kubectl("get", "pvc", "-n", namespace, "-o",
+                                         "json").stdout)["items"]
+    assert sorted(c["metadata"]["name"] for c in claims) == ["data-db-0", "data-db-1",
+                                                              "data-db-2"]
+    platform.kubectl("scale", "sts/db", "-n", namespace, "--replicas=1")
+    platform.kubectl("rollout", "status", "sts/db", "-n", namespace, "--timeout=60s")
+    deadline = time.monotonic() + 60
+    while True:
+        names = sorted(p["metadata"]["name"] for p in json.loads(platform.kubectl(
+            "get", "pods", "-n", namespace, "-l", "app=db", "-o", "json").stdout)["items"])
+        if names == ["db-0"]:
+            break
+        assert time.monotonic() < deadline, names
+        time.sleep(0.3)
+    # claims stay when pods go, as upstream
+    assert len(json.loads(platform.kubectl("get", "pvc", "-n", namespace, "-o",
+                                           "json").stdout)["items"]) == 3

@@ -444,7 +444,8 @@ class PodWorker:
         return out
 
     async def _fetch(self, kind: str, name: str) -> dict[str, Any] | None:
-        plural = {"ConfigMap": "configmaps", "Secret": "secrets"}[kind]
+        plural = {"ConfigMap": "configmaps", "Secret": "secrets",
+                  "PersistentVolumeClaim": "persistentvolumeclaims"}[kind]
         ns = self.pod["metadata"]["namespace"]
         try:
             return await self.client.get(f"/api/v1/namespaces/{ns}/{plural}/{name}")

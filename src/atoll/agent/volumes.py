@@ -4,7 +4,8 @@ Each volume is a directory ``<pod dir>/volumes/<name>`` bind-mounted into the
 containers that mount it (``hostPath`` binds the host path itself).
 Supported: emptyDir (``medium: Memory`` is a tmpfs), configMap, secret
 (written as files with their modes), hostPath (with its ``type`` checks),
-downwardAPI, and projected (configMap, secret, downwardAPI sources).  Anything
+downwardAPI, projected (configMap, secret, downwardAPI sources), and
+persistentVolumeClaim as a local directory per claim.  Anything
 else, or a missing non-optional ConfigMap/Secret, is a ``VolumeError`` the pod
 status shows (``FailedMount``-style message) instead of a half-started pod.
 """
@@ -100,9 +101,30 @@ async def _setup_one(pod: dict[str, Any], vol: dict[str, Any], target: Path,
                 continue  # no token issuer yet: the path stays absent
         _write_files(target, files, spec.get("defaultMode"))
         return HostVolume(str(target), read_only=True)
+    if "persistentVolumeClaim" in vol:
+        return await _claim(pod, vol.get("persistentVolumeClaim") or {}, target, fetch)
     kinds = [k for k in vol if k != "name"]
     raise VolumeError(f'volume "{vol.get("name")}": unsupported volume type '
                       f'{", ".join(kinds) or "(none)"} on this host')
+
+
+async def _claim(pod: dict[str, Any], spec: dict[str, Any], target: Path,
+                 fetch: Fetch) -> HostVolume:
+    """A claim is a directory on this host, kept for the claim's life (a local volume).
+
+    It lives beside the pods' directories, keyed by the claim's uid, so a pod of a
+    StatefulSet that comes back on this host finds its data again.
+    """
+    name = str(spec.get("claimName") or "")
+    claim = await fetch("PersistentVolumeClaim", name)
+    if claim is None:
+        raise ConfigError(f'persistentvolumeclaim "{name}" not found')
+    ns = pod["metadata"]["namespace"]
+    agent_dir = target.parents[3]  # <agent data>/pods/<pod uid>/volumes/<name>
+    path = agent_dir / "claims" / f"{ns}_{name}_{claim['metadata']['uid']}"
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o777)
+    return HostVolume(str(path), read_only=bool(spec.get("readOnly")))
 
 
 def _host_path(spec: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from atoll.controllers.daemonset import DaemonSetController
 from atoll.controllers.deployment import DeploymentController
 from atoll.controllers.job import JobController
 from atoll.controllers.replicaset import ReplicaSetController
+from atoll.controllers.statefulset import StatefulSetController
 from atoll.controllers.scheduler import Scheduler
 from atoll.settings import ControllerSettings
 
@@ -49,6 +50,7 @@ class ControllerManager:
             JobController(self.client, workers=settings.workers, pods=pods),
             DeploymentController(self.client, workers=settings.workers),
             DaemonSetController(self.client, pods=pods),
+            StatefulSetController(self.client, pods=pods),
             Scheduler(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []
