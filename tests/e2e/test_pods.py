@@ -559,3 +559,22 @@ spec:
     # claims stay when pods go, as upstream
     assert len(json.loads(platform.kubectl("get", "pvc", "-n", namespace, "-o",
                                            "json").stdout)["items"]) == 3
+
+
+def test_kubectl_attach_streams_output(platform: Platform, namespace: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "talker", "sleep 1; i=0; while true; do i=$((i+1)); echo tick-$i; "
+                             "sleep 0.2; done", restart="Always"))
+    wait_pod(platform, namespace, "talker", phase("Running"))
+    from tests.conftest import kubectl_binary
+
+    proc = subprocess.Popen([kubectl_binary(), "attach", "talker", "-n", namespace],
+                            env=dict(os.environ, KUBECONFIG=str(platform.kubeconfig)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the first line streams through
+        assert line.startswith("tick-"), line
+    finally:
+        proc.kill()
+        proc.wait()

@@ -124,5 +124,38 @@ async def stream(path: Path, opts: LogOptions,
             inotify.close()
 
 
-def ensure_exists(path: Path) -> bool:
-    return os.path.isfile(path)
+async def follow_records(path: Path, finished: Callable[[], bool]
+                         ) -> AsyncIterator[tuple[bytes, bytes]]:
+    """``(stream, text)`` of output written from now on, until ``finished()``: for attach."""
+    inotify = INotify()
+    try:
+        inotify.add_watch(str(path.parent), flags.MODIFY | flags.CREATE | flags.CLOSE_WRITE)
+        loop = asyncio.get_running_loop()
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            buffered = b""
+            while True:
+                chunk = f.read()
+                if chunk:
+                    buffered += chunk
+                    *complete, buffered = buffered.split(b"\n")
+                    for line in complete:
+                        record = parse_line(line)
+                        if record:
+                            _, stream_name, full, text = record
+                            yield stream_name, text + (b"\n" if full else b"")
+                    continue
+                if finished():
+                    return
+                ready = loop.create_future()
+                fd = inotify.fileno()
+                loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+                try:
+                    await asyncio.wait_for(ready, 1.0)
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    loop.remove_reader(fd)
+                inotify.read(timeout=0)
+    finally:
+        inotify.close()

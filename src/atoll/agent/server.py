@@ -56,6 +56,7 @@ class AgentServer:
         app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.container_logs)
         app.router.add_get("/exec/{ns}/{pod}/{container}", self.exec)
+        app.router.add_get("/attach/{ns}/{pod}/{container}", self.attach)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -152,6 +153,45 @@ class AgentServer:
                               v5=ws.ws_protocol == "v5.channel.k8s.io")
         await session.run()
         return ws
+
+
+    async def attach(self, request: web.Request) -> web.StreamResponse:
+        """The container's output from now on, on the stdout/stderr channels.
+
+        Containers here have no stdin to attach to (pods' ``stdin: true`` is not
+        wired), so only output is streamed, until the container exits.
+        """
+        attempt = self._attempt(request)
+        if isinstance(attempt, web.Response):
+            return attempt
+        if request.query.get("stdin") in ("true", "1"):
+            return _status(400, "BadRequest", f"stdin is not enabled for container "
+                                              f"{attempt.meta.name}: attach streams its output")
+        ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
+        await ws.prepare(request)
+        channels = {b"stdout": STDOUT, b"stderr": STDERR}
+        reader = asyncio.create_task(_drain_client(ws))
+        try:
+            path = Path(attempt.meta.log_path)
+            if path.is_file():
+                async for stream_name, text in logs.follow_records(
+                        path, lambda: attempt.exit is not None or reader.done()):
+                    if ws.closed:
+                        break
+                    await ws.send_bytes(bytes([channels.get(stream_name, STDOUT)]) + text)
+            if not ws.closed:
+                await ws.send_bytes(bytes([ERROR]) + json.dumps(
+                    {"metadata": {}, "status": "Success"}).encode())
+        finally:
+            reader.cancel()
+            await ws.close()
+        return ws
+
+
+async def _drain_client(ws: web.WebSocketResponse) -> None:
+    """Read (and ignore) what an attach client sends, to notice when it goes away."""
+    async for _ in ws:
+        pass
 
 
 class ExecSession:

@@ -1,4 +1,4 @@
-"""``pods/log`` and ``pods/exec``: the API server forwards them to the pod's host agent.
+"""``pods/log``, ``pods/exec`` and ``pods/attach``: forwarded to the pod's host agent.
 
 As kube-apiserver does with kubelets: find the pod's node, its InternalIP and
 agent port (``status.daemonEndpoints``), and call the agent's API with the
@@ -58,9 +58,7 @@ class NodeProxy:
         if path.subresource == "log":
             params = {k: v for k, v in request.query.items() if k in LOG_PARAMS}
             return await self._logs(request, f"{base}/containerLogs{target}", params)
-        if path.subresource == "attach":
-            raise errors.BadRequest("attach is not supported yet; use kubectl exec or logs -f")
-        return await self._exec(request, f"{base}/exec{target}")
+        return await self._exec(request, f"{base}/{path.subresource}{target}")
 
     def _container(self, pod: dict[str, Any], wanted: str) -> str:
         spec = pod.get("spec") or {}
@@ -114,8 +112,8 @@ class NodeProxy:
 
     async def _exec(self, request: web.Request, url: str) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            raise errors.BadRequest("Upgrade request required: exec needs a websocket "
-                                    "(v5.channel.k8s.io)")
+            raise errors.BadRequest("Upgrade request required: exec and attach need a "
+                                    "websocket (v5.channel.k8s.io)")
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         protocols = [p for p in EXEC_PROTOCOLS if p in offered] or list(EXEC_PROTOCOLS)
         params = [(k, v) for k, v in request.query.items()
