@@ -54,6 +54,14 @@ def phase(p: str) -> Callable[[dict[str, Any]], bool]:
     return lambda pod: (pod.get("status") or {}).get("phase") == p
 
 
+def wait_node(platform: Platform, timeout: float = 60) -> None:
+    """The agent registers its Node just after the platform is ready."""
+    deadline = time.monotonic() + timeout
+    while platform.kubectl("get", "node", TEST_NODE, check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the test node never registered"
+        time.sleep(0.2)
+
+
 def state(pod: dict[str, Any]) -> dict[str, Any]:
     return ((pod.get("status") or {}).get("containerStatuses") or [{}])[0].get("state") or {}
 
@@ -202,10 +210,14 @@ def _cmdline(pid: int) -> str:
 
 
 def test_runc_is_the_runtime(platform: Platform) -> None:
+    wait_node(platform)
     node = json.loads(platform.kubectl("get", "node", TEST_NODE, "-o", "json").stdout)
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("runc://")
     assert any(c["type"] == "Ready" and c["status"] == "True"
                for c in node["status"]["conditions"])
+    names = [n for image in node["status"]["images"] for n in image["names"]]
+    assert "docker.io/library/busybox:latest" in names
+    assert all(image["sizeBytes"] > 0 for image in node["status"]["images"])
     lease = json.loads(platform.kubectl("get", "lease", TEST_NODE, "-n", "kube-node-lease",
                                         "-o", "json").stdout)
     assert lease["spec"]["holderIdentity"] == TEST_NODE
@@ -491,10 +503,7 @@ spec:
       nodeSelector: {{kubernetes.io/hostname: {TEST_NODE}}}
       containers: [{{name: c, image: busybox, command: [sleep, "3600"]}}]
 """
-    deadline = time.monotonic() + 60  # the agent registers its node just after start
-    while platform.kubectl("get", "node", TEST_NODE, check=False).returncode != 0:
-        assert time.monotonic() < deadline, "the test node never registered"
-        time.sleep(0.2)
+    wait_node(platform)
     platform.kubectl("apply", "-f", "-", input=ds)
     platform.kubectl("rollout", "status", "ds/agent", "-n", namespace, "--timeout=60s")
     status = json.loads(platform.kubectl("get", "ds", "agent", "-n", namespace, "-o",

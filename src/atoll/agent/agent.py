@@ -49,7 +49,7 @@ class Agent:
         self.node = NodeAgent(self.client, NodeSettings(
             name=s.name, data_dir=s.data_dir, host_ip=s.host_ip, pod_cidr=s.pod_cidr,
             lease_interval=s.lease_interval, lease_seconds=s.lease_seconds, port=s.port,
-            runtime_version=runc_version(s.runtime), labels=s.labels))
+            runtime_version=runc_version(s.runtime), labels=s.labels), images=self.images)
         self.worker_settings = WorkerSettings(node_name=s.name, host_ip=s.host_ip,
                                               pods_dir=s.data_dir / "pods",
                                               backoff_base=s.backoff_base,

@@ -64,6 +64,7 @@ class ImageStore:
         self.refs_dir = root / "refs"
         self.layers_dir.mkdir(parents=True, exist_ok=True)
         self.refs_dir.mkdir(parents=True, exist_ok=True)
+        self._sizes: dict[Path, int] = {}
 
     # -- lookups ------------------------------------------------------------------------------
     def get(self, ref: str) -> Image | None:
@@ -103,6 +104,23 @@ class ImageStore:
         image = self.get(norm)
         assert image is not None
         return image
+
+    def size(self, image: Image) -> int:
+        """Bytes of the image's unpacked layers (each layer measured once)."""
+        total = 0
+        for layer in image.layers:
+            size = self._sizes.get(layer)
+            if size is None:
+                size = 0
+                for dirpath, _, files in os.walk(layer):
+                    for name in files:
+                        try:
+                            size += os.lstat(os.path.join(dirpath, name)).st_size
+                        except OSError:
+                            continue
+                self._sizes[layer] = size
+            total += size
+        return total
 
     def layer_path(self, digest: str) -> Path:
         return self.layers_dir / digest.replace(":", "_")

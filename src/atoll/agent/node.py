@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from atoll.agent.images import ImageStore
 from atoll.agent.podstatus import rfc3339
 from atoll.api import errors
 from atoll.client.rest import ApiClient
@@ -137,9 +138,11 @@ def _read_int(path: str, default: int) -> int:
 class NodeAgent:
     """Registers the Node, posts its status, renews its Lease."""
 
-    def __init__(self, client: ApiClient, settings: NodeSettings) -> None:
+    def __init__(self, client: ApiClient, settings: NodeSettings,
+                 images: ImageStore | None = None) -> None:
         self.client = client
         self.settings = settings
+        self.images = images
         self.uid = ""
 
     def labels(self) -> dict[str, str]:
@@ -160,6 +163,7 @@ class NodeAgent:
             "addresses": [{"type": "InternalIP", "address": s.host_ip},
                           {"type": "Hostname", "address": s.name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": s.port}},
+            "images": self._images(),
             "nodeInfo": {
                 "machineID": _machine_id(), "systemUUID": _machine_id(), "bootID": _boot_id(),
                 "kernelVersion": uname.release, "osImage": _os_image(),
@@ -168,6 +172,18 @@ class NodeAgent:
                 "architecture": self.labels()["kubernetes.io/arch"],
             },
         }
+
+    def _images(self) -> list[dict[str, Any]]:
+        """The images this host can run, as ``kubectl describe node`` lists them."""
+        if self.images is None:
+            return []
+        by_id: dict[str, dict[str, Any]] = {}
+        for image in self.images.list():
+            name = image.ref.rsplit(":", 1)[0] if "@" not in image.ref else image.ref
+            entry = by_id.setdefault(image.id, {"names": [f"{name}@{image.id}"],
+                                                "sizeBytes": self.images.size(image)})
+            entry["names"].append(image.ref)
+        return list(by_id.values())
 
     async def register(self) -> dict[str, Any]:
         path = f"/api/v1/nodes/{self.settings.name}"
