@@ -129,16 +129,17 @@ def is_available(pod: dict[str, Any], min_ready_seconds: int, now: float) -> boo
     return since is not None and (min_ready_seconds <= 0 or now - since >= min_ready_seconds)
 
 
-def deletion_rank(pod: dict[str, Any]) -> tuple[int, int, int, int, str]:
+def deletion_rank(pod: dict[str, Any]) -> tuple[int, int, int, int, float]:
     """Upstream's order for scale-down: unscheduled, pending, not ready, restarts, newest."""
+    import datetime as dt
+
     spec, status = pod.get("spec") or {}, pod.get("status") or {}
     phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}.get(status.get("phase", ""), 0)
     restarts = sum(int(c.get("restartCount", 0)) for c in status.get("containerStatuses") or [])
-    created = str(pod["metadata"].get("creationTimestamp") or "")
+    try:
+        created = dt.datetime.fromisoformat(str(pod["metadata"].get("creationTimestamp"))
+                                            .replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        created = 0.0
     return (1 if spec.get("nodeName") else 0, phase_rank, 1 if is_ready(pod) else 0, -restarts,
-            _invert(created))
-
-
-def _invert(text: str) -> str:
-    """Newer timestamps sort first."""
-    return "".join(chr(0x10FFFF - ord(ch)) for ch in text)
+            -created)
