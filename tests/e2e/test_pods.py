@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import TEST_NODE, Platform, run_dir
+from tests.conftest import TEST_BRIDGE, TEST_NODE, Platform, run_dir
 
 
 def pod_yaml(ns: str, name: str, script: str, *, restart: str = "Never", extra: str = "",
@@ -164,14 +164,27 @@ def test_graceful_delete_leaves_nothing_behind(platform: Platform, namespace: st
     netns = json.loads((platform.data_dir / "agent" / "pods" / uid / "network.json")
                        .read_text())["netns"]
     assert _netns_exists(netns)
+    ip = pod["status"]["podIP"]
+    lease = next((platform.data_dir / "agent" / "cni" / "ipam").glob(f"*/{ip}"))
+    cgroup = Path(f"/sys/fs/cgroup/memory/atoll/{TEST_NODE}/{uid}-c")
+    assert cgroup.is_dir() and lease.exists()
+    host_veths = _bridge_ports()
     started = time.monotonic()
     platform.kubectl("delete", "pod", "term", "-n", namespace, "--timeout=30s")
     assert time.monotonic() - started < 5  # SIGTERM was honoured; no wait for the grace period
     assert not (platform.data_dir / "agent" / "pods" / uid).exists()
     assert not _netns_exists(netns)
+    assert not lease.exists() and not cgroup.exists()
+    assert len(_bridge_ports()) == len(host_veths) - 1  # the pod's veth went with its netns
     leftovers = [d for d in (run_dir(platform.data_dir) / "containers").glob("*/meta.json")
                  if json.loads(d.read_text())["pod_uid"] == uid]
     assert leftovers == []
+
+
+def _bridge_ports() -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show", "master", TEST_BRIDGE], capture_output=True,
+                         text=True).stdout
+    return [line.split(":")[1].strip() for line in out.splitlines() if line.strip()]
 
 
 def test_agent_restart_keeps_containers_running(platform: Platform, namespace: str) -> None:
