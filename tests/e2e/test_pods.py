@@ -166,7 +166,8 @@ def test_graceful_delete_leaves_nothing_behind(platform: Platform, namespace: st
     assert _netns_exists(netns)
     ip = pod["status"]["podIP"]
     lease = next((platform.data_dir / "agent" / "cni" / "ipam").glob(f"*/{ip}"))
-    cgroup = Path(f"/sys/fs/cgroup/memory/atoll/{TEST_NODE}/{uid}-c")
+    v1 = Path("/sys/fs/cgroup/memory")
+    cgroup = (v1 if v1.is_dir() else Path("/sys/fs/cgroup")) / "atoll" / TEST_NODE / f"{uid}-c"
     assert cgroup.is_dir() and lease.exists()
     host_veths = _bridge_ports()
     started = time.monotonic()
