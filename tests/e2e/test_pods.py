@@ -601,3 +601,22 @@ def test_kubectl_attach_streams_output(platform: Platform, namespace: str) -> No
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_deployment_that_cannot_progress_reports_it(platform: Platform, namespace: str) -> None:
+    deploy = f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: stuck, namespace: {namespace}}}
+spec:
+  replicas: 1
+  progressDeadlineSeconds: 3
+  selector: {{matchLabels: {{app: stuck}}}}
+  template:
+    metadata: {{labels: {{app: stuck}}}}
+    spec:
+      containers: [{{name: c, image: "nowhere/absent:1"}}]
+"""
+    platform.kubectl("apply", "-f", "-", input=deploy)
+    out = platform.kubectl("rollout", "status", "deploy/stuck", "-n", namespace,
+                           "--timeout=60s", check=False)
+    assert out.returncode != 0 and "exceeded its progress deadline" in out.stderr, out

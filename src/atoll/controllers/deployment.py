@@ -293,7 +293,8 @@ class DeploymentController:
                        else "MinimumReplicasUnavailable",
                        "Deployment has minimum availability." if available >= replicas -
                        max_unavailable else "Deployment does not have minimum availability."),
-            self._progressing(d, new, previous.get("Progressing"), complete),
+            self._progressing(d, new, previous.get("Progressing"), complete,
+                              progressed=(updated, ready, available) != _counts(d)),
         ]
         status: dict[str, Any] = {
             "observedGeneration": d["metadata"].get("generation", 1),
@@ -311,7 +312,9 @@ class DeploymentController:
         return None
 
     def _progressing(self, d: dict[str, Any], new: dict[str, Any] | None,
-                     old: dict[str, Any] | None, complete: bool) -> dict[str, Any]:
+                     old: dict[str, Any] | None, complete: bool, *,
+                     progressed: bool) -> dict[str, Any]:
+        """Progressing, as upstream: its lastUpdateTime moves whenever the rollout moves."""
         name = (new or {}).get("metadata", {}).get("name", "")
         if d["spec"].get("paused"):
             paused = _condition(old, "Progressing", True, "DeploymentPaused",
@@ -327,8 +330,11 @@ class DeploymentController:
             if since is not None and time.time() - since > deadline:
                 return _condition(old, "Progressing", False, "ProgressDeadlineExceeded",
                                   f'ReplicaSet "{name}" has timed out progressing.')
-        return _condition(old, "Progressing", True, "ReplicaSetUpdated",
+        cond = _condition(old, "Progressing", True, "ReplicaSetUpdated",
                           f'ReplicaSet "{name}" is progressing.')
+        if progressed:
+            cond["lastUpdateTime"] = _now()
+        return cond
 
     async def _patch_status(self, d: dict[str, Any], status: dict[str, Any]) -> None:
         current = d.get("status") or {}
@@ -378,6 +384,13 @@ def _ts(value: Any) -> float | None:
         return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def _counts(d: dict[str, Any]) -> tuple[int, int, int]:
+    """(updated, ready, available) replicas last reported: progress is a change in them."""
+    status = d.get("status") or {}
+    return (int(status.get("updatedReplicas") or 0), int(status.get("readyReplicas") or 0),
+            int(status.get("availableReplicas") or 0))
 
 
 def _revision(rs: dict[str, Any]) -> int:
