@@ -1,13 +1,14 @@
 """Pod networking: one network namespace per pod, wired by the standard CNI plugins.
 
 As a CRI runtime does: create a named network namespace, run the plugin
-chain of a network configuration list (``loopback``, then ``bridge`` with
-``host-local`` IPAM on this host's pod CIDR, then ``portmap`` for
-``hostPort``) with ``CNI_COMMAND=ADD``, and ``DEL`` in reverse order on
-teardown.  Every pod on a host hangs off the same bridge, so pods reach
-each other; the bridge is the gateway and masquerades traffic leaving the
-host.  The plugins record IP leases under the agent's data dir, so two
-agents on one machine keep separate ranges.
+chain of a network configuration list (``loopback``, then ``bridge``, then
+``portmap`` for ``hostPort``) with ``CNI_COMMAND=ADD``, and ``DEL`` in reverse
+order on teardown.  Every pod on a host hangs off the same bridge, so pods
+reach each other; the bridge is the gateway, and one nftables rule
+masquerades traffic from the pod range leaving the host.  Addresses come from
+``LocalIPAM`` (handed to the bridge plugin through the ``static`` IPAM
+plugin), whose leases live under the agent's data dir, so two agents on one
+machine keep separate ranges.
 """
 
 from __future__ import annotations
@@ -52,22 +53,74 @@ def netns_name(pod_uid: str) -> str:
     return f"atoll-{pod_uid.replace('-', '')[:20]}"
 
 
+class LocalIPAM:
+    """Pod addresses from this host's range: the host-local plugin's job, done in-process.
+
+    One file per leased address (named by the address, holding the pod uid), as
+    host-local keeps them; the agent is the only writer, so allocation needs no
+    file lock and pods' CNI calls run in parallel (host-local serializes them).
+    """
+
+    def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                 directory: Path) -> None:
+        self.network = network
+        self.gateway = next(network.hosts())
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._cursor = 1  # the last offset handed out (1 is the gateway)
+        self._by_pod: dict[str, str] = {}
+        for lease in self.dir.iterdir():
+            try:
+                self._by_pod[lease.read_text().strip()] = lease.name
+            except OSError:
+                continue
+
+    def allocate(self, pod_uid: str) -> str:
+        if pod_uid in self._by_pod:
+            return self._by_pod[pod_uid]
+        base = int(self.network.network_address)
+        span = self.network.num_addresses - 3  # offsets 2 .. last-1: not network, gateway, broadcast
+        for k in range(1, span + 1):
+            offset = 2 + (self._cursor - 2 + k) % span
+            ip = str(ipaddress.ip_address(base + offset))
+            try:
+                fd = os.open(self.dir / ip, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(pod_uid)
+            self._cursor = offset
+            self._by_pod[pod_uid] = ip
+            return ip
+        raise NetworkError(f"no free address left in {self.network}")
+
+    def release(self, pod_uid: str) -> None:
+        ip = self._by_pod.pop(pod_uid, None)
+        if ip is not None:
+            try:
+                (self.dir / ip).unlink()
+            except FileNotFoundError:
+                pass
+
+
 class CNI:
     def __init__(self, settings: NetworkSettings) -> None:
         self.settings = settings
-        ipaddress.ip_network(settings.pod_cidr)  # fail at start, not at the first pod
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.ipam = LocalIPAM(ipaddress.ip_network(settings.pod_cidr),
+                              settings.state_dir / "ipam" / "atoll")
 
-    def conflist(self) -> dict[str, Any]:
+    def conflist(self, ip: str = "") -> dict[str, Any]:
         s = self.settings
+        ipam: dict[str, Any] = {"type": "static", "routes": [{"dst": "0.0.0.0/0"}]}
+        if ip:
+            ipam["addresses"] = [{"address": f"{ip}/{self.ipam.network.prefixlen}",
+                                  "gateway": str(self.ipam.gateway)}]
         return {"cniVersion": CNI_VERSION, "name": "atoll", "plugins": [
             # masquerading is one nftables rule for the whole pod range (ensure_masquerade),
             # not the bridge plugin's iptables chain per pod, which serializes pod starts
             {"type": "bridge", "bridge": s.bridge, "isGateway": True, "ipMasq": False,
-             "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": s.pod_cidr}]],
-                      "routes": [{"dst": "0.0.0.0/0"}],
-                      "dataDir": str(s.state_dir / "ipam")}},
+             "hairpinMode": True, "ipam": ipam},
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ]}
 
@@ -103,7 +156,7 @@ class CNI:
         await self._plugin("ADD", {"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"},
                            pod_uid, path, args, ifname="lo")
         prev: dict[str, Any] | None = None
-        conflist = self.conflist()
+        conflist = self.conflist(self.ipam.allocate(pod_uid))
         for plugin in conflist["plugins"]:
             conf = dict(plugin, cniVersion=CNI_VERSION, name=conflist["name"])
             if plugin["type"] == "portmap":
@@ -136,6 +189,7 @@ class CNI:
                 log.warning("CNI DEL %s for pod %s: %s", plugin["type"], pod_uid, e)
         if path:
             await _run("ip", "netns", "delete", netns, check=False)
+        self.ipam.release(pod_uid)
 
     async def _plugin(self, command: str, conf: dict[str, Any], container_id: str, netns: str,
                       args: str, ifname: str = "eth0") -> dict[str, Any]:
