@@ -123,11 +123,27 @@ def stop_platform(platform: Platform, sig: int = signal.SIGTERM) -> None:
             platform.proc.wait()
 
 
+#: ATOLL_TEST_SLOT (0-9) gives a test session its own bridges and pod ranges, so several sessions
+#: (developers, CI, helpers) can run side by side on one machine.
+TEST_SLOT = int(os.environ.get("ATOLL_TEST_SLOT", "0"))
+
+
+def slot_bridge(n: int) -> str:
+    """Bridge n of this session (n < 10)."""
+    return f"atollt{TEST_SLOT}{n}" if TEST_SLOT else f"atollt{n}"
+
+
+def slot_cidr(n: int) -> str:
+    """Pod range n of this session: 10.<250 - 4*slot - n>.0.0/16."""
+    return f"10.{250 - 4 * TEST_SLOT - n}.0.0/16"
+
+
 #: the test platform's host agent: its own node name, bridge and pod range, fast restarts
 TEST_NODE = "atoll-test-node"
-TEST_BRIDGE = "atollt0"
+TEST_BRIDGE = slot_bridge(0)
+TEST_POD_PREFIX = slot_cidr(0).rsplit(".", 2)[0] + "."
 AGENT_ARGS = (f"--agent-arg=--name={TEST_NODE}", f"--agent-arg=--bridge={TEST_BRIDGE}",
-              "--agent-arg=--pod-cidr=10.250.0.0/16", "--agent-arg=--crashloop-backoff=1",
+              f"--agent-arg=--pod-cidr={slot_cidr(0)}", "--agent-arg=--crashloop-backoff=1",
               "--agent-arg=--crashloop-backoff-max=4")
 
 
@@ -184,11 +200,12 @@ def own_platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
     base = tmp_path_factory.mktemp("atoll-own")
     data = base / "data"
     p = start_platform(data, None, "--agent-arg=--name=atoll-own-node",
-                       "--agent-arg=--bridge=atollt2", "--agent-arg=--pod-cidr=10.248.0.0/16",
+                       f"--agent-arg=--bridge={slot_bridge(2)}",
+                       f"--agent-arg=--pod-cidr={slot_cidr(2)}",
                        f"--agent-arg=--port={free_port()}", f"--agent-arg=--run-dir={run_dir(data)}")
     yield p
     stop_platform(p)
-    cleanup_agent(data / "agent", "atollt2", run_dir(data))
+    cleanup_agent(data / "agent", slot_bridge(2), run_dir(data))
 
 
 @pytest.fixture

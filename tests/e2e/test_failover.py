@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_NODE, Platform, cleanup_agent, free_port
+from tests.conftest import TEST_NODE, Platform, cleanup_agent, free_port, slot_bridge, slot_cidr
 
 SECOND = "atoll-second-node"
-BRIDGE = "atollt3"
+BRIDGE = slot_bridge(3)
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def second_agent(platform: Platform, tmp_path: Path):  # type: ignore[no-untyped
     proc = subprocess.Popen(
         [sys.executable, "-m", "atoll.cli.main", "agent", "--kubeconfig", str(platform.kubeconfig),
          "--name", SECOND, "--data-dir", str(data), "--run-dir", str(run), "--bridge", BRIDGE,
-         "--pod-cidr", "10.247.0.0/16", "--port", str(free_port()), "--lease-seconds", "3",
+         "--pod-cidr", slot_cidr(3), "--port", str(free_port()), "--lease-seconds", "3",
          "--lease-interval", "1", "--label", "failover-test=yes"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 30

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import TEST_BRIDGE, TEST_NODE, Platform, run_dir
+from tests.conftest import TEST_BRIDGE, TEST_NODE, TEST_POD_PREFIX, Platform, run_dir
 
 
 def pod_yaml(ns: str, name: str, script: str, *, restart: str = "Never", extra: str = "",
@@ -76,7 +76,7 @@ def test_pod_runs_to_completion_with_status(platform: Platform, namespace: str) 
     platform.kubectl("create", "configmap", "cfg", "-n", namespace, "--from-literal=color=blue")
     platform.kubectl("apply", "-f", "-", input=pod_yaml(
         namespace, "done", "echo hello $GREETING $COLOR $(cat /cfg/color) $POD_NAME; "
-                           "ip -4 addr show eth0 | grep -q 10.250.",
+                           f"ip -4 addr show eth0 | grep -q {TEST_POD_PREFIX}",
         container_extra="""    env:
     - {name: GREETING, value: hi}
     - {name: COLOR, valueFrom: {configMapKeyRef: {name: cfg, key: color}}}
@@ -85,7 +85,7 @@ def test_pod_runs_to_completion_with_status(platform: Platform, namespace: str) 
         extra="  volumes: [{name: cfg, configMap: {name: cfg}}]"))
     pod = wait_pod(platform, namespace, "done", phase("Succeeded"))
     status = pod["status"]
-    assert status["podIP"].startswith("10.250.") and status["hostIP"]
+    assert status["podIP"].startswith(TEST_POD_PREFIX) and status["hostIP"]
     assert status["startTime"] and status["qosClass"] == "BestEffort"
     term = state(pod)["terminated"]
     assert term["exitCode"] == 0 and term["reason"] == "Completed"
