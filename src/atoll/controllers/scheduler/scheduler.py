@@ -29,7 +29,7 @@ from atoll.client.informer import Informer, object_key
 from atoll.client.rest import ApiClient
 from atoll.controllers.scheduler.algorithm import MIN_FEASIBLE_NODES, Algorithm
 from atoll.controllers.scheduler.cache import Cache
-from atoll.controllers.scheduler.events import NORMAL, WARNING, EventRecorder, rfc3339
+from atoll.client.events import NORMAL, WARNING, EventRecorder, rfc3339
 from atoll.controllers.scheduler.podinfo import PodInfo, parse_pod
 from atoll.controllers.scheduler.queue import SchedulingQueue
 
