@@ -76,3 +76,6 @@ class AgentSettings:
     backoff_max: float = 300.0
     #: extra Node labels
     labels: tuple[tuple[str, str], ...] = ()
+    #: TrySoft power-off of a VM: seconds to wait for the guest before powering off Hard
+    #: (vSphere waits 5 minutes)
+    vm_soft_timeout: float = 60.0

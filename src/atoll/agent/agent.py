@@ -21,6 +21,8 @@ from atoll.agent.node import NodeAgent, NodeSettings, runc_version
 from atoll.agent.podworker import PodWorker, WorkerSettings
 from atoll.agent.runtime.containers import ContainerMeta, ContainerRuntime
 from atoll.agent.server import AgentServer
+from atoll.agent.vms import VMManager
+from atoll.agent.vmworker import VMWorkerSettings
 from atoll.client import kubeconfig
 from atoll.client.informer import Informer
 from atoll.client.rest import ApiClient
@@ -61,6 +63,12 @@ class Agent:
         self._found: dict[str, list[ContainerMeta]] = {}
         for meta in self.runtime.list():
             self._found.setdefault(meta.pod_uid, []).append(meta)
+        try:  # TEMP until the content library lands
+            self.vms = VMManager(self.client, VMWorkerSettings(
+                node_name=s.name, data_dir=s.data_dir / "vms", run_dir=run_dir / "vms",
+                soft_timeout=s.vm_soft_timeout), self.cni, s.data_dir / "vmimages")
+        except ImportError:
+            self.vms = None  # type: ignore[assignment]
         self.server: AgentServer | None = None
 
     async def run(self) -> None:
@@ -72,15 +80,19 @@ class Agent:
         await self.node.register()
         informer = asyncio.create_task(self.pods.run(), name="pod-informer")
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
+        vms = asyncio.create_task(self.vms.run() if self.vms else asyncio.sleep(1e9), name="vms")
         await self.pods.synced.wait()
         await self._collect_orphans()
         try:
-            await asyncio.gather(informer, heartbeat)
+            await asyncio.gather(informer, heartbeat, vms)
         finally:
             informer.cancel()
             heartbeat.cancel()
+            vms.cancel()
 
     async def close(self) -> None:
+        if self.vms:
+            await self.vms.close()
         if self.server is not None:
             await self.server.stop()
         await self.client.close()

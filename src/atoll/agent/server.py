@@ -57,6 +57,7 @@ class AgentServer:
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.container_logs)
         app.router.add_get("/exec/{ns}/{pod}/{container}", self.exec)
         app.router.add_get("/attach/{ns}/{pod}/{container}", self.attach)
+        app.router.add_get("/vmConsole/{uid}", self.vm_console)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -131,6 +132,25 @@ class AgentServer:
                 await resp.write(chunk)
         await resp.write_eof()
         return resp
+
+    async def vm_console(self, request: web.Request) -> web.StreamResponse:
+        """A VM's serial console: a websocket to attach, a plain GET for the log."""
+        from atoll.agent import vmconsole
+
+        worker = self.agent.vms.workers.get(request.match_info["uid"]) if self.agent.vms else None
+        if worker is None:
+            return _status(404, "NotFound", "the VM is not on this node")
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            if not worker.qemu.running:
+                return _status(409, "Conflict", "the VM is not powered on")
+            return await vmconsole.attach(request, worker.run / "console.sock")
+        tail = request.query.get("tailLines")
+        try:
+            lines = int(tail) if tail is not None else None
+        except ValueError:
+            return _status(400, "BadRequest", f"tailLines must be an integer, not {tail!r}")
+        data = await asyncio.to_thread(vmconsole.read_log, worker.run / "console.log", lines)
+        return web.Response(body=data, content_type="text/plain")
 
     async def exec(self, request: web.Request) -> web.StreamResponse:
         attempt = self._attempt(request)

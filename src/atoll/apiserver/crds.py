@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 CRD_PREFIX = "/registry/apiextensions.k8s.io/customresourcedefinitions/"
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+#: subresources of Atoll's own CRDs that a host agent serves (through the node proxy), as
+#: pods/exec is: the VM's serial console
+AGENT_SUBRESOURCES = {("vmoperator.vmware.com", "virtualmachines"): ("console",)}
 
 
 @dataclass
@@ -118,6 +121,8 @@ def types_for(crd: dict[str, Any]) -> list[ResourceType]:
         subresources = v.get("subresources") or {}
         if "status" in subresources:
             subs.append(Subresource("status"))
+        subs += [Subresource(name, verbs=("get",)) for name in
+                 AGENT_SUBRESOURCES.get((group, names.get("plural", "")), ())]
         scale = subresources.get("scale")
         if isinstance(scale, dict):
             subs.append(Subresource("scale", kind="Scale", group="autoscaling", version="v1",

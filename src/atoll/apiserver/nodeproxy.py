@@ -1,4 +1,5 @@
-"""``pods/log``, ``pods/exec`` and ``pods/attach``: forwarded to the pod's host agent.
+"""``pods/log``, ``pods/exec``, ``pods/attach`` and ``virtualmachines/console``: forwarded
+to the host agent of the pod or VM.
 
 As kube-apiserver does with kubelets: find the pod's node, its InternalIP and
 agent port (``status.daemonEndpoints``), and call the agent's API with the
@@ -17,6 +18,7 @@ from aiohttp import WSMsgType, web
 
 from atoll.api import errors
 from atoll.api.kinds import ResourceType
+from atoll.api.vmoperator.names import HOST_LABEL as VM_HOST_LABEL
 from atoll.apiserver.objects import ObjectService
 from atoll.apiserver.registry import Registry
 from atoll.apiserver.routing import ResourcePath
@@ -49,11 +51,13 @@ class NodeProxy:
 
     async def __call__(self, request: web.Request, rt: ResourceType,
                        path: ResourcePath) -> web.StreamResponse:
+        if rt.kind == "VirtualMachine" and path.subresource == "console":
+            return await self._vm_console(request, rt, path)
         if rt.kind != "Pod" or path.subresource not in ("log", "exec", "attach"):
             raise errors.NotFound(f"the {path.subresource} subresource is not served")
         pod = self.svc.get(rt, path.namespace, path.name).obj
         container = self._container(pod, request.query.get("container", ""))
-        base = self._agent_url(pod)
+        base = self._agent_url((pod.get("spec") or {}).get("nodeName"), pod)
         target = f"/{path.namespace}/{path.name}/{container}"
         if path.subresource == "log":
             params = {k: v for k, v in request.query.items() if k in LOG_PARAMS}
@@ -75,10 +79,21 @@ class NodeProxy:
         raise errors.BadRequest(f"a container name must be specified for pod {name}, choose one "
                                 f"of: [{' '.join(str(n) for n in regular)}]")
 
-    def _agent_url(self, pod: dict[str, Any]) -> str:
-        node_name = (pod.get("spec") or {}).get("nodeName")
+    async def _vm_console(self, request: web.Request, rt: ResourceType,
+                          path: ResourcePath) -> web.StreamResponse:
+        """The serial console: a websocket attaches, a plain GET reads the console log."""
+        vm = self.svc.get(rt, path.namespace, path.name).obj
+        host = (vm["metadata"].get("labels") or {}).get(VM_HOST_LABEL)
+        url = f"{self._agent_url(host, vm)}/vmConsole/{vm['metadata']['uid']}"
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._relay_websocket(request, url, [], ())
+        params = {k: v for k, v in request.query.items() if k == "tailLines"}
+        return await self._logs(request, url, params)
+
+    def _agent_url(self, node_name: str | None, obj: dict[str, Any]) -> str:
         if not node_name:
-            raise errors.BadRequest(f"pod {pod['metadata']['name']} does not have a host assigned")
+            raise errors.BadRequest(f"{obj.get('kind', 'object').lower()} "
+                                    f"{obj['metadata']['name']} does not have a host assigned")
         node_rt = self.registry.lookup("", "v1", "nodes")
         assert node_rt is not None
         try:
@@ -118,40 +133,39 @@ class NodeProxy:
         protocols = [p for p in EXEC_PROTOCOLS if p in offered] or list(EXEC_PROTOCOLS)
         params = [(k, v) for k, v in request.query.items()
                   if k in ("command", "stdin", "stdout", "stderr", "tty", "container")]
+        return await self._relay_websocket(request, url, params, tuple(protocols))
+
+    async def _relay_websocket(self, request: web.Request, url: str,
+                               params: list[tuple[str, str]],
+                               protocols: tuple[str, ...]) -> web.StreamResponse:
+        """A websocket from the client, relayed message by message to one on the agent."""
         try:
             upstream = await self.session().ws_connect(url, params=params, ssl=self.ssl,
                                                        protocols=protocols, max_msg_size=0)
         except aiohttp.WSServerHandshakeError as e:
-            raise errors.BadRequest(f"the agent refused the exec: {e.message}") from None
+            raise errors.BadRequest(f"the agent refused: {e.message}") from None
         except aiohttp.ClientError as e:
             raise errors.ServiceUnavailable(f"cannot reach the node's agent: {e}") from None
         ws = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol
                                    else protocols, max_msg_size=0)
         await ws.prepare(request)
-
-        async def client_to_agent() -> None:
-            async for msg in ws:
-                if msg.type == WSMsgType.BINARY:
-                    await upstream.send_bytes(msg.data)
-                elif msg.type == WSMsgType.TEXT:
-                    await upstream.send_str(msg.data)
-            await upstream.close()
-
-        async def agent_to_client() -> None:
-            async for msg in upstream:
-                if msg.type == WSMsgType.BINARY:
-                    await ws.send_bytes(msg.data)
-                elif msg.type == WSMsgType.TEXT:
-                    await ws.send_str(msg.data)
-            await ws.close()
-
-        tasks = [asyncio.create_task(client_to_agent()), asyncio.create_task(agent_to_client())]
+        tasks = [asyncio.create_task(_pipe(ws, upstream)), asyncio.create_task(_pipe(upstream, ws))]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for t in tasks:
             t.cancel()
         await upstream.close()
         await ws.close()
         return ws
+
+
+async def _pipe(source: Any, sink: Any) -> None:
+    """Copy websocket messages from ``source`` to ``sink``, then close ``sink``."""
+    async for msg in source:
+        if msg.type == WSMsgType.BINARY:
+            await sink.send_bytes(msg.data)
+        elif msg.type == WSMsgType.TEXT:
+            await sink.send_str(msg.data)
+    await sink.close()
 
 
 async def _agent_error(resp: aiohttp.ClientResponse) -> errors.ApiError:

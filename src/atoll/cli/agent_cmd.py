@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="first restart back-off of a crashing container, in seconds (doubles)")
     p.add_argument("--crashloop-backoff-max", type=float, default=300.0,
                    help="longest restart back-off, in seconds")
+    p.add_argument("--vm-soft-timeout", type=float, default=60.0,
+                   help="TrySoft power-off: seconds to wait for the guest before powering off "
+                        "Hard")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Node label (repeatable)")
     p.set_defaults(func=run)
@@ -60,7 +63,8 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         host_ip=args.node_ip or host_ip(), port=args.port, pod_cidr=args.pod_cidr, bridge=args.bridge,
         runtime=args.runtime, cni_bin_dir=args.cni_bin_dir, lease_interval=args.lease_interval,
         lease_seconds=args.lease_seconds, backoff_base=args.crashloop_backoff,
-        backoff_max=args.crashloop_backoff_max, labels=tuple(labels))
+        backoff_max=args.crashloop_backoff_max, labels=tuple(labels),
+        vm_soft_timeout=args.vm_soft_timeout)
 
 
 async def _main(settings: AgentSettings) -> None:

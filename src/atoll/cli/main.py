@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from atoll.cli import agent_cmd, controllers_cmd, image_cmd, kubeconfig_cmd, server_cmd, up_cmd
+from atoll.cli import (agent_cmd, controllers_cmd, image_cmd, kubeconfig_cmd, server_cmd, up_cmd,
+                       vm_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cmd.register(sub)
     image_cmd.register(sub)
     kubeconfig_cmd.register(sub)
+    vm_cmd.register(sub)
     return parser
 
 

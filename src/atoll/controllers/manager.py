@@ -19,6 +19,7 @@ from atoll.controllers.job import JobController
 from atoll.controllers.replicaset import ReplicaSetController
 from atoll.controllers.statefulset import StatefulSetController
 from atoll.controllers.scheduler import Scheduler
+from atoll.controllers.vmoperator.virtualmachine import VirtualMachineController
 from atoll.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class ControllerManager:
             DaemonSetController(self.client, pods=pods),
             StatefulSetController(self.client, pods=pods),
             Scheduler(self.client),
+            VirtualMachineController(self.client, pods=pods),
         ]
         self.tasks: list[asyncio.Task[None]] = []
 

@@ -1,0 +1,586 @@
+"""One VirtualMachine's life on its host: reconcile QEMU to ``spec.powerState``.
+
+Level-triggered like the pod worker: every change of the object, every QEMU exit
+and every timer wakes ``sync``, which compares what runs with what is asked
+(power state, restart requests, deletion) and takes one step towards it, then
+reports ``status``.  The VM's QEMU is its own process (see runtime/qemu.py): a
+new worker adopts it from the run directory, so agent restarts stop nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from atoll.agent import vmbootstrap
+from atoll.agent.runtime.qemu import Disk, LaunchConfig, Nic, QemuError, QemuProcess
+from atoll.agent.vmnet import VMAddress, VMNetwork
+from atoll.api import conditions as cond
+from atoll.api import errors, quantity
+from atoll.api.vmoperator import names as n
+from atoll.client.events import NORMAL, WARNING, EventRecorder
+from atoll.client.rest import ApiClient
+from atoll.client.status import patch_with_retry, without_finalizer
+
+log = logging.getLogger(__name__)
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VMWorkerSettings:
+    node_name: str
+    data_dir: Path            # <agent data>/vms: disks
+    run_dir: Path             # <run-dir>/vms: pid, sockets, console log, seed
+    soft_timeout: float = 60.0  # TrySoft: seconds of waiting for the guest before Hard
+    restart_backoff: float = 2.0
+    restart_backoff_max: float = 60.0
+    qemu_img: str = "qemu-img"
+
+
+class VMSetupError(Exception):
+    """A VM cannot be started for a reason its owner can fix; becomes a condition."""
+
+    def __init__(self, condition: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.condition, self.reason, self.message = condition, reason, message
+
+
+#: the VM's blob store: digest and size in, local path out
+FetchBlob = Callable[[str, int], Awaitable[Path]]
+#: the accelerator for a guest kernel (probed once per host)
+ChooseAccel = Callable[[Path | None], Awaitable[str]]
+
+
+class VMWorker:
+    def __init__(self, vm: dict[str, Any], *, client: ApiClient, settings: VMWorkerSettings,
+                 network: VMNetwork, fetch_blob: FetchBlob, accelerator: ChooseAccel,
+                 events: EventRecorder) -> None:
+        self.vm = vm
+        self.uid: str = vm["metadata"]["uid"]
+        self.client = client
+        self.settings = settings
+        self.network = network
+        self.fetch_blob = fetch_blob
+        self.accelerator = accelerator
+        self.events = events
+        self.run = settings.run_dir / self.uid
+        self.disks = settings.data_dir / self.uid
+        self.qemu = QemuProcess(self.run, self.uid)
+        self.gone = False            # deleted from the API, or placed elsewhere
+        self.address: VMAddress | None = None
+        self.accel = ""
+        self.setup_error: VMSetupError | None = None
+        self.ready: bool | None = None
+        self.crashes = 0
+        self.not_before = 0.0
+        self.stopping_since: float | None = None  # a soft power-off asked at this time
+        self.expect_exit = False
+        self.restarting = ""   # the restartMode of a soft restart under way
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._exit_watch: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+
+    # -- driving ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"vm-{self.uid[:8]}")
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def update(self, vm: dict[str, Any] | None) -> None:
+        if vm is None:
+            self.gone = True
+        else:
+            self.vm = vm
+        self.wake()
+
+    async def detach(self) -> None:
+        """The agent stops: leave QEMU running for the next agent."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.qemu.close()
+
+    @property
+    def key(self) -> str:
+        return f"{self.vm['metadata'].get('namespace')}/{self.vm['metadata'].get('name')}"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.vm.get("spec") or {}
+
+    async def _loop(self) -> None:
+        try:
+            await self._adopt()
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                try:
+                    if await self.sync():
+                        return
+                except asyncio.CancelledError:
+                    raise
+                except errors.ApiError as e:
+                    log.warning("vm %s: %s", self.key, e)
+                    self._wake_later(2.0)
+                except Exception:
+                    log.exception("vm %s: sync failed", self.key)
+                    self._wake_later(5.0)
+        finally:
+            if self._probe is not None:
+                self._probe.cancel()
+            if self._exit_watch is not None:
+                self._exit_watch.cancel()
+            self.finished.set()
+
+    def _wake_later(self, delay: float) -> None:
+        asyncio.get_running_loop().call_later(max(0.0, delay), self.wake)
+
+    async def _adopt(self) -> None:
+        state = _read_json(self.run / "state.json")
+        if await self.qemu.adopt():
+            log.info("vm %s: adopted running QEMU pid %s", self.key, self.qemu.pid)
+            self._watch_exit()
+        self.accel = str(state.get("accel") or "")
+        if state.get("address"):
+            self.address = VMAddress(**state["address"])
+
+    def _watch_exit(self) -> None:
+        async def watch() -> None:
+            await self.qemu.exited.wait()
+            self.wake()
+        self._exit_watch = asyncio.get_running_loop().create_task(watch())
+
+    # -- reconcile -------------------------------------------------------------------------------
+    async def sync(self) -> bool:
+        """One step towards the desired state; True when this worker is done for good."""
+        if self.gone or self.vm["metadata"].get("deletionTimestamp"):
+            return await self._delete()
+        if self.qemu.pid is not None and self.qemu.exited.is_set():
+            self._on_exit()
+        desired = self.spec.get("powerState") or n.POWERED_ON
+        if desired == n.POWERED_ON:
+            await self._power_on()
+        elif desired == n.POWERED_OFF:
+            await self._power_off(self.spec.get("powerOffMode") or n.TRY_SOFT)
+        elif desired == n.SUSPENDED:
+            await self._suspend()
+        await self._report()
+        return False
+
+    def _on_exit(self) -> None:
+        """QEMU is gone: was it asked to, did the guest power off, or did it crash?"""
+        guest = self.qemu.guest_shutdown
+        expected = self.expect_exit
+        self.qemu = QemuProcess(self.run, self.uid)
+        self.expect_exit = False
+        self.stopping_since = None
+        self.restarting = ""
+        self.ready = None
+        self.wake()
+        if expected:
+            return
+        if guest:
+            self.events.record(self.vm, NORMAL, "GuestPoweredOff", "the guest powered itself off")
+            desired = self.spec.get("powerState") or n.POWERED_ON
+            if desired == n.POWERED_ON:
+                self._back_off("the guest powered off")
+            return
+        self.events.record(self.vm, WARNING, "VirtualMachineCrashed",
+                           f"QEMU exited unexpectedly; see the console log ({self.run / 'console.log'})")
+        self._back_off("QEMU exited unexpectedly")
+
+    def _back_off(self, why: str) -> None:
+        self.crashes += 1
+        delay = min(self.settings.restart_backoff * 2 ** (self.crashes - 1),
+                    self.settings.restart_backoff_max)
+        self.not_before = time.monotonic() + delay
+        log.warning("vm %s: %s; starting it again in %.0f s", self.key, why, delay)
+        self._wake_later(delay)
+
+    async def _power_on(self) -> None:
+        if self.qemu.running and self.restarting:
+            await self._power_off(self.restarting)  # soft restart: wait for the guest, or time out
+            self.expect_exit = True
+            return
+        if self.qemu.running:
+            with contextlib.suppress(QemuError):
+                if await self.qemu.status() == "paused":
+                    await self.qemu.resume()
+                    self.events.record(self.vm, NORMAL, "PowerOn", "resumed from Suspended")
+            await self._maybe_restart()
+            self._ensure_probe()
+            return
+        wait = self.not_before - time.monotonic()
+        if wait > 0:
+            self._wake_later(wait)
+            return
+        try:
+            cfg = await self._prepare()
+            await self.qemu.launch(cfg)
+        except VMSetupError as e:
+            self.setup_error = e
+            self.events.record(self.vm, WARNING, e.reason, e.message)
+            self._back_off(e.message)
+            return
+        except QemuError as e:
+            self.setup_error = VMSetupError(n.CREATED, "PowerOnFailed", str(e))
+            self.events.record(self.vm, WARNING, "PowerOnFailed", str(e))
+            self._back_off(str(e))
+            return
+        self.setup_error = None
+        self._watch_exit()
+        self._remember_restart_request()
+        self.events.record(self.vm, NORMAL, "PowerOn",
+                           f"QEMU started on {self.settings.node_name} ({self.accel.upper()})")
+        asyncio.get_running_loop().call_later(self.settings.restart_backoff_max,
+                                              self._forgive, self.qemu)
+        self._ensure_probe()
+
+    def _forgive(self, qemu: QemuProcess) -> None:
+        """A VM that stayed up a while starts its crash back-off from scratch."""
+        if qemu is self.qemu and qemu.running:
+            self.crashes = 0
+
+    async def _power_off(self, mode: str) -> None:
+        if not self.qemu.running:
+            self.stopping_since = None
+            return
+        if mode == n.HARD:
+            await self._hard_stop()
+            self.events.record(self.vm, NORMAL, "PowerOff", "powered off (Hard)")
+            return
+        if self.stopping_since is None:
+            self.stopping_since = time.monotonic()
+            try:
+                await self.qemu.powerdown()
+            except QemuError as e:
+                log.warning("vm %s: soft power-off: %s", self.key, e)
+        if mode == n.SOFT:
+            return  # the guest decides; its exit wakes us
+        left = self.stopping_since + self.settings.soft_timeout - time.monotonic()
+        if left > 0:
+            self._wake_later(left)
+            return
+        await self._hard_stop()
+        self.events.record(self.vm, NORMAL, "PowerOff",
+                           f"the guest did not power off within {self.settings.soft_timeout:.0f} s:"
+                           " powered off (Hard)")
+
+    async def _hard_stop(self) -> None:
+        self.expect_exit = True
+        await self.qemu.stop()
+        if self.qemu.exited.is_set():
+            self._on_exit()
+
+    async def _suspend(self) -> None:
+        """Suspended: the vCPUs stop and memory stays; PoweredOn resumes where it was."""
+        if not self.qemu.running:
+            return
+        with contextlib.suppress(QemuError):
+            if await self.qemu.status() != "paused":
+                await self.qemu.pause()
+                self.events.record(self.vm, NORMAL, "Suspend", "suspended")
+
+    async def _maybe_restart(self) -> None:
+        """``spec.nextRestartTime`` moved on: restart once per value."""
+        wanted = str(self.spec.get("nextRestartTime") or "")
+        done = _read_json(self.run / "state.json").get("restartedFor", "")
+        if not wanted or wanted == done:
+            return
+        mode = self.spec.get("restartMode") or n.TRY_SOFT
+        if mode == n.HARD:
+            with contextlib.suppress(QemuError):
+                await self.qemu.reset()
+            self._remember_restart_request()
+            self.events.record(self.vm, NORMAL, "Restart", "restarted (Hard)")
+            return
+        # Soft and TrySoft: shut the guest down; once QEMU is gone, the next sync powers it on
+        self._remember_restart_request()
+        self.restarting = mode
+        self.events.record(self.vm, NORMAL, "Restart", f"restarting ({mode})")
+        await self._power_off(mode)
+        self.expect_exit = True
+
+    def _remember_restart_request(self) -> None:
+        self._save_state(restartedFor=str(self.spec.get("nextRestartTime") or ""))
+
+    # -- start-up --------------------------------------------------------------------------------
+    async def _prepare(self) -> LaunchConfig:
+        """Everything QEMU needs: class, image files, disks, seed, NIC, accelerator."""
+        ns = self.vm["metadata"]["namespace"]
+        cpus, memory = await self._hardware(ns)
+        image = await self._image(ns)
+        content = (image.get("spec") or {}).get("content") or {}
+        kernel = await self._blob(content.get("kernel"))
+        initrd = await self._blob(content.get("initrd"))
+        disks: list[Disk] = []
+        if content.get("disk"):
+            disks.append(await self._boot_disk(content["disk"]))
+        if kernel is None and not disks:
+            raise VMSetupError(n.IMAGE_READY, "ImageNotBootable",
+                               f"image {image['metadata']['name']} has neither a kernel nor a disk")
+        disks += await self._volumes(ns)
+        self.address = await self.network.attach(self.uid)
+        host = vmbootstrap.hostname(self.vm)
+        seed = await self._seed(ns, host)
+        disks.append(Disk(seed, format="raw", readonly=True, serial="cidata"))
+        self.accel = await self.accelerator(kernel)
+        self._save_state(accel=self.accel, address=self.address.__dict__)
+        klass = self.spec.get("className", "")
+        log.info("vm %s: class %s (%d vCPU, %d MiB), %s", self.key, klass, cpus, memory, self.accel)
+        return LaunchConfig(
+            name=f"{ns}/{self.vm['metadata']['name']}", uuid=self.uid, cpus=cpus,
+            memory_mib=memory, accel=self.accel, kernel=kernel, initrd=initrd,
+            cmdline=vmbootstrap.kernel_cmdline(self.address, host, content.get("kernelArgs", "")),
+            disks=disks, nics=[Nic(self.address.tap, self.address.mac)])
+
+    async def _hardware(self, ns: str) -> tuple[int, int]:
+        name = self.spec.get("className", "")
+        try:
+            klass = await self.client.get(n.class_path(ns, name))
+        except errors.NotFound:
+            raise VMSetupError(n.CLASS_READY, "NotFound",
+                               f"VirtualMachineClass {name} not found in {ns}") from None
+        hw = (klass.get("spec") or {}).get("hardware") or {}
+        cpus = int(hw.get("cpus") or 1)
+        memory = int(quantity.parse(hw.get("memory") or "512Mi") // MIB)
+        return max(1, cpus), max(64, memory)
+
+    async def _image(self, ns: str) -> dict[str, Any]:
+        ref = (self.vm.get("status") or {}).get("image") or {}
+        kind, name = ref.get("kind", ""), ref.get("name", "")
+        if not name:
+            raise VMSetupError(n.IMAGE_READY, "NotResolved", "the image is not resolved yet")
+        try:
+            return await self.client.get(n.image_path(kind, name, ns))
+        except errors.NotFound:
+            raise VMSetupError(n.IMAGE_READY, "NotFound", f"{kind} {name} not found") from None
+
+    async def _blob(self, ref: dict[str, Any] | None) -> Path | None:
+        if not ref:
+            return None
+        try:
+            return await self.fetch_blob(str(ref["digest"]), int(ref.get("size") or 0))
+        except errors.NotFound:
+            raise VMSetupError(n.IMAGE_READY, "ContentMissing",
+                               f"the content library has no {ref.get('digest')}") from None
+        except (OSError, ValueError, KeyError) as e:
+            raise VMSetupError(n.IMAGE_READY, "ContentUnavailable", str(e)) from None
+
+    async def _boot_disk(self, ref: dict[str, Any]) -> Disk:
+        """A copy-on-write qcow2 over the cached image, grown to ``advanced.bootDiskCapacity``."""
+        boot = self.disks / "boot.qcow2"
+        if not boot.exists():
+            base = await self._blob(ref)
+            assert base is not None
+            self.disks.mkdir(parents=True, exist_ok=True)
+            argv = [self.settings.qemu_img, "create", "-q", "-f", "qcow2", "-F",
+                    str(ref.get("format") or "qcow2"), "-b", str(base), str(boot) + ".tmp"]
+            capacity = (self.spec.get("advanced") or {}).get("bootDiskCapacity")
+            if capacity:
+                size = int(quantity.parse(capacity))
+                if size < int(ref.get("virtualSize") or 0):
+                    raise VMSetupError(n.STORAGE_READY, "BootDiskTooSmall",
+                                       f"bootDiskCapacity {capacity} is smaller than the image")
+                argv.append(str(size))
+            await _run(argv, n.STORAGE_READY, "BootDiskFailed")
+            (boot.parent / (boot.name + ".tmp")).rename(boot)
+        return Disk(boot, format="qcow2", serial="boot")
+
+    async def _volumes(self, ns: str) -> list[Disk]:
+        """PersistentVolumeClaims as extra disks: a raw file per claim on this host."""
+        out = []
+        for vol in self.spec.get("volumes") or []:
+            claim = (vol.get("persistentVolumeClaim") or {}).get("claimName")
+            if not claim:
+                continue
+            try:
+                pvc = await self.client.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}")
+            except errors.NotFound:
+                raise VMSetupError(n.STORAGE_READY, "NotFound",
+                                   f"PersistentVolumeClaim {claim} not found") from None
+            requests = ((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}
+            size = int(quantity.parse(requests.get("storage") or "1Gi"))
+            path = self.settings.data_dir.parent / "claims" / f"{ns}_{claim}_{pvc['metadata']['uid']}.img"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                await _run([self.settings.qemu_img, "create", "-q", "-f", "raw", str(path), str(size)],
+                           n.STORAGE_READY, "VolumeFailed")
+            readonly = bool((vol.get("persistentVolumeClaim") or {}).get("readOnly"))
+            out.append(Disk(path, format="raw", readonly=readonly, serial=str(vol.get("name"))[:20]))
+        return out
+
+    async def _seed(self, ns: str, host: str) -> Path:
+        from atoll.vmimage.seed import make_seed
+
+        raw = None
+        ref = vmbootstrap.raw_secret_ref(self.vm)
+        try:
+            if ref is not None:
+                try:
+                    secret = await self.client.get(f"/api/v1/namespaces/{ns}/secrets/{ref[0]}")
+                except errors.NotFound:
+                    raise vmbootstrap.BootstrapError(f"Secret {ref[0]} not found") from None
+                raw = vmbootstrap.secret_value(secret, ref[1])
+            user_data = vmbootstrap.user_data(self.vm, raw)
+        except vmbootstrap.BootstrapError as e:
+            raise VMSetupError(n.BOOTSTRAP_READY, "BootstrapDataInvalid", str(e)) from None
+        assert self.address is not None
+        seed = self.run / "seed.iso"
+        self.run.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(make_seed, seed, vmbootstrap.instance_id(self.vm), host, user_data,
+                                vmbootstrap.network_config(self.address))
+        return seed
+
+    # -- readiness -------------------------------------------------------------------------------
+    def _ensure_probe(self) -> None:
+        probe = self.spec.get("readinessProbe") or {}
+        if not (probe.get("tcpSocket") or {}).get("port") or self._probe is not None:
+            return
+        self._probe = asyncio.get_running_loop().create_task(self._probe_loop())
+
+    async def _probe_loop(self) -> None:
+        try:
+            while True:
+                probe = self.spec.get("readinessProbe") or {}
+                port = (probe.get("tcpSocket") or {}).get("port")
+                period = float(probe.get("periodSeconds") or 10)
+                timeout = float(probe.get("timeoutSeconds") or 10)
+                ok = False
+                if port and self.address is not None and self.qemu.running:
+                    try:
+                        _, w = await asyncio.wait_for(
+                            asyncio.open_connection(self.address.ip, int(port)), timeout)
+                        w.close()
+                        ok = True
+                    except (OSError, asyncio.TimeoutError, ValueError):
+                        ok = False
+                if ok != self.ready:
+                    self.ready = ok
+                    self.wake()
+                await asyncio.sleep(period if ok else min(period, 1.0))
+        finally:
+            self._probe = None
+
+    # -- status ----------------------------------------------------------------------------------
+    async def _report(self) -> None:
+        running = self.qemu.running
+        paused = False
+        if running:
+            with contextlib.suppress(QemuError):
+                paused = await self.qemu.status() == "paused"
+        power = n.SUSPENDED if paused else (n.POWERED_ON if running else n.POWERED_OFF)
+        status: dict[str, Any] = {
+            "powerState": power, "nodeName": self.settings.node_name,
+            "host": self.settings.node_name, "uniqueID": self.uid, "biosUUID": self.uid,
+            "instanceUUID": self.uid}
+        if self.accel:
+            status["accelerator"] = self.accel
+        if running and self.address is not None:
+            status["network"] = {"primaryIP4": self.address.ip, "interfaces": [{
+                "name": "eth0", "ip": {"macAddr": self.address.mac,
+                                       "addresses": [{"address": f"{self.address.ip}/"
+                                                                 f"{self.address.prefixlen}"}]}}]}
+        else:
+            status["network"] = None
+        updates = [self._created_condition(running)]
+        remove: tuple[str, ...] = ()
+        if self.spec.get("readinessProbe"):
+            ok = bool(running and not paused and self.ready)
+            updates.append(cond.condition(n.READY, ok, "ProbeSucceeded" if ok else "ProbeFailed"
+                                          if running else "PoweredOff"))
+        elif running and not paused:
+            updates.append(cond.condition(n.READY, True, "PoweredOn"))
+        else:
+            remove = (n.READY,)
+        err = self.setup_error
+        for ctype in (n.BOOTSTRAP_READY, n.STORAGE_READY):
+            if err is not None and err.condition == ctype:
+                updates.append(cond.condition(ctype, False, err.reason, err.message))
+            elif running:
+                updates.append(cond.condition(ctype, True, "Ready"))
+        path = n.vm_path(self.vm["metadata"]["namespace"], self.vm["metadata"]["name"])
+
+        def change(vm: dict[str, Any]) -> dict[str, Any] | None:
+            old = vm.get("status") or {}
+            merged = cond.merge(old.get("conditions"), updates, remove)
+            same = all(old.get(k) == v for k, v in status.items() if v is not None) and \
+                not (status["network"] is None and old.get("network")) and \
+                not cond.changed(old.get("conditions"), merged)
+            return None if same else {"status": dict(status, conditions=merged)}
+
+        try:
+            self.vm = await patch_with_retry(self.client, path, self.vm, change,
+                                             subresource="status")
+        except errors.NotFound:
+            self.gone = True
+            self.wake()
+
+    def _created_condition(self, running: bool) -> dict[str, Any]:
+        err = self.setup_error
+        if err is not None and err.condition in (n.CREATED, n.CLASS_READY, n.IMAGE_READY):
+            return cond.condition(n.CREATED, False, err.reason, err.message)
+        if running:
+            return cond.condition(n.CREATED, True, "Running",
+                                  f"QEMU ({self.accel or 'tcg'}) on {self.settings.node_name}")
+        return cond.condition(n.CREATED, True, "PoweredOff", "") if (self.run / "state.json").exists() \
+            else cond.condition(n.CREATED, False, "NotCreated", "")
+
+    # -- deletion --------------------------------------------------------------------------------
+    async def _delete(self) -> bool:
+        """Stop the VM (TrySoft, then Hard), remove its disks and NIC, then our finalizer.
+
+        A VM that is no longer ours (``gone``: placed elsewhere, or deleted while we were away)
+        is stopped Hard at once, so one VM never runs on two hosts."""
+        if self.qemu.running:
+            await self._power_off(n.HARD if self.gone else n.TRY_SOFT)
+            if self.qemu.running:
+                return False  # woken when it exits or the soft timeout passes
+        if self._probe is not None:
+            self._probe.cancel()
+        await self.network.detach(self.uid)
+        shutil.rmtree(self.disks, ignore_errors=True)
+        shutil.rmtree(self.run, ignore_errors=True)
+        if not self.gone:
+            path = n.vm_path(self.vm["metadata"]["namespace"], self.vm["metadata"]["name"])
+            with contextlib.suppress(errors.NotFound):
+                await patch_with_retry(self.client, path, self.vm, without_finalizer(n.FINALIZER))
+        self.events.record(self.vm, NORMAL, "Deleted", f"removed from {self.settings.node_name}")
+        return True
+
+    def _save_state(self, **fields: Any) -> None:
+        state = _read_json(self.run / "state.json")
+        state.update(fields)
+        self.run.mkdir(parents=True, exist_ok=True)
+        tmp = self.run / "state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        tmp.rename(self.run / "state.json")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+async def _run(argv: list[str], condition: str, reason: str) -> None:
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise VMSetupError(condition, reason, out.decode(errors="replace").strip()[-500:])

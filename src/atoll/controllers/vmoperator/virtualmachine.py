@@ -1,0 +1,192 @@
+"""The VirtualMachine controller: checks a VM's class and image, places it on a host.
+
+Reconciles each VM from informer caches (VMs, classes, images, nodes, pods):
+holds the finalizer; reports ``VirtualMachineClassReady`` and
+``VirtualMachineImageReady`` with upstream's reasons and resolves the image
+(by object name, or by display name when that is unambiguous) into
+``status.image``; then, once both are ready, chooses a host (placement.py),
+records it as the label the agents watch by, and reports
+``VirtualMachineConditionPlacementReady``.  Everything after that (QEMU, power,
+addresses) is the host agent's.  A VM being deleted that no host holds (never
+placed, or its Node is gone) loses its finalizer here; otherwise its host's
+agent stops it, removes its disks, then the finalizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from atoll.api import conditions as cond
+from atoll.api.vmoperator import names as n
+from atoll.client.events import NORMAL, WARNING, EventRecorder
+from atoll.client.informer import Informer, object_key
+from atoll.client.rest import ApiClient
+from atoll.client.status import patch_with_retry, with_finalizer, without_finalizer
+from atoll.client.workqueue import WorkQueue
+from atoll.controllers.runner import run_workers
+from atoll.controllers.scheduler.resources import Resources
+from atoll.controllers.vmoperator import placement
+
+log = logging.getLogger(__name__)
+IMAGE_KINDS = ("VirtualMachineImage", "ClusterVirtualMachineImage")
+
+
+class VirtualMachineController:
+    name = "virtualmachine-controller"
+
+    def __init__(self, client: ApiClient, *, pods: Informer, workers: int = 2) -> None:
+        self.client = client
+        self.workers = workers
+        self.pods = pods
+        self.vms = Informer(client, n.GROUP, n.VERSION, "virtualmachines")
+        self.classes = Informer(client, n.GROUP, n.VERSION, "virtualmachineclasses")
+        self.images = Informer(client, n.GROUP, n.VERSION, "virtualmachineimages")
+        self.cluster_images = Informer(client, n.GROUP, n.VERSION, "clustervirtualmachineimages")
+        self.nodes = Informer(client, "", "v1", "nodes")
+        self.queue: WorkQueue[str] = WorkQueue()
+        self.events = EventRecorder(client, "vmoperator-controller")
+        self.vms.add_handler(lambda kind, vm, old: self.queue.add(object_key(vm)))
+        for informer in (self.classes, self.images, self.cluster_images):
+            informer.add_handler(self._on_dependency)
+        self.nodes.add_handler(self._on_node)
+
+    def _on_dependency(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        """A class or image changed: look again at the VMs still waiting for one."""
+        for vm in self.vms.list():
+            if not (vm["metadata"].get("labels") or {}).get(n.HOST_LABEL):
+                self.queue.add(object_key(vm))
+
+    def _on_node(self, kind: str, node: dict[str, Any], old: dict[str, Any] | None) -> None:
+        """Room may have appeared (or a host gone): retry unplaced VMs, and VMs of a deleted
+        host that are being deleted."""
+        name = node["metadata"]["name"]
+        for vm in self.vms.list():
+            host = (vm["metadata"].get("labels") or {}).get(n.HOST_LABEL)
+            if not host or (kind == "DELETED" and host == name):
+                self.queue.add(object_key(vm))
+
+    async def run(self) -> None:
+        informers = [self.vms, self.classes, self.images, self.cluster_images, self.nodes]
+        tasks = [asyncio.create_task(i.run()) for i in informers]
+        tasks.append(asyncio.create_task(self.events.run()))
+        try:
+            await asyncio.gather(*(i.synced.wait() for i in informers), self.pods.synced.wait())
+            await run_workers(self.name, self.queue, self.reconcile, self.workers)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    # -- reconcile -------------------------------------------------------------------------------
+    async def reconcile(self, key: str) -> float | None:
+        vm = self.vms.get(key)
+        if vm is None:
+            return None
+        ns, name = vm["metadata"]["namespace"], vm["metadata"]["name"]
+        path = n.vm_path(ns, name)
+        host = (vm["metadata"].get("labels") or {}).get(n.HOST_LABEL)
+        if vm["metadata"].get("deletionTimestamp"):
+            if not host or self.nodes.get(host) is None:
+                await patch_with_retry(self.client, path, vm, without_finalizer(n.FINALIZER))
+            return None
+        vm = await patch_with_retry(self.client, path, vm, with_finalizer(n.FINALIZER))
+
+        updates, status = [], {}
+        klass = self.classes.get(f"{ns}/{vm['spec'].get('className', '')}") \
+            if vm["spec"].get("className") else None
+        if klass is None:
+            updates.append(cond.condition(
+                n.CLASS_READY, False, "NotFound",
+                f"VirtualMachineClass {vm['spec'].get('className', '')!r} not found in {ns}"))
+        else:
+            updates.append(cond.condition(n.CLASS_READY, True, "True"))
+            status["class"] = {"apiVersion": n.API_VERSION, "kind": "VirtualMachineClass",
+                               "name": klass["metadata"]["name"]}
+        image, image_problem = self._resolve_image(vm)
+        if image is None:
+            updates.append(cond.condition(n.IMAGE_READY, False, *image_problem))
+        else:
+            status["image"] = {"apiVersion": n.API_VERSION, "kind": image["kind"],
+                               "name": image["metadata"]["name"]}
+            updates.append(cond.condition(n.IMAGE_READY, True, "True"))
+
+        decision: placement.Decision | None = None
+        if not host and klass is not None and image is not None:
+            decision = placement.place(placement.demand(klass), self.nodes.list(),
+                                       self.pods.list(), self._reservations())
+            updates.append(cond.condition(n.PLACEMENT_READY, decision.host is not None,
+                                          decision.reason, decision.message))
+        elif host:
+            updates.append(cond.condition(n.PLACEMENT_READY, True, placement.SATISFIED,
+                                          f"placed on {host}"))
+
+        def change(current: dict[str, Any]) -> dict[str, Any] | None:
+            old = current.get("status") or {}
+            merged = cond.merge(old.get("conditions"), updates)
+            if all(old.get(k) == v for k, v in status.items()) and \
+                    not cond.changed(old.get("conditions"), merged):
+                return None
+            return {"status": dict(status, conditions=merged)}
+
+        before = vm.get("status") or {}
+        vm = await patch_with_retry(self.client, path, vm, change, subresource="status")
+        self._record_transitions(vm, before)
+        if decision is not None and decision.host:
+            await self.client.patch(path, {"metadata": {"labels": {n.HOST_LABEL: decision.host}}})
+            self.events.record(vm, NORMAL, "Placed", f"placed on {decision.host}")
+        elif decision is not None:
+            self.events.record(vm, WARNING, decision.reason, decision.message)
+        return None
+
+    def _record_transitions(self, vm: dict[str, Any], before: dict[str, Any]) -> None:
+        for ctype in (n.CLASS_READY, n.IMAGE_READY):
+            now = cond.find((vm.get("status") or {}).get("conditions"), ctype)
+            then = cond.find(before.get("conditions"), ctype)
+            if now and now["status"] == "False" and (then is None or then["status"] != "False"):
+                self.events.record(vm, WARNING, f"{ctype}{now['reason']}", now["message"])
+
+    def _resolve_image(self, vm: dict[str, Any]) -> tuple[dict[str, Any] | None, tuple[str, str]]:
+        """The image a VM names, and else (reason, message) for VirtualMachineImageReady."""
+        spec, ns = vm.get("spec") or {}, vm["metadata"]["namespace"]
+        ref = spec.get("image") or {}
+        wanted = str(ref.get("name") or spec.get("imageName") or "")
+        if not wanted:
+            return None, ("NotFound", "spec.imageName is empty")
+        kinds = (ref["kind"],) if ref.get("kind") in IMAGE_KINDS else IMAGE_KINDS
+        found: list[dict[str, Any]] = []
+        for kind in kinds:
+            informer = self.images if kind == "VirtualMachineImage" else self.cluster_images
+            key = f"{ns}/{wanted}" if kind == "VirtualMachineImage" else wanted
+            if (obj := informer.get(key)) is not None:
+                found = [dict(obj, kind=kind)]
+                break
+        if not found:  # by display name
+            for kind in kinds:
+                informer = self.images if kind == "VirtualMachineImage" else self.cluster_images
+                found += [dict(obj, kind=kind) for obj in informer.list()
+                          if (obj.get("status") or {}).get("name") == wanted and
+                          (kind != "VirtualMachineImage" or obj["metadata"]["namespace"] == ns)]
+        if not found:
+            return None, ("NotFound", f"no VirtualMachineImage or ClusterVirtualMachineImage "
+                                      f"named {wanted!r}")
+        if len(found) > 1:
+            names = ", ".join(sorted(o["metadata"]["name"] for o in found))
+            return None, ("MultipleFound", f"display name {wanted!r} matches {names}")
+        image = found[0]
+        if not cond.is_true((image.get("status") or {}).get("conditions"), "Ready"):
+            return None, ("NotReady", f"image {image['metadata']['name']} is not ready")
+        return image, ("", "")
+
+    def _reservations(self) -> list[tuple[str, Resources]]:
+        """What each placed VM reserves on its host (its class's requests)."""
+        out = []
+        for vm in self.vms.list():
+            host = (vm["metadata"].get("labels") or {}).get(n.HOST_LABEL)
+            if not host:
+                continue
+            klass = self.classes.get(f"{vm['metadata']['namespace']}/"
+                                     f"{(vm.get('spec') or {}).get('className', '')}")
+            if klass is not None:
+                out.append((host, placement.demand(klass).reserved))
+        return out

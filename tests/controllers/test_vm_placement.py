@@ -1,0 +1,57 @@
+"""Placement of VMs on hosts: hardware fit, reservations, readiness, the best host."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atoll.controllers.vmoperator import placement
+
+
+def node(name: str, cpu: str = "4", memory: str = "16Gi", ready: bool = True,
+         **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": spec,
+            "status": {"capacity": {"cpu": cpu, "memory": memory},
+                       "allocatable": {"cpu": cpu, "memory": memory},
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "Unknown"}]}}
+
+
+def klass(cpus: int, memory: str, guaranteed: bool = False) -> dict[str, Any]:
+    spec: dict[str, Any] = {"hardware": {"cpus": cpus, "memory": memory}}
+    if guaranteed:
+        spec["policies"] = {"resources": {"requests": {"cpu": str(cpus), "memory": memory}}}
+    return {"spec": spec}
+
+
+def pod(node_name: str, cpu: str, memory: str) -> dict[str, Any]:
+    return {"spec": {"nodeName": node_name, "containers": [
+        {"resources": {"requests": {"cpu": cpu, "memory": memory}}}]}, "status": {"phase": "Running"}}
+
+
+def test_most_unreserved_memory_wins() -> None:
+    nodes = [node("a"), node("b")]
+    d = placement.place(placement.demand(klass(2, "2Gi")), nodes, [pod("a", "1", "4Gi")], [])
+    assert (d.host, d.reason) == ("b", placement.SATISFIED)
+
+
+def test_class_larger_than_any_host_is_insufficient() -> None:
+    d = placement.place(placement.demand(klass(8, "2Gi")), [node("a")], [], [])
+    assert d.host is None and d.reason == placement.INSUFFICIENT and "needs 8" in d.message
+
+
+def test_guaranteed_reservations_count_pods_and_other_vms() -> None:
+    want = placement.demand(klass(2, "8Gi", guaranteed=True))
+    reserved = placement.demand(klass(2, "8Gi", guaranteed=True)).reserved
+    d = placement.place(want, [node("a")], [pod("a", "100m", "1Gi")], [("a", reserved)])
+    assert d.host is None and d.reason == placement.INSUFFICIENT
+    best_effort = placement.demand(klass(2, "8Gi"))
+    assert placement.place(best_effort, [node("a")], [pod("a", "100m", "1Gi")],
+                           [("a", reserved)]).host == "a"
+
+
+def test_no_ready_or_schedulable_host() -> None:
+    nodes = [node("a", ready=False), node("b", unschedulable=True),
+             node("c", taints=[{"key": "k", "effect": "NoSchedule"}])]
+    d = placement.place(placement.demand(klass(1, "1Gi")), nodes, [], [])
+    assert d.host is None and d.reason == placement.NO_HOSTS
+    assert placement.place(placement.demand(klass(1, "1Gi")), [], [], []).reason == \
+        placement.NO_HOSTS
