@@ -403,3 +403,19 @@ async def test_queue_priority_backoff_and_moves() -> None:
     q.delete("high")
     q.delete("low")
     assert len(q) == 0
+
+
+def test_vm_reservations_count_against_the_host() -> None:
+    from atoll.controllers.scheduler.cache import Cache
+    from atoll.controllers.scheduler.resources import Resources
+
+    cache = Cache()
+    cache.set_node({"metadata": {"name": "h"}, "status": {
+        "allocatable": {"cpu": "2", "memory": "4Gi"},
+        "conditions": [{"type": "Ready", "status": "True"}]}})
+    reserved = Resources(milli_cpu=2000, memory=2 << 30)
+    assert cache.set_reservation("ns/vm", "h", reserved)
+    assert not cache.set_reservation("ns/vm", "h", Resources(milli_cpu=2000, memory=2 << 30))
+    assert cache.nodes["h"].requested.milli_cpu == 2000
+    assert cache.set_reservation("ns/vm", "h", None)
+    assert cache.nodes["h"].requested.milli_cpu == 0 and not cache.reservations

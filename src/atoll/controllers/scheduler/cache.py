@@ -128,6 +128,8 @@ class Cache:
         self.assumed: set[str] = set()
         #: pods with pod (anti-)affinity terms: what inter-pod checks must look at
         self.with_affinity: dict[str, PodInfo] = {}
+        #: VM key -> (host, what its class reserves there): counted like pod requests
+        self.reservations: dict[str, tuple[str, Resources]] = {}
         self._present: list[NodeInfo] | None = None
 
     # -- nodes --------------------------------------------------------------------------------
@@ -152,7 +154,7 @@ class Cache:
         node.present = False
         self.order.remove(name)
         self._present = None
-        if not node.pods:
+        if not node.pods and not self._reserved_on(name):
             del self.nodes[name]
 
     def present_nodes(self) -> list[NodeInfo]:
@@ -183,9 +185,35 @@ class Cache:
         node = self.nodes.get(pod.node_name)
         if node is not None:
             node.remove_pod(pod)
-            if not node.present and not node.pods:
+            if not node.present and not node.pods and not self._reserved_on(pod.node_name):
                 del self.nodes[pod.node_name]
         return pod
+
+    # -- VM reservations ------------------------------------------------------------------------
+    def set_reservation(self, key: str, node_name: str, amount: Resources | None) -> bool:
+        """What VM ``key`` on ``node_name`` reserves (None: nothing); True if it changed.
+
+        A guaranteed VM class's requests are taken from the host like a pod's requests, so
+        pods never fill the room a VM was promised; the VM is not a pod otherwise."""
+        old = self.reservations.get(key)
+        new = (node_name, amount) if amount is not None and node_name else None
+        if old == new:
+            return False
+        if old is not None:
+            del self.reservations[key]
+            node = self.nodes.get(old[0])
+            if node is not None:
+                node.requested.subtract(old[1])
+        if new is not None:
+            node = self.nodes.get(node_name)
+            if node is None:
+                node = self.nodes[node_name] = NodeInfo(node_name)
+            node.requested.add(new[1])
+            self.reservations[key] = new
+        return True
+
+    def _reserved_on(self, node_name: str) -> bool:
+        return any(host == node_name for host, _ in self.reservations.values())
 
     def assume(self, pod: PodInfo, node_name: str) -> PodInfo:
         """Count ``pod`` on ``node_name`` now, before its binding is confirmed."""

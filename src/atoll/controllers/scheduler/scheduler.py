@@ -25,13 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from atoll.api import errors
+from atoll.api.vmoperator.names import GROUP as VM_GROUP
+from atoll.api.vmoperator.names import HOST_LABEL as VM_HOST_LABEL
+from atoll.api.vmoperator.names import VERSION as VM_VERSION
+from atoll.client.events import NORMAL, WARNING, EventRecorder, rfc3339
 from atoll.client.informer import Informer, object_key
 from atoll.client.rest import ApiClient
 from atoll.controllers.scheduler.algorithm import MIN_FEASIBLE_NODES, Algorithm
 from atoll.controllers.scheduler.cache import Cache
-from atoll.client.events import NORMAL, WARNING, EventRecorder, rfc3339
 from atoll.controllers.scheduler.podinfo import PodInfo, parse_pod
 from atoll.controllers.scheduler.queue import SchedulingQueue
+from atoll.controllers.scheduler.resources import parse_list
 
 log = logging.getLogger(__name__)
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -103,6 +107,11 @@ class Scheduler:
         self.pods = Informer(self.client, "", "v1", "pods")
         self.nodes = Informer(self.client, "", "v1", "nodes")
         self.namespaces = Informer(self.client, "", "v1", "namespaces")
+        #: VMs and their classes: what guaranteed VMs reserve on their hosts
+        self.vms = Informer(self.client, VM_GROUP, VM_VERSION, "virtualmachines")
+        self.vm_classes = Informer(self.client, VM_GROUP, VM_VERSION, "virtualmachineclasses")
+        self.vms.add_handler(self._on_vm)
+        self.vm_classes.add_handler(self._on_vm_class)
         self.pods.add_handler(self._on_pod)
         self.nodes.add_handler(self._on_node)
         self.namespaces.add_handler(self._on_namespace)
@@ -197,6 +206,26 @@ class Scheduler:
         info = self._infos.get(key)
         return info is not None and info.has_pod_affinity
 
+    def _on_vm(self, kind: str, vm: dict[str, Any], old: dict[str, Any] | None) -> None:
+        key = object_key(vm)
+        host = (_meta(vm).get("labels") or {}).get(VM_HOST_LABEL, "")
+        amount = None
+        if kind != "DELETED" and host:
+            klass = self.vm_classes.get(f"{_meta(vm).get('namespace')}/"
+                                        f"{_spec(vm).get('className', '')}")
+            requests = ((_spec(klass or {}).get("policies") or {}).get("resources") or {}) \
+                .get("requests")
+            if requests:
+                amount = parse_list(requests, "spec.policies.resources.requests", [])
+        if self.cache.set_reservation(key, host, amount) and amount is None:
+            self.queue.move_all()  # room was given back
+
+    def _on_vm_class(self, kind: str, klass: dict[str, Any], old: dict[str, Any] | None) -> None:
+        ns, name = _meta(klass).get("namespace"), _meta(klass).get("name")
+        for vm in self.vms.list():
+            if _meta(vm).get("namespace") == ns and _spec(vm).get("className") == name:
+                self._on_vm("MODIFIED", vm, None)
+
     def _namespace_labels(self, name: str) -> dict[str, str]:
         ns = self.namespaces.get(name)
         labels = _meta(ns).get("labels") if ns else None
@@ -207,7 +236,8 @@ class Scheduler:
         if self.pods.synced.is_set() or self._tasks:
             self._reset()  # restarted by the manager: start over from a relist
         informers = [asyncio.create_task(i.run(), name=f"scheduler-informer-{i.gvr[2]}")
-                     for i in (self.nodes, self.namespaces, self.pods)]
+                     for i in (self.nodes, self.namespaces, self.pods, self.vm_classes,
+                               self.vms)]
         try:
             await asyncio.gather(*(i.synced.wait() for i in (self.nodes, self.namespaces,
                                                              self.pods)))
