@@ -104,6 +104,11 @@ class VMWorker:
             self.vm = vm
         self.wake()
 
+    @property
+    def ref(self) -> dict[str, Any]:
+        """The VM as Events name it (list items may lack apiVersion and kind)."""
+        return dict(self.vm, apiVersion=n.API_VERSION, kind="VirtualMachine")
+
     async def detach(self) -> None:
         """The agent stops: leave QEMU running for the next agent."""
         if self._task is not None:
@@ -192,12 +197,12 @@ class VMWorker:
         if expected:
             return
         if guest:
-            self.events.record(self.vm, NORMAL, "GuestPoweredOff", "the guest powered itself off")
+            self.events.record(self.ref, NORMAL, "GuestPoweredOff", "the guest powered itself off")
             desired = self.spec.get("powerState") or n.POWERED_ON
             if desired == n.POWERED_ON:
                 self._back_off("the guest powered off")
             return
-        self.events.record(self.vm, WARNING, "VirtualMachineCrashed",
+        self.events.record(self.ref, WARNING, "VirtualMachineCrashed",
                            f"QEMU exited unexpectedly; see the console log ({self.run / 'console.log'})")
         self._back_off("QEMU exited unexpectedly")
 
@@ -218,7 +223,7 @@ class VMWorker:
             with contextlib.suppress(QemuError):
                 if await self.qemu.status() == "paused":
                     await self.qemu.resume()
-                    self.events.record(self.vm, NORMAL, "PowerOn", "resumed from Suspended")
+                    self.events.record(self.ref, NORMAL, "PowerOn", "resumed from Suspended")
             await self._maybe_restart()
             self._ensure_probe()
             return
@@ -231,18 +236,18 @@ class VMWorker:
             await self.qemu.launch(cfg)
         except VMSetupError as e:
             self.setup_error = e
-            self.events.record(self.vm, WARNING, e.reason, e.message)
+            self.events.record(self.ref, WARNING, e.reason, e.message)
             self._back_off(e.message)
             return
         except QemuError as e:
             self.setup_error = VMSetupError(n.CREATED, "PowerOnFailed", str(e))
-            self.events.record(self.vm, WARNING, "PowerOnFailed", str(e))
+            self.events.record(self.ref, WARNING, "PowerOnFailed", str(e))
             self._back_off(str(e))
             return
         self.setup_error = None
         self._watch_exit()
         self._remember_restart_request()
-        self.events.record(self.vm, NORMAL, "PowerOn",
+        self.events.record(self.ref, NORMAL, "PowerOn",
                            f"QEMU started on {self.settings.node_name} ({self.accel.upper()})")
         asyncio.get_running_loop().call_later(self.settings.restart_backoff_max,
                                               self._forgive, self.qemu)
@@ -257,9 +262,12 @@ class VMWorker:
         if not self.qemu.running:
             self.stopping_since = None
             return
-        if mode == n.HARD:
+        paused = False
+        with contextlib.suppress(QemuError):
+            paused = await self.qemu.status() == "paused"
+        if mode == n.HARD or paused:  # a suspended guest cannot hear the power button
             await self._hard_stop()
-            self.events.record(self.vm, NORMAL, "PowerOff", "powered off (Hard)")
+            self.events.record(self.ref, NORMAL, "PowerOff", "powered off (Hard)")
             return
         if self.stopping_since is None:
             self.stopping_since = time.monotonic()
@@ -274,7 +282,7 @@ class VMWorker:
             self._wake_later(left)
             return
         await self._hard_stop()
-        self.events.record(self.vm, NORMAL, "PowerOff",
+        self.events.record(self.ref, NORMAL, "PowerOff",
                            f"the guest did not power off within {self.settings.soft_timeout:.0f} s:"
                            " powered off (Hard)")
 
@@ -291,7 +299,7 @@ class VMWorker:
         with contextlib.suppress(QemuError):
             if await self.qemu.status() != "paused":
                 await self.qemu.pause()
-                self.events.record(self.vm, NORMAL, "Suspend", "suspended")
+                self.events.record(self.ref, NORMAL, "Suspend", "suspended")
 
     async def _maybe_restart(self) -> None:
         """``spec.nextRestartTime`` moved on: restart once per value."""
@@ -304,12 +312,12 @@ class VMWorker:
             with contextlib.suppress(QemuError):
                 await self.qemu.reset()
             self._remember_restart_request()
-            self.events.record(self.vm, NORMAL, "Restart", "restarted (Hard)")
+            self.events.record(self.ref, NORMAL, "Restart", "restarted (Hard)")
             return
         # Soft and TrySoft: shut the guest down; once QEMU is gone, the next sync powers it on
         self._remember_restart_request()
         self.restarting = mode
-        self.events.record(self.vm, NORMAL, "Restart", f"restarting ({mode})")
+        self.events.record(self.ref, NORMAL, "Restart", f"restarting ({mode})")
         await self._power_off(mode)
         self.expect_exit = True
 
@@ -557,7 +565,8 @@ class VMWorker:
             path = n.vm_path(self.vm["metadata"]["namespace"], self.vm["metadata"]["name"])
             with contextlib.suppress(errors.NotFound):
                 await patch_with_retry(self.client, path, self.vm, without_finalizer(n.FINALIZER))
-        self.events.record(self.vm, NORMAL, "Deleted", f"removed from {self.settings.node_name}")
+            self.events.record(self.ref, NORMAL, "Deleted",
+                               f"stopped and removed from {self.settings.node_name}")
         return True
 
     def _save_state(self, **fields: Any) -> None:

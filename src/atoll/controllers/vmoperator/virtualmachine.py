@@ -83,6 +83,7 @@ class VirtualMachineController:
         vm = self.vms.get(key)
         if vm is None:
             return None
+        vm = dict(vm, apiVersion=n.API_VERSION, kind="VirtualMachine")  # as Events name it
         ns, name = vm["metadata"]["namespace"], vm["metadata"]["name"]
         path = n.vm_path(ns, name)
         host = (vm["metadata"].get("labels") or {}).get(n.HOST_LABEL)
