@@ -17,7 +17,8 @@ from aiohttp import web
 
 from atoll import __version__
 from atoll.api import errors
-from atoll.apiserver import authn, crds, discovery, heap, http, metrics, pki, routing
+from atoll.apiserver import (authn, builtin_crds, crds, discovery, heap, http, metrics, pki,
+                             routing)
 from atoll.apiserver.errors import error_middleware
 from atoll.apiserver.handlers import ResourceHandler
 from atoll.apiserver.nodeproxy import NodeProxy
@@ -125,6 +126,7 @@ class ApiServer:
                                           WriteOptions(field_manager="atoll-apiserver"))
                 except errors.AlreadyExists:
                     pass
+        await builtin_crds.ensure(self.svc, self.registry)
 
     # -- HTTP --------------------------------------------------------------------------------
     def build_app(self) -> web.Application:

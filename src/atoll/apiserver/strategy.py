@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -638,6 +639,36 @@ class CRDStrategy(Strategy):
             obj.setdefault("status", {})["conditions"] = conds
 
 
+class VirtualMachineStrategy(Strategy):
+    """vm-operator's webhook rules for VirtualMachines that a schema cannot state."""
+
+    def validate_create(self, svc, rt, obj):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        causes = []
+        if spec.get("powerState") == "Suspended":
+            causes.append(errors.invalid_value("spec.powerState", "Suspended",
+                                               "a VirtualMachine cannot be created Suspended"))
+        if spec.get("nextRestartTime") not in (None, ""):
+            causes.append(errors.invalid_value("spec.nextRestartTime", spec["nextRestartTime"],
+                                               "can only be set on update, to \"now\""))
+        if causes:
+            raise errors.invalid(rt.kind, obj["metadata"].get("name", ""), causes, rt.group)
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        """``nextRestartTime: now`` becomes the time of this request (the agent restarts the VM
+        once per value); any other new value is refused."""
+        spec = new.get("spec")
+        if subresource or not isinstance(spec, dict):
+            return
+        before = (old.get("spec") or {}).get("nextRestartTime") or ""
+        wanted = spec.get("nextRestartTime") or ""
+        if wanted == "now":
+            spec["nextRestartTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        elif wanted not in ("", before):
+            raise errors.invalid(rt.kind, new["metadata"].get("name", ""), [errors.invalid_value(
+                "spec.nextRestartTime", wanted, 'must be "now" (or left unchanged)')], rt.group)
+
+
 class CustomResourceStrategy(Strategy):
     """Custom resources: schema work happens in ``custom.admit``; nothing kind-specific."""
 
@@ -654,6 +685,7 @@ _BY_KIND: dict[str, Strategy] = {
     "apps/DaemonSet": WorkloadStrategy(),
     "batch/Job": JobStrategy(),
     "apiextensions.k8s.io/CustomResourceDefinition": CRDStrategy(),
+    "vmoperator.vmware.com/VirtualMachine": VirtualMachineStrategy(),
 }
 
 

@@ -19,6 +19,7 @@ from atoll.controllers.job import JobController
 from atoll.controllers.replicaset import ReplicaSetController
 from atoll.controllers.statefulset import StatefulSetController
 from atoll.controllers.scheduler import Scheduler
+from atoll.controllers.vmoperator.classes import DefaultClassesController
 from atoll.controllers.vmoperator.virtualmachine import VirtualMachineController
 from atoll.settings import ControllerSettings
 
@@ -54,6 +55,7 @@ class ControllerManager:
             StatefulSetController(self.client, pods=pods),
             Scheduler(self.client),
             VirtualMachineController(self.client, pods=pods),
+            DefaultClassesController(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []
 

@@ -1,0 +1,65 @@
+"""CRDs every Atoll server serves from the start: the VM Operator's kinds.
+
+They are ordinary CustomResourceDefinition objects in the store (so `kubectl get
+crd` shows them and clients discover them as usual), created at start-up when
+missing and brought up to date when this version of Atoll defines them
+differently.  Several servers starting at once race harmlessly: a create that
+finds the CRD there compares and updates instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from atoll.api import errors
+from atoll.api.vmoperator import crds as vmoperator_crds
+from atoll.apiserver.objects import ObjectService, WriteOptions
+from atoll.apiserver.registry import Registry
+
+log = logging.getLogger(__name__)
+MANAGER = "atoll-apiserver"
+
+
+def definitions() -> list[dict[str, Any]]:
+    return vmoperator_crds.definitions()
+
+
+async def ensure(svc: ObjectService, registry: Registry, timeout: float = 10.0) -> None:
+    crd_type = registry.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    assert crd_type is not None
+    opts = WriteOptions(field_manager=MANAGER)
+    for crd in definitions():
+        name = crd["metadata"]["name"]
+        for _ in range(3):
+            try:
+                current = svc.get(crd_type, "", name).obj
+            except errors.NotFound:
+                try:
+                    await svc.create(crd_type, "", crd, opts)
+                    log.info("installed CRD %s", name)
+                    break
+                except errors.AlreadyExists:
+                    continue
+            if current.get("spec") == crd["spec"]:
+                break
+
+            def mutate(obj: dict[str, Any], crd: dict[str, Any] = crd) -> dict[str, Any]:
+                obj["spec"] = crd["spec"]
+                obj["metadata"].setdefault("labels", {}).update(crd["metadata"]["labels"])
+                return obj
+
+            await svc.guaranteed_update(crd_type, "", name, mutate, opts)
+            log.info("updated CRD %s", name)
+            break
+    # serve them before saying ready: the registry follows the CRDs through the watch cache
+    deadline = asyncio.get_running_loop().time() + timeout
+    for crd in definitions():
+        spec = crd["spec"]
+        while registry.lookup(spec["group"], spec["versions"][0]["name"],
+                              spec["names"]["plural"]) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("CRD %s is not served yet", crd["metadata"]["name"])
+                break
+            await asyncio.sleep(0.02)
