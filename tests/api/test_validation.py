@@ -239,3 +239,14 @@ def test_pod_resource_quantities_are_checked() -> None:
     fields = sorted(c.field for c in causes)
     assert fields == ["spec.containers[0].resources.requests[cpu]",
                       "spec.containers[0].resources.requests[memory]"]
+
+
+def test_binary_kilo_quantities() -> None:
+    """Node memory comes as Ki (capital K): it must parse, as upstream's does."""
+    from atoll.api import quantity
+
+    assert quantity.parse("23635520Ki") == 23635520 * 1024
+    assert quantity.parse("1k") == 1000
+    for bad in ("1K", "1ki"):
+        with pytest.raises(ValueError):
+            quantity.parse(bad)

@@ -63,12 +63,9 @@ class Agent:
         self._found: dict[str, list[ContainerMeta]] = {}
         for meta in self.runtime.list():
             self._found.setdefault(meta.pod_uid, []).append(meta)
-        try:  # TEMP until the content library lands
-            self.vms = VMManager(self.client, VMWorkerSettings(
-                node_name=s.name, data_dir=s.data_dir / "vms", run_dir=run_dir / "vms",
-                soft_timeout=s.vm_soft_timeout), self.cni, s.data_dir / "vmimages")
-        except ImportError:
-            self.vms = None  # type: ignore[assignment]
+        self.vms = VMManager(self.client, VMWorkerSettings(
+            node_name=s.name, data_dir=s.data_dir / "vms", run_dir=run_dir / "vms",
+            soft_timeout=s.vm_soft_timeout), self.cni, s.data_dir / "vmimages")
         self.server: AgentServer | None = None
 
     async def run(self) -> None:
@@ -80,7 +77,7 @@ class Agent:
         await self.node.register()
         informer = asyncio.create_task(self.pods.run(), name="pod-informer")
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
-        vms = asyncio.create_task(self.vms.run() if self.vms else asyncio.sleep(1e9), name="vms")
+        vms = asyncio.create_task(self.vms.run(), name="vms")
         await self.pods.synced.wait()
         await self._collect_orphans()
         try:
@@ -91,8 +88,7 @@ class Agent:
             vms.cancel()
 
     async def close(self) -> None:
-        if self.vms:
-            await self.vms.close()
+        await self.vms.close()
         if self.server is not None:
             await self.server.stop()
         await self.client.close()

@@ -137,7 +137,7 @@ class AgentServer:
         """A VM's serial console: a websocket to attach, a plain GET for the log."""
         from atoll.agent import vmconsole
 
-        worker = self.agent.vms.workers.get(request.match_info["uid"]) if self.agent.vms else None
+        worker = self.agent.vms.workers.get(request.match_info["uid"])
         if worker is None:
             return _status(404, "NotFound", "the VM is not on this node")
         if request.headers.get("Upgrade", "").lower() == "websocket":

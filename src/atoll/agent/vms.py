@@ -18,6 +18,7 @@ from typing import Any
 
 from atoll.agent.network import CNI
 from atoll.agent.runtime import accel
+from atoll.agent.vmimages import BlobCache
 from atoll.agent.vmnet import VMNetwork
 from atoll.agent.vmworker import VMWorker, VMWorkerSettings
 from atoll.api.vmoperator import names as n
@@ -34,7 +35,6 @@ class VMManager:
         self.client = client
         self.settings = settings
         self.network = VMNetwork(cni.ipam, cni.settings.bridge)
-        from atoll.agent.vmimages import BlobCache  # noqa: PLC0415  (TEMP: lands with the content library)
         self.blobs = BlobCache(client, blob_dir)
         self.events = EventRecorder(client, f"atoll-agent/{settings.node_name}")
         self.informer = Informer(client, n.GROUP, n.VERSION, "virtualmachines",

@@ -19,6 +19,7 @@ from atoll import __version__
 from atoll.api import errors
 from atoll.apiserver import (authn, builtin_crds, crds, discovery, heap, http, metrics, pki,
                              routing)
+from atoll.apiserver.contentlibrary import ContentLibrary
 from atoll.apiserver.errors import error_middleware
 from atoll.apiserver.handlers import ResourceHandler
 from atoll.apiserver.nodeproxy import NodeProxy
@@ -151,6 +152,7 @@ class ApiServer:
         r.add_get("/openapi/v3/", self._openapi_index)
         r.add_get("/openapi/v3/{gv:.+}", self._openapi_doc)
         r.add_get("/openapi/v2", self._openapi_v2)
+        ContentLibrary(self.settings.data_dir / "content" / "blobs").routes(r)
         r.add_route("*", "/api/{tail:.+}", self._resource)
         r.add_route("*", "/apis/{tail:.+}", self._resource)
         r.add_get("/", self._root)

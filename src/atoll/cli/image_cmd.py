@@ -1,4 +1,5 @@
-"""`atoll image import|list`: the host's local image store."""
+"""`atoll image build|import|list`: VM images in the content library, container images in
+this host's local store."""
 
 from __future__ import annotations
 
@@ -10,20 +11,54 @@ from atoll.cli.common import default_data_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("image", help="import and list images in this host's store")
+    p = sub.add_parser("image", help="build, import and list VM and container images")
     isub = p.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
-    imp = isub.add_parser("import", help="import an OCI image layout (directory or tar) or a "
-                                         "`docker save` archive")
+    build = isub.add_parser("build", help="build a VM image and publish it to the content "
+                                          "library")
+    build.add_argument("kind", choices=["tiny", "debian"],
+                       help="tiny: a cloud kernel and a busybox initramfs; debian: Debian 12 "
+                            "with cloud-init (debootstrap)")
+    build.add_argument("--name", default="", help="display name (default: the kind)")
+    build.add_argument("--size", default="2G", help="debian: the disk's size")
+    _cluster_flags(build)
+    build.set_defaults(func=_lazy("run_build"))
+    imp = isub.add_parser("import", help="import a VM disk (qcow2, raw, ISO) into the content "
+                                         "library, or a container image (OCI image layout, "
+                                         "directory or tar, or a `docker save` archive) into "
+                                         "this host's store")
     imp.add_argument("file", type=Path)
-    imp.add_argument("--name", default="", help="name for the image (when the file has none, "
-                                                "or an extra one)")
+    imp.add_argument("--name", default="", help="VM disks: the image's display name; container "
+                                                "images: a name when the file has none, or an "
+                                                "extra one")
     imp.add_argument("--data-dir", type=Path, default=None,
-                     help="the agent's data dir (default: ~/.atoll/agent)")
+                     help="container images: the agent's data dir (default: ~/.atoll/agent)")
+    _cluster_flags(imp)
     imp.set_defaults(func=run_import)
-    ls = isub.add_parser("list", help="images in this host's store")
+    ls = isub.add_parser("list", help="VM images of the cluster and this host's container images")
     ls.add_argument("--data-dir", type=Path, default=None,
                     help="the agent's data dir (default: ~/.atoll/agent)")
+    ls.add_argument("--kubeconfig", default=None, help="credentials for the API server")
     ls.set_defaults(func=run_list)
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", default=None, help="VM images: credentials for the API server")
+    p.add_argument("-n", "--namespace", default="",
+                   help="VM images: publish as a VirtualMachineImage in this namespace (default: "
+                        "a ClusterVirtualMachineImage)")
+
+
+def _lazy(name: str):  # type: ignore[no-untyped-def]
+    def run(args: argparse.Namespace) -> int:
+        from atoll.cli import vmimage_cmd
+        return int(getattr(vmimage_cmd, name)(args))
+    return run
+
+
+def _is_container_image(path: Path) -> bool:
+    import tarfile
+
+    return path.is_dir() or tarfile.is_tarfile(path)
 
 
 def _store(data_dir: Path | None):  # type: ignore[no-untyped-def]
@@ -40,6 +75,8 @@ def run_import(args: argparse.Namespace) -> int:
     if not args.file.exists():
         print(f"error: {args.file} does not exist", file=sys.stderr)
         return 1
+    if not _is_container_image(args.file):
+        return int(_lazy("run_import_disk")(args))
     store = _store(args.data_dir)
     bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc="importing",
                file=sys.stderr, disable=None)
@@ -61,6 +98,28 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from atoll.cli.common import resolve_kubeconfig
+    from atoll.client import kubeconfig
+
+    try:
+        from atoll.cli.vmimage_cmd import list_cluster_images
+        vm_images = asyncio.run(list_cluster_images(kubeconfig.load(
+            resolve_kubeconfig(args.kubeconfig))))
+    except Exception as e:  # no cluster reachable: still show this host's images
+        print(f"(VM images: {e})", file=sys.stderr)
+        vm_images = []
+    if vm_images:
+        print(f"{'VM IMAGE':24} {'DISPLAY NAME':20} {'TYPE':5} {'SIZE':>10} READY")
+        for image in vm_images:
+            st = image.get("status") or {}
+            ready = next((c.get("status") for c in st.get("conditions") or []
+                          if c.get("type") == "Ready"), "Unknown")
+            size = int((st.get("diskInfo") or {}).get("size") or 0)
+            print(f"{image['metadata']['name']:24} {st.get('name', ''):20} "
+                  f"{st.get('type', ''):5} {size / 2**20:9.1f}M {ready}")
+        print()
     images = _store(args.data_dir).list()
     print(f"{'IMAGE':60} {'ID':19} LAYERS")
     for image in images:

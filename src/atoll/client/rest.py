@@ -67,7 +67,7 @@ class ApiClient:
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             raw = await resp.read()
             if resp.status >= 400:
-                raise _error(resp.status, raw)
+                raise error_from_response(resp.status, raw)
             if not raw:
                 return None
             return orjson.loads(raw)
@@ -99,7 +99,7 @@ class ApiClient:
         async with self.session.get(path, params=_params(query), headers=headers,
                                     timeout=timeout) as resp:
             if resp.status >= 400:
-                raise _error(resp.status, await resp.read())
+                raise error_from_response(resp.status, await resp.read())
             buf = b""
             async for chunk in resp.content.iter_any():
                 buf += chunk
@@ -124,7 +124,7 @@ def _params(params: dict[str, Any] | None) -> dict[str, str] | None:
     return out
 
 
-def _error(status: int, raw: bytes) -> errors.ApiError:
+def error_from_response(status: int, raw: bytes) -> errors.ApiError:
     try:
         body = orjson.loads(raw)
         if isinstance(body, dict) and body.get("kind") == "Status":

@@ -134,7 +134,10 @@ class VirtualMachineController:
         vm = await patch_with_retry(self.client, path, vm, change, subresource="status")
         self._record_transitions(vm, before)
         if decision is not None and decision.host:
-            await self.client.patch(path, {"metadata": {"labels": {n.HOST_LABEL: decision.host}}})
+            # pinned to the version just read: a stale cache never places a VM twice
+            await self.client.patch(path, {"metadata": {
+                "labels": {n.HOST_LABEL: decision.host},
+                "resourceVersion": vm["metadata"]["resourceVersion"]}})
             self.events.record(vm, NORMAL, "Placed", f"placed on {decision.host}")
         elif decision is not None:
             self.events.record(vm, WARNING, decision.reason, decision.message)
