@@ -34,8 +34,10 @@ def test_most_unreserved_memory_wins() -> None:
 
 
 def test_class_larger_than_any_host_is_insufficient() -> None:
-    d = placement.place(placement.demand(klass(8, "2Gi")), [node("a")], [], [])
-    assert d.host is None and d.reason == placement.INSUFFICIENT and "needs 8" in d.message
+    d = placement.place(placement.demand(klass(2, "32Gi")), [node("a")], [], [])
+    assert d.host is None and d.reason == placement.INSUFFICIENT and "32768 MiB" in d.message
+    # more vCPUs than host CPUs is overcommit, not a misfit (without a reservation)
+    assert placement.place(placement.demand(klass(8, "2Gi")), [node("a")], [], []).host == "a"
 
 
 def test_guaranteed_reservations_count_pods_and_other_vms() -> None:

@@ -1,8 +1,8 @@
 """Choosing a host for a VirtualMachine (vSphere's initial placement, DRS's first half).
 
-A host qualifies when it is Ready and schedulable, its hardware can hold the
-class at all (vCPUs up to its CPU count, memory up to its memory: a VM never
-spans hosts), and, for a class with reservations (``guaranteed-*``), its
+A host qualifies when it is Ready and schedulable, its memory can hold the
+class's memory at all (a VM never spans hosts; vCPUs may outnumber the host's
+CPUs, as KubeVirt allows: they are threads), and, for a class with reservations (``guaranteed-*``), its
 allocatable amounts minus what pods request and other VMs reserve still cover
 the reservation.  Among those, the host with the most unreserved memory wins,
 then CPU, as vSphere HA and DRS prefer.  Pure functions over the informers'
@@ -90,9 +90,8 @@ def place(want: Demand, nodes: list[dict[str, Any]], pods: list[dict[str, Any]],
         capacity = parse_list(status.get("capacity"), "capacity", [])
         allocatable = parse_list(status.get("allocatable") or status.get("capacity"),
                                  "allocatable", [])
-        if want.cpus * 1000 > capacity.milli_cpu or want.memory > capacity.memory:
-            why.append(f"{name}: has {capacity.milli_cpu // 1000} CPUs and "
-                       f"{capacity.memory >> 20} MiB, the class needs {want.cpus} and "
+        if want.memory > capacity.memory:
+            why.append(f"{name}: has {capacity.memory >> 20} MiB of memory, the class needs "
                        f"{want.memory >> 20} MiB")
             continue
         used = used_on(name, pods, vm_reservations)
