@@ -155,6 +155,17 @@ def run_dir(data_dir: Path) -> Path:
 def cleanup_agent(agent_dir: Path, bridge: str, agent_run_dir: Path | None = None) -> None:
     """Stop what a test agent left running (containers outlive agents by design)."""
     run = agent_run_dir or agent_dir.parent / "agent-run"
+    for pidfile in (run / "vms").glob("*/qemu.pid"):  # VMs outlive agents too
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    links = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True,
+                           text=True).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        if name.startswith("vm"):
+            subprocess.run(["ip", "link", "delete", name], capture_output=True)
     containers = run / "containers"
     try:
         os.kill(int((containers / "zygote.pid").read_text()), signal.SIGKILL)

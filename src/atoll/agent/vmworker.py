@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from atoll.agent import vmbootstrap
+from atoll.agent.runtime import accel
 from atoll.agent.runtime.qemu import Disk, LaunchConfig, Nic, QemuError, QemuProcess
 from atoll.agent.vmnet import VMAddress, VMNetwork
 from atoll.api import conditions as cond
@@ -31,6 +32,7 @@ from atoll.client.status import patch_with_retry, without_finalizer
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
+POWER_BUTTON_REPEAT = 5.0  # seconds between presses of the ACPI power button
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class VMWorker:
         self.crashes = 0
         self.not_before = 0.0
         self.stopping_since: float | None = None  # a soft power-off asked at this time
+        self.pressed_at = 0.0
         self.expect_exit = False
         self.restarting = ""   # the restartMode of a soft restart under way
         self._wake = asyncio.Event()
@@ -157,6 +160,12 @@ class VMWorker:
         if await self.qemu.adopt():
             log.info("vm %s: adopted running QEMU pid %s", self.key, self.qemu.pid)
             self._watch_exit()
+        elif state.get("running") and not self.gone:
+            # it ran under the previous agent and is gone now: it died while nobody watched
+            self._save_state(running=False)
+            self.events.record(self.ref, WARNING, "VirtualMachineCrashed",
+                               "QEMU exited while the agent was away")
+            self._back_off("QEMU exited while the agent was away")
         self.accel = str(state.get("accel") or "")
         if state.get("address"):
             self.address = VMAddress(**state["address"])
@@ -188,12 +197,17 @@ class VMWorker:
         """QEMU is gone: was it asked to, did the guest power off, or did it crash?"""
         guest = self.qemu.guest_shutdown
         expected = self.expect_exit
+        soft = self.stopping_since is not None
         self.qemu = QemuProcess(self.run, self.uid)
         self.expect_exit = False
         self.stopping_since = None
         self.restarting = ""
         self.ready = None
+        self._save_state(running=False)
         self.wake()
+        if soft and guest:
+            self.events.record(self.ref, NORMAL, "PowerOff", "the guest powered off (Soft)")
+            return
         if expected:
             return
         if guest:
@@ -245,6 +259,7 @@ class VMWorker:
             self._back_off(str(e))
             return
         self.setup_error = None
+        self._save_state(running=True)
         self._watch_exit()
         self._remember_restart_request()
         self.events.record(self.ref, NORMAL, "PowerOn",
@@ -269,15 +284,20 @@ class VMWorker:
             await self._hard_stop()
             self.events.record(self.ref, NORMAL, "PowerOff", "powered off (Hard)")
             return
-        if self.stopping_since is None:
-            self.stopping_since = time.monotonic()
+        now = time.monotonic()
+        if self.stopping_since is None or now - self.pressed_at >= POWER_BUTTON_REPEAT:
+            # press the power button, and again every few seconds: a guest still booting
+            # (no ACPI handler yet) misses the first press
+            self.stopping_since = self.stopping_since or now
+            self.pressed_at = now
             try:
                 await self.qemu.powerdown()
             except QemuError as e:
                 log.warning("vm %s: soft power-off: %s", self.key, e)
-        if mode == n.SOFT:
-            return  # the guest decides; its exit wakes us
-        left = self.stopping_since + self.settings.soft_timeout - time.monotonic()
+        left = self.stopping_since + self.settings.soft_timeout - now
+        if mode == n.SOFT or left > POWER_BUTTON_REPEAT:
+            self._wake_later(POWER_BUTTON_REPEAT)  # its exit wakes us sooner
+            return
         if left > 0:
             self._wake_later(left)
             return
@@ -288,6 +308,7 @@ class VMWorker:
 
     async def _hard_stop(self) -> None:
         self.expect_exit = True
+        self.stopping_since = None
         await self.qemu.stop()
         if self.qemu.exited.is_set():
             self._on_exit()
@@ -351,7 +372,10 @@ class VMWorker:
         return LaunchConfig(
             name=f"{ns}/{self.vm['metadata']['name']}", uuid=self.uid, cpus=cpus,
             memory_mib=memory, accel=self.accel, kernel=kernel, initrd=initrd,
-            cmdline=vmbootstrap.kernel_cmdline(self.address, host, content.get("kernelArgs", "")),
+            cmdline=vmbootstrap.kernel_cmdline(
+                self.address, host, " ".join(filter(None, (
+                    accel.tcg_kernel_args() if self.accel == "tcg" else "",
+                    content.get("kernelArgs", ""))))),
             disks=disks, nics=[Nic(self.address.tap, self.address.mac)])
 
     async def _hardware(self, ns: str) -> tuple[int, int]:

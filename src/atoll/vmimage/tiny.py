@@ -41,7 +41,7 @@ def build_tiny(cache_dir: Path, progress: Progress | None = None) -> BuiltImage:
     tmp = initrd.with_suffix(".tmp")
     tmp.write_bytes(initramfs(kernel))
     tmp.rename(initrd)
-    return BuiltImage(display_name="tiny", kernel=kernel.vmlinuz, initrd=initrd,
+    return BuiltImage(display_name="tiny", kernel=kernel.vmlinuz, initrd=initrd, kernel_args="quiet",
                       os_id="busybox", os_type="linux",
                       os_version=kernel.version.split("-")[0], capabilities=["cloud-init"])
 

@@ -1,0 +1,279 @@
+"""VirtualMachines on real QEMU (TCG here): boot with cloud-init, power, console, restarts.
+
+The tiny image (Debian's cloud kernel and a busybox initramfs) is built once per
+session with `atoll image build tiny` and published to the content library; each
+test makes its VMs in its own namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.conftest import TEST_BRIDGE, Platform, run_dir
+
+GROUP = "vmoperator.vmware.com"
+
+
+@pytest.fixture(scope="session")
+def tiny_image(platform: Platform) -> str:
+    """The tiny image's object name, built and uploaded once."""
+    out = subprocess.run([sys.executable, "-m", "atoll.cli.main", "image", "build", "tiny",
+                          "--kubeconfig", str(platform.kubeconfig)],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        images = json.loads(platform.kubectl("get", "cvmi", "-o", "json").stdout)["items"]
+        for image in images:
+            if (image.get("status") or {}).get("name") == "tiny":
+                return str(image["metadata"]["name"])
+        time.sleep(0.3)
+    raise AssertionError("the tiny image never showed up as a ClusterVirtualMachineImage")
+
+
+def vm_yaml(ns: str, name: str, image: str, *, klass: str = "best-effort-xsmall",
+            power: str = "PoweredOn", runcmd: list[str] | None = None, extra: str = "") -> str:
+    cmds = json.dumps(runcmd or [f"echo marker-{name}"])
+    return f"""apiVersion: {GROUP}/v1alpha3
+kind: VirtualMachine
+metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}
+spec:
+  className: {klass}
+  imageName: {image}
+  powerState: {power}
+  bootstrap:
+    cloudInit:
+      cloudConfig:
+        runcmd: {cmds}
+{extra}"""
+
+
+def get_vm(platform: Platform, ns: str, name: str) -> dict[str, Any]:
+    out = platform.kubectl("get", "vm", name, "-n", ns, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def wait_vm(platform: Platform, ns: str, name: str, check: Callable[[dict[str, Any]], bool],
+            timeout: float = 120, what: str = "") -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    vm: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        vm = get_vm(platform, ns, name)
+        if vm and check(vm):
+            return vm
+        time.sleep(0.3)
+    raise AssertionError(f"vm {name} never got {what}: {json.dumps(vm.get('status'), indent=1)}")
+
+
+def power(state: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda vm: (vm.get("status") or {}).get("powerState") == state
+
+
+def condition(vm: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (vm.get("status") or {}).get("conditions") or []
+                 if c.get("type") == type_), {})
+
+
+def console_log(platform: Platform, ns: str, name: str) -> str:
+    out = platform.kubectl("get", "--raw",
+                           f"/apis/{GROUP}/v1alpha3/namespaces/{ns}/virtualmachines/{name}/console",
+                           check=False)
+    return out.stdout or out.stderr
+
+
+def wait_console(platform: Platform, ns: str, name: str, text: str, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    log = ""
+    while time.monotonic() < deadline:
+        log = console_log(platform, ns, name)
+        if text in log:
+            return log
+        time.sleep(0.5)
+    raise AssertionError(f"{text!r} never appeared on {name}'s console:\n{log[-3000:]}")
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie has exited: only its reaping by init is pending)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def qemu_pid(platform: Platform, vm: dict[str, Any]) -> int | None:
+    pidfile = run_dir(platform.data_dir) / "vms" / vm["metadata"]["uid"] / "qemu.pid"
+    try:
+        pid = int(pidfile.read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def test_vm_boots_runs_cloud_init_and_powers_off_and_on(platform: Platform, namespace: str,
+                                                        tiny_image: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(
+        namespace, "web", tiny_image, runcmd=["echo marker-web", "mkdir -p /www",
+                                              "echo hello > /www/index.html",
+                                              "httpd -p 8080 -h /www"],
+        extra="  readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}\n"))
+    vm = wait_vm(platform, namespace, "web", power("PoweredOn"), what="PoweredOn")
+    assert vm["metadata"]["labels"]["vmoperator.atoll.dev/host"] == vm["status"]["nodeName"]
+    assert condition(vm, "VirtualMachineConditionPlacementReady")["reason"] == "PlacementSatisfied"
+    assert condition(vm, "VirtualMachineClassReady")["status"] == "True"
+    assert vm["status"]["accelerator"] in ("kvm", "tcg")
+    assert "vmoperator.vmware.com/virtualmachine" in vm["metadata"]["finalizers"]
+    vm = wait_vm(platform, namespace, "web",
+                 lambda v: (v["status"].get("network") or {}).get("primaryIP4"), what="an IP")
+    ip = vm["status"]["network"]["primaryIP4"]
+    wait_console(platform, namespace, "web", "marker-web")
+    vm = wait_vm(platform, namespace, "web",
+                 lambda v: condition(v, "Ready").get("status") == "True", what="Ready")
+    # the guest answers on the pod network
+    with urllib.request.urlopen(f"http://{ip}:8080/", timeout=10) as resp:
+        assert resp.read().decode().strip() == "hello"
+    table = platform.kubectl("get", "vm", "web", "-n", namespace).stdout
+    assert "PoweredOn" in table and ip in table
+    pid = qemu_pid(platform, vm)
+    assert pid is not None
+
+    platform.kubectl("patch", "vm", "web", "-n", namespace, "--type=merge", "-p",
+                     '{"spec":{"powerState":"PoweredOff","powerOffMode":"Soft"}}')
+    vm = wait_vm(platform, namespace, "web", power("PoweredOff"), timeout=60, what="PoweredOff")
+    assert qemu_pid(platform, vm) is None
+    assert condition(vm, "Ready").get("status") != "True"
+
+    platform.kubectl("patch", "vm", "web", "-n", namespace, "--type=merge", "-p",
+                     '{"spec":{"powerState":"PoweredOn"}}')
+    vm = wait_vm(platform, namespace, "web", power("PoweredOn"), what="PoweredOn again")
+    assert qemu_pid(platform, vm) not in (None, pid)
+    events = platform.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    reasons = {e["reason"] for e in json.loads(events)["items"]}
+    assert {"Placed", "PowerOn", "PowerOff"} <= reasons
+
+
+def test_suspend_resume_and_restart(platform: Platform, namespace: str, tiny_image: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(namespace, "sr", tiny_image))
+    vm = wait_vm(platform, namespace, "sr", power("PoweredOn"), what="PoweredOn")
+    wait_console(platform, namespace, "sr", "marker-sr")
+    pid = qemu_pid(platform, vm)
+    platform.kubectl("patch", "vm", "sr", "-n", namespace, "--type=merge", "-p",
+                     '{"spec":{"powerState":"Suspended"}}')
+    wait_vm(platform, namespace, "sr", power("Suspended"), what="Suspended")
+    platform.kubectl("patch", "vm", "sr", "-n", namespace, "--type=merge", "-p",
+                     '{"spec":{"powerState":"PoweredOn"}}')
+    vm = wait_vm(platform, namespace, "sr", power("PoweredOn"), what="resumed")
+    assert qemu_pid(platform, vm) == pid  # resumed, not restarted
+    platform.kubectl("patch", "vm", "sr", "-n", namespace, "--type=merge", "-p",
+                     '{"spec":{"nextRestartTime":"now","restartMode":"Hard"}}')
+    vm = get_vm(platform, namespace, "sr")
+    assert vm["spec"]["nextRestartTime"] not in ("", "now")  # the server stamps the time
+    wait_console(platform, namespace, "sr", "marker-sr")
+    deadline = time.monotonic() + 60
+    while console_log(platform, namespace, "sr").count("marker-sr") < 2:
+        assert time.monotonic() < deadline, "the guest never booted a second time"
+        time.sleep(0.5)
+
+
+def test_qemu_crash_and_agent_restart(platform: Platform, namespace: str,
+                                      tiny_image: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(namespace, "tough", tiny_image))
+    vm = wait_vm(platform, namespace, "tough", power("PoweredOn"), what="PoweredOn")
+    pid = qemu_pid(platform, vm)
+    assert pid is not None
+    # the agent dies: the VM keeps running, and the next agent adopts it
+    agents = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+              f"agent --kubeconfig {platform.kubeconfig}" in _cmdline(int(p))]
+    assert agents
+    for a in agents:
+        os.kill(a, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in agents
+               and f"agent --kubeconfig {platform.kubeconfig}" in _cmdline(int(p))]:
+        assert time.monotonic() < deadline, "atoll up never restarted the agent"
+        time.sleep(0.2)
+    assert alive(pid)
+    # QEMU dies: the VM is reported and started again
+    os.kill(pid, signal.SIGKILL)
+    vm = wait_vm(platform, namespace, "tough",
+                 lambda v: power("PoweredOn")(v) and qemu_pid(platform, v) not in (None, pid),
+                 what="a new QEMU")
+    deadline = time.monotonic() + 30
+    while True:
+        events = json.loads(platform.kubectl("get", "events", "-n", namespace,
+                                             "-o", "json").stdout)["items"]
+        if any(e["reason"] == "VirtualMachineCrashed" for e in events):
+            break
+        assert time.monotonic() < deadline, "no VirtualMachineCrashed event"
+        time.sleep(0.3)
+
+
+def test_console_attach_through_the_api_server(platform: Platform, namespace: str,
+                                               tiny_image: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(namespace, "con", tiny_image))
+    wait_vm(platform, namespace, "con", power("PoweredOn"), what="PoweredOn")
+    wait_console(platform, namespace, "con", "marker-con")
+    out = subprocess.run([sys.executable, "-m", "atoll.cli.main", "vm", "console", "con",
+                          "-n", namespace, "--kubeconfig", str(platform.kubeconfig),
+                          "--linger", "3"],
+                         input="\necho answer-$((6*7))\n", capture_output=True, text=True,
+                         timeout=60)
+    assert "answer-42" in out.stdout, out.stdout + out.stderr
+    tail = subprocess.run([sys.executable, "-m", "atoll.cli.main", "vm", "console", "con",
+                           "-n", namespace, "--kubeconfig", str(platform.kubeconfig), "--log",
+                           "--tail", "5"], capture_output=True, text=True, timeout=30)
+    assert tail.returncode == 0 and len(tail.stdout.splitlines()) <= 5
+
+
+def test_bad_inputs_become_conditions(platform: Platform, namespace: str,
+                                      tiny_image: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(namespace, "noclass", tiny_image,
+                                                       klass="no-such-class"))
+    vm = wait_vm(platform, namespace, "noclass",
+                 lambda v: condition(v, "VirtualMachineClassReady").get("reason") == "NotFound",
+                 what="ClassReady=False/NotFound", timeout=30)
+    assert "vmoperator.atoll.dev/host" not in (vm["metadata"].get("labels") or {})
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(namespace, "noimage", "no-such-image"))
+    wait_vm(platform, namespace, "noimage",
+            lambda v: condition(v, "VirtualMachineImageReady").get("reason") == "NotFound",
+            what="ImageReady=False/NotFound", timeout=30)
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(namespace, "huge", tiny_image,
+                                                       klass="best-effort-xlarge"))
+    wait_vm(platform, namespace, "huge",
+            lambda v: condition(v, "VirtualMachineConditionPlacementReady").get("reason") in
+            ("InsufficientResources", "PlacementSatisfied"), what="a placement decision",
+            timeout=30)
+    # none of them holds the namespace hostage: deleting them is immediate
+    platform.kubectl("delete", "vm", "noclass", "noimage", "-n", namespace, "--timeout=30s")
+
+
+def test_delete_stops_qemu_and_cleans_up(platform: Platform, namespace: str,
+                                         tiny_image: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(namespace, "gone", tiny_image))
+    vm = wait_vm(platform, namespace, "gone", power("PoweredOn"), what="PoweredOn")
+    pid = qemu_pid(platform, vm)
+    uid = vm["metadata"]["uid"]
+    platform.kubectl("delete", "vm", "gone", "-n", namespace, "--timeout=90s")
+    assert pid is not None and not alive(pid)
+    assert not (run_dir(platform.data_dir) / "vms" / uid).exists()
+    assert not (platform.data_dir / "agent" / "vms" / uid).exists()
+    taps = subprocess.run(["ip", "-o", "link", "show", "master", TEST_BRIDGE],
+                          capture_output=True, text=True).stdout
+    assert ("vm" + uid.replace("-", "")[:13]) not in taps
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
