@@ -277,3 +277,44 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_vmservice_lists_ready_vms(platform: Platform, namespace: str, tiny_image: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(
+        namespace, "db", tiny_image, runcmd=["mkdir -p /w", "echo ok > /w/index.html",
+                                             "httpd -p 5432 -h /w"],
+        extra="  readinessProbe: {tcpSocket: {port: 5432}, periodSeconds: 1}\n"))
+    platform.kubectl("apply", "-f", "-", input=f"""apiVersion: {GROUP}/v1alpha3
+kind: VirtualMachineService
+metadata: {{name: db, namespace: {namespace}}}
+spec:
+  type: ClusterIP
+  selector: {{app: db}}
+  ports: [{{name: pg, protocol: TCP, port: 5432, targetPort: 5432}}]
+""")
+    vm = wait_vm(platform, namespace, "db",
+                 lambda v: condition(v, "Ready").get("status") == "True", what="Ready")
+    ip = vm["status"]["network"]["primaryIP4"]
+    deadline = time.monotonic() + 30
+    while True:
+        out = platform.kubectl("get", "endpoints", "db", "-n", namespace, "-o", "json",
+                               check=False)
+        subsets = json.loads(out.stdout).get("subsets") if out.returncode == 0 else None
+        if subsets and [a["ip"] for a in subsets[0].get("addresses") or []] == [ip]:
+            break
+        assert time.monotonic() < deadline, f"endpoints never listed {ip}: {subsets}"
+        time.sleep(0.3)
+    svc = json.loads(platform.kubectl("get", "service", "db", "-n", namespace, "-o",
+                                      "json").stdout)
+    assert not svc["spec"].get("selector") and svc["spec"]["ports"][0]["port"] == 5432
+    # powered off: the VM leaves the ready addresses
+    platform.kubectl("patch", "vm", "db", "-n", namespace, "--type=merge", "-p",
+                     '{"spec":{"powerState":"PoweredOff","powerOffMode":"Hard"}}')
+    deadline = time.monotonic() + 30
+    while True:
+        subsets = json.loads(platform.kubectl("get", "endpoints", "db", "-n", namespace, "-o",
+                                              "json").stdout).get("subsets") or []
+        if not any(s.get("addresses") for s in subsets):
+            break
+        assert time.monotonic() < deadline, f"a powered-off VM stayed ready: {subsets}"
+        time.sleep(0.3)

@@ -21,6 +21,7 @@ from atoll.controllers.statefulset import StatefulSetController
 from atoll.controllers.scheduler import Scheduler
 from atoll.controllers.vmoperator.classes import DefaultClassesController
 from atoll.controllers.vmoperator.virtualmachine import VirtualMachineController
+from atoll.controllers.vmoperator.vmservice import VirtualMachineServiceController
 from atoll.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class ControllerManager:
             Scheduler(self.client),
             VirtualMachineController(self.client, pods=pods),
             DefaultClassesController(self.client),
+            VirtualMachineServiceController(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []
 
