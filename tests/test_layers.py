@@ -19,6 +19,8 @@ FORBIDDEN = {
     "agent": {"storage", "apiserver", "controllers", "cli"},
     "apiserver": {"controllers", "agent", "cli", "client"},
     "_kits": {"api", "storage", "apiserver", "client", "controllers", "agent", "cli"},
+    # guest images: built by the CLI, seeds made by the agent; they know nothing of the platform
+    "vmimage": {"storage", "apiserver", "client", "controllers", "agent", "cli"},
 }
 
 

@@ -18,7 +18,7 @@ PATHS = [
     "/api/v1/namespaces",
     "/apis/apps/v1/namespaces/default/deployments",
     "/apis/apps/v1/namespaces/default/deployments/fuzz/scale",
-    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/fuzz.example.com",
     "/apis/rbac.authorization.k8s.io/v1/clusterroles",
     "/api/v1/namespaces/default/services",
     "/apis/batch/v1/namespaces/default/jobs",

@@ -318,3 +318,17 @@ spec:
             break
         assert time.monotonic() < deadline, f"a powered-off VM stayed ready: {subsets}"
         time.sleep(0.3)
+
+
+def test_a_deleted_builtin_crd_comes_back(platform: Platform) -> None:
+    name = "virtualmachineservices.vmoperator.vmware.com"
+    uid = json.loads(platform.kubectl("get", "crd", name, "-o", "json").stdout)["metadata"]["uid"]
+    platform.kubectl("delete", "crd", name, "--timeout=60s")
+    deadline = time.monotonic() + 30
+    while True:
+        out = platform.kubectl("get", "crd", name, "-o", "json", check=False)
+        if out.returncode == 0 and json.loads(out.stdout)["metadata"]["uid"] != uid:
+            break
+        assert time.monotonic() < deadline, "the built-in CRD was not restored"
+        time.sleep(0.2)
+    platform.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")

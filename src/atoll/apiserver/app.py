@@ -128,6 +128,7 @@ class ApiServer:
                 except errors.AlreadyExists:
                     pass
         await builtin_crds.ensure(self.svc, self.registry)
+        builtin_crds.Keeper(self.svc, self.registry, self.cacher)
 
     # -- HTTP --------------------------------------------------------------------------------
     def build_app(self) -> web.Application:

@@ -15,6 +15,7 @@ from typing import Any
 
 from atoll.api import errors
 from atoll.api.vmoperator import crds as vmoperator_crds
+from atoll.apiserver.crds import CRD_PREFIX
 from atoll.apiserver.objects import ObjectService, WriteOptions
 from atoll.apiserver.registry import Registry
 
@@ -63,3 +64,29 @@ async def ensure(svc: ObjectService, registry: Registry, timeout: float = 10.0) 
                 log.warning("CRD %s is not served yet", crd["metadata"]["name"])
                 break
             await asyncio.sleep(0.02)
+
+
+class Keeper:
+    """Puts a built-in CRD back when someone deletes it, as kube-apiserver's autoregister
+    controller does for the APIServices of built-in groups: VMs are part of the platform,
+    not an add-on that an administrator uninstalls by deleting its CRDs."""
+
+    def __init__(self, svc: ObjectService, registry: Registry, cacher: Any) -> None:
+        self.svc = svc
+        self.registry = registry
+        self.names = {crd["metadata"]["name"] for crd in definitions()}
+        self._pending: asyncio.Task[None] | None = None
+        cacher.listeners.append(self._on_event)
+
+    def _on_event(self, ev: Any) -> None:
+        if ev.type != "DELETED" or not ev.key.startswith(CRD_PREFIX):
+            return
+        if ev.key[len(CRD_PREFIX):] in self.names and (self._pending is None or
+                                                       self._pending.done()):
+            self._pending = asyncio.get_running_loop().create_task(self._restore())
+
+    async def _restore(self) -> None:
+        try:
+            await ensure(self.svc, self.registry)
+        except Exception:
+            log.exception("cannot restore the built-in CRDs")

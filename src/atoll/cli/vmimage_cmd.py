@@ -50,7 +50,7 @@ def run_build(args: argparse.Namespace) -> int:
         else:
             from atoll.vmimage.debian import build_debian
             built = build_debian(cache_dir(), size=args.size, progress=say)
-    except (KernelError, OSError, subprocess.SubprocessError) as e:
+    except (KernelError, OSError, subprocess.SubprocessError, RuntimeError) as e:
         print(f"error: building the {args.kind} image failed: {e}", file=sys.stderr)
         return 1
     if args.name:
