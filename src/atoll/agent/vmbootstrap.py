@@ -69,7 +69,21 @@ def user_data(vm: dict[str, Any], raw: str | None = None) -> str:
         doc = dict(cloud_init.get("cloudConfig") or {})
     if keys:
         doc["ssh_authorized_keys"] = [*doc.get("ssh_authorized_keys", []), *keys]
-    return "#cloud-config\n" + yaml.safe_dump(doc, default_flow_style=False, sort_keys=False)
+    return "#cloud-config\n" + yaml.dump(doc, Dumper=_CloudConfigDumper, default_flow_style=False,
+                                         sort_keys=False, width=1 << 20, allow_unicode=True)
+
+
+class _CloudConfigDumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks (``|``), the way people write cloud-config files
+    and the way small cloud-init readers (the tiny image's) expect them."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value.rstrip("\n") or value.endswith("\n") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_CloudConfigDumper.add_representer(str, _str)
 
 
 def meta_data(vm: dict[str, Any]) -> str:

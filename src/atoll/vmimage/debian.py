@@ -19,7 +19,9 @@ from atoll.vmimage import BuiltImage
 SUITE = "bookworm"
 PACKAGES = ["systemd-sysv", "udev", "cloud-init", "openssh-server", "ifupdown", "iproute2",
             "isc-dhcp-client", "netbase", "ca-certificates", "sudo", "linux-image-cloud-amd64",
-            "initramfs-tools", "e2fsprogs", "acpid"]
+            "initramfs-tools", "e2fsprogs", "acpid",
+            # debootstrap does not resolve virtual packages: what cloud-init needs through them
+            "python3-cffi-backend"]
 LABEL = "atoll-root"
 CLOUD_CFG = """# Atoll: the seed disk is the only datasource
 datasource_list: [NoCloud, None]
