@@ -332,3 +332,46 @@ def test_a_deleted_builtin_crd_comes_back(platform: Platform) -> None:
         assert time.monotonic() < deadline, "the built-in CRD was not restored"
         time.sleep(0.2)
     platform.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+
+
+def test_raw_cloud_config_secret_and_a_pvc_disk(platform: Platform, namespace: str,
+                                                tiny_image: str) -> None:
+    platform.kubectl("apply", "-f", "-", input=f"""apiVersion: v1
+kind: Secret
+metadata: {{name: boot, namespace: {namespace}}}
+stringData:
+  user-data: |
+    #!/bin/sh
+    echo raw-script-ran disks: $(ls /dev/vd* | tr '\\n' ' ')
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: data, namespace: {namespace}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 64Mi}}}}
+---
+apiVersion: {GROUP}/v1alpha3
+kind: VirtualMachine
+metadata: {{name: raw, namespace: {namespace}}}
+spec:
+  className: best-effort-xsmall
+  imageName: tiny
+  bootstrap:
+    cloudInit:
+      rawCloudConfig: {{name: boot, key: user-data}}
+  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: data}}
+""")
+    wait_vm(platform, namespace, "raw", power("PoweredOn"), what="PoweredOn")
+    log = wait_console(platform, namespace, "raw", "raw-script-ran")
+    line = next(x for x in log.splitlines() if x.startswith("raw-script-ran"))
+    assert line.split("disks:")[1].split() == ["/dev/vda", "/dev/vdb"]  # the PVC and the seed
+    claim = json.loads(platform.kubectl("get", "pvc", "data", "-n", namespace, "-o",
+                                        "json").stdout)
+    disk = platform.data_dir / "agent" / "claims" / \
+        f"{namespace}_data_{claim['metadata']['uid']}.img"
+    assert disk.stat().st_size == 64 << 20
+    platform.kubectl("delete", "vm", "raw", "-n", namespace, "--timeout=60s")
+    assert disk.exists()  # a VM's deletion leaves its claims' data alone
