@@ -15,6 +15,10 @@ import pytest
 from tests.conftest import TEST_NODE, Platform, cleanup_agent, free_port, slot_bridge, slot_cidr
 
 SECOND = "atoll-second-node"
+#: the second agent's Lease (seconds) and renewal interval; bench it with the defaults (8, 2):
+#: ATOLL_FAILOVER_LEASE=8 ATOLL_FAILOVER_RENEW=2 pytest -s tests/e2e/test_failover.py
+LEASE = os.environ.get("ATOLL_FAILOVER_LEASE", "3")
+RENEW = os.environ.get("ATOLL_FAILOVER_RENEW", "1")
 BRIDGE = slot_bridge(3)
 
 
@@ -25,8 +29,8 @@ def second_agent(platform: Platform, tmp_path: Path):  # type: ignore[no-untyped
     proc = subprocess.Popen(
         [sys.executable, "-m", "atoll.cli.main", "agent", "--kubeconfig", str(platform.kubeconfig),
          "--name", SECOND, "--data-dir", str(data), "--run-dir", str(run), "--bridge", BRIDGE,
-         "--pod-cidr", slot_cidr(3), "--port", str(free_port()), "--lease-seconds", "3",
-         "--lease-interval", "1", "--label", "failover-test=yes"],
+         "--pod-cidr", slot_cidr(3), "--port", str(free_port()), "--lease-seconds", LEASE,
+         "--lease-interval", RENEW, "--label", "failover-test=yes"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 30
     while platform.kubectl("get", "node", SECOND, check=False).returncode != 0:
@@ -90,7 +94,8 @@ spec:
         assert time.monotonic() < deadline, "no replacement pod on the healthy host"
         time.sleep(0.2)
     took = time.monotonic() - failed_at
-    print(f"replacement running {took:.1f} s after the host died")
+    print(f"replacement running {took:.1f} s after the host died (lease {LEASE} s, renewed "
+          f"every {RENEW} s)")
     assert took < 30, took  # lease 3 s + default toleration 3 s + scheduling and start
     node = json.loads(platform.kubectl("get", "node", SECOND, "-o", "json").stdout)
     assert any(t["key"] == "node.kubernetes.io/unreachable" for t in node["spec"]["taints"])

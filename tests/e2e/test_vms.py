@@ -375,3 +375,23 @@ spec:
     assert disk.stat().st_size == 64 << 20
     platform.kubectl("delete", "vm", "raw", "-n", namespace, "--timeout=60s")
     assert disk.exists()  # a VM's deletion leaves its claims' data alone
+
+
+@pytest.mark.skipif(not os.environ.get("ATOLL_SLOW"), reason="builds Debian with debootstrap "
+                    "(about 2 minutes, needs the Debian mirror); set ATOLL_SLOW=1")
+def test_debian_image_with_cloud_init_and_a_grown_disk(platform: Platform,
+                                                       namespace: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "atoll.cli.main", "image", "build", "debian",
+                          "--kubeconfig", str(platform.kubeconfig)],
+                         capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stdout + out.stderr
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(
+        namespace, "deb", "debian-12", klass="best-effort-small",
+        runcmd=["echo marker-deb-$(df -m / | awk 'NR==2 {print $2}') > /dev/ttyS0"],
+        extra="  advanced: {bootDiskCapacity: 4Gi}\n"))
+    log = wait_console(platform, namespace, "deb", "marker-deb-", timeout=300)
+    size_mb = int(log.split("marker-deb-")[1].split()[0])
+    assert size_mb > 3500  # the 2G image's root file system grew to the 4Gi disk
+    platform.kubectl("patch", "vm", "deb", "-n", namespace, "--type=merge", "-p",
+                     '{"spec":{"powerState":"PoweredOff","powerOffMode":"Soft"}}')
+    wait_vm(platform, namespace, "deb", power("PoweredOff"), timeout=120, what="PoweredOff")

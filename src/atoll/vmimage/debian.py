@@ -67,6 +67,11 @@ def build_debian(cache_dir: Path, size: str = "2G", progress: Progress | None = 
     (root / "etc/fstab").write_text(f"LABEL={LABEL} / ext4 defaults,discard 0 1\n")
     (root / "etc/hostname").write_text("debian\n")
     _run(["chroot", str(root), "systemctl", "enable", "serial-getty@ttyS0.service"])
+    # the ACPI power button (a Soft power-off) powers the guest off: minbase has no logind
+    (root / "etc/acpi/events").mkdir(parents=True, exist_ok=True)
+    (root / "etc/acpi/events/atoll-powerbtn").write_text(
+        "event=button/power.*\naction=/sbin/poweroff\n")
+    _run(["chroot", str(root), "systemctl", "enable", "acpid.service"])
     kernel = sorted((root / "boot").glob("vmlinuz-*"))[-1]
     initrd = sorted((root / "boot").glob("initrd.img-*"))[-1]
     version = kernel.name.removeprefix("vmlinuz-")
