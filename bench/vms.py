@@ -30,6 +30,7 @@ from atoll.agent.runtime import accel  # noqa: E402
 from atoll.api.vmoperator import names as n  # noqa: E402
 from atoll.client import kubeconfig  # noqa: E402
 from atoll.client.rest import ApiClient  # noqa: E402
+from atoll.vmimage.seed import make_seed  # noqa: E402
 from atoll.vmimage.tiny import build_tiny  # noqa: E402
 from tests.conftest import cleanup_agent, free_port  # noqa: E402
 
@@ -50,12 +51,16 @@ def bare_qemu(work: Path, kernel: Path, initrd: Path, count: int) -> list[float]
     args = f"console=ttyS0 panic=-1 quiet {accel.tcg_kernel_args()}"
     for i in range(count):
         log = work / f"bare{i}.log"
+        log.unlink(missing_ok=True)
+        seed = work / f"seed{i}.iso"  # the same cloud-init seed disk the agent gives a VM
+        make_seed(seed, f"bare-{i}", f"bare-{i}", "#cloud-config\nruncmd:\n- 'true'\n")
         started.append(time.monotonic())
         procs.append((subprocess.Popen(
             ["qemu-system-x86_64", "-machine", "microvm,accel=tcg,acpi=on", "-cpu", "max",
              "-smp", "2", "-m", "2048M", "-nodefaults", "-no-user-config", "-nographic",
              "-serial", f"file:{log}", "-kernel", str(kernel), "-initrd", str(initrd),
-             "-append", args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+             "-append", args, "-drive", f"id=seed,file={seed},format=raw,if=none,readonly=on",
+             "-device", "virtio-blk-device,drive=seed"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL), log))
     out = [0.0] * count
     pending = set(range(count))
@@ -69,7 +74,9 @@ def bare_qemu(work: Path, kernel: Path, initrd: Path, count: int) -> list[float]
     for p, _ in procs:
         p.kill()
         p.wait()
-    return [x for x in out if x]
+    if pending:
+        print(f"bare QEMU: {len(pending)} of {count} guests not ready after 120 s (hung boot)")
+    return [x for i, x in enumerate(out) if i not in pending]
 
 
 # -- atoll --------------------------------------------------------------------------------------------
