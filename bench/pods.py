@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -30,7 +29,7 @@ from atoll.agent.images import ImageStore  # noqa: E402
 from atoll.agent.runtime import oci  # noqa: E402
 from atoll.client import kubeconfig  # noqa: E402
 from atoll.client.rest import ApiClient  # noqa: E402
-from tests.conftest import cleanup_agent, free_port  # noqa: E402
+from bench._up import platform  # noqa: E402
 
 NODE = "bench-node"
 BRIDGE = "atollb0"
@@ -183,26 +182,8 @@ def main() -> None:
     par = bare_runc(work / "bare2", args.pods, concurrent=True)
     print(f"p50 {pct(par, .5):.0f} ms, p99 {pct(par, .99):.0f} ms")
 
-    data = work / "atoll"
-    port = free_port()
-    log = open(work / "up.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "atoll.cli.main", "--log-level", "WARNING",
-                             "up", "--data-dir", str(data), "--port", str(port),
-                             f"--agent-arg=--name={NODE}", f"--agent-arg=--bridge={BRIDGE}",
-                             "--agent-arg=--pod-cidr=10.251.0.0/16",
-                             "--agent-arg=--port=" + str(free_port()),
-                             f"--agent-arg=--run-dir={work / 'run'}"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while b"Atoll is ready" not in (work / "up.log").read_bytes():
-            assert proc.poll() is None and time.monotonic() < deadline, "atoll up failed"
-            time.sleep(0.2)
+    with platform(work, NODE, BRIDGE, "10.251.0.0/16") as (data, port):
         results = asyncio.run(atoll(data, port, args.pods, args.rate))
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait()
-        cleanup_agent(data / "agent", BRIDGE, work / "run")
     print()
     print(f"{'create → Running':24} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     print(f"{'bare runc, sequential':24} {pct(seq, .5):8.0f} {pct(seq, .99):8.0f} "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ from atoll.client import kubeconfig  # noqa: E402
 from atoll.client.rest import ApiClient  # noqa: E402
 from atoll.vmimage.seed import make_seed  # noqa: E402
 from atoll.vmimage.tiny import build_tiny  # noqa: E402
-from tests.conftest import cleanup_agent, free_port  # noqa: E402
+from bench._up import platform  # noqa: E402
 
 NODE = "bench-vm-node"
 BRIDGE = "atollb5"
@@ -153,28 +152,11 @@ def main() -> None:
     seq = [x for _ in range(args.vms) for x in bare_qemu(work, image.kernel, image.initrd, 1)]
     par = bare_qemu(work, image.kernel, image.initrd, args.together)
 
-    data = work / "atoll"
-    log = open(work / "up.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "atoll.cli.main", "--log-level", "WARNING",
-                             "up", "--data-dir", str(data), "--port", str(free_port()),
-                             f"--agent-arg=--name={NODE}", f"--agent-arg=--bridge={BRIDGE}",
-                             "--agent-arg=--pod-cidr=10.229.0.0/16",
-                             "--agent-arg=--port=" + str(free_port()),
-                             f"--agent-arg=--run-dir={work / 'run'}"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while b"Atoll is ready" not in (work / "up.log").read_bytes():
-            assert proc.poll() is None and time.monotonic() < deadline, "atoll up failed"
-            time.sleep(0.2)
+    with platform(work, NODE, BRIDGE, "10.229.0.0/16") as (data, _port):
         subprocess.run([sys.executable, "-m", "atoll.cli.main", "image", "build", "tiny",
                         "--kubeconfig", str(data / "admin.kubeconfig")], check=True,
                        capture_output=True)
         results = asyncio.run(atoll(data, args.vms, args.together))
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait()
-        cleanup_agent(data / "agent", BRIDGE, work / "run")
     print(f"{'start → guest ready (TCG)':34} {'p50 ms':>8} {'max ms':>8} {'mean ms':>8}")
     rows = [("bare QEMU, one at a time", seq), (f"bare QEMU, {args.together} together", par)]
     for label, (on, ready) in results.items():

@@ -147,6 +147,32 @@ AGENT_ARGS = (f"--agent-arg=--name={TEST_NODE}", f"--agent-arg=--bridge={TEST_BR
               "--agent-arg=--crashloop-backoff-max=4")
 
 
+def pids_of(marker: str) -> list[int]:
+    """Processes whose command line contains ``marker`` (say, one role of `atoll up`)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                out.append(int(entry))
+    return out
+
+
+def kill_and_await_restart(marker: str, timeout: float = 30) -> None:
+    """kill -9 the processes matching ``marker``; return once `atoll up` started a new one."""
+    old = pids_of(marker)
+    assert old, f"no process matches {marker!r}"
+    for pid in old:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while not set(pids_of(marker)) - set(old):
+        assert time.monotonic() < deadline, f"atoll up never restarted {marker!r}"
+        time.sleep(0.2)
+
+
 def run_dir(data_dir: Path) -> Path:
     """Where the test agent keeps its containers (a test's own, not /run/atoll)."""
     return data_dir / "agent-run"

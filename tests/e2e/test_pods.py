@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +11,8 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import TEST_BRIDGE, TEST_NODE, TEST_POD_PREFIX, Platform, run_dir
+from tests.conftest import (TEST_BRIDGE, TEST_NODE, TEST_POD_PREFIX, Platform,
+                            kill_and_await_restart, run_dir)
 
 
 def pod_yaml(ns: str, name: str, script: str, *, restart: str = "Never", extra: str = "",
@@ -195,19 +195,8 @@ def test_agent_restart_keeps_containers_running(platform: Platform, namespace: s
     cid = pod["status"]["containerStatuses"][0]["containerID"].split("//")[1]
     started = json.loads((run_dir(platform.data_dir) / "containers" / cid / "state" /
                           "started.json").read_text())
-    agent_pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and
-                  _cmdline(int(p)).find(f"agent --kubeconfig {platform.kubeconfig}") >= 0]
-    assert agent_pids
-    for pid in agent_pids:
-        os.kill(pid, signal.SIGKILL)
     # `atoll up` restarts the agent; the container's process never stopped
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        new = [int(p) for p in os.listdir("/proc") if p.isdigit() and
-               _cmdline(int(p)).find(f"agent --kubeconfig {platform.kubeconfig}") >= 0]
-        if new and set(new) != set(agent_pids):
-            break
-        time.sleep(0.2)
+    kill_and_await_restart(f"agent --kubeconfig {platform.kubeconfig}")
     os.kill(started["pid"], 0)  # still alive
     platform.kubectl("delete", "pod", "steady", "-n", namespace, "--timeout=30s")
     with pytest.raises(ProcessLookupError):
@@ -215,12 +204,6 @@ def test_agent_restart_keeps_containers_running(platform: Platform, namespace: s
             os.kill(started["pid"], 0)
             time.sleep(0.1)
 
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def test_runc_is_the_runtime(platform: Platform) -> None:
@@ -409,12 +392,8 @@ def test_api_server_restart_does_not_disturb_pods(own_platform: Platform) -> Non
     cid = pod["status"]["containerStatuses"][0]["containerID"].split("//")[1]
     pid = json.loads((run_dir(platform.data_dir) / "containers" / cid / "state" /
                       "started.json").read_text())["pid"]
-    servers = [int(p) for p in os.listdir("/proc") if p.isdigit() and
-               f"server --data-dir {platform.data_dir}" in _cmdline(int(p))]
-    assert servers
-    for server in servers:
-        os.kill(server, signal.SIGKILL)
     # `atoll up` restarts the API server; the agent reconnects and changes nothing
+    kill_and_await_restart(f"server --data-dir {platform.data_dir}", timeout=60)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if platform.kubectl("get", "pod", "calm", "-n", namespace, check=False).returncode == 0:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import TEST_BRIDGE, Platform, run_dir
+from tests.conftest import TEST_BRIDGE, Platform, kill_and_await_restart, run_dir
 
 GROUP = "vmoperator.vmware.com"
 
@@ -192,16 +192,7 @@ def test_qemu_crash_and_agent_restart(platform: Platform, namespace: str,
     pid = qemu_pid(platform, vm)
     assert pid is not None
     # the agent dies: the VM keeps running, and the next agent adopts it
-    agents = [int(p) for p in os.listdir("/proc") if p.isdigit() and
-              f"agent --kubeconfig {platform.kubeconfig}" in _cmdline(int(p))]
-    assert agents
-    for a in agents:
-        os.kill(a, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while not [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in agents
-               and f"agent --kubeconfig {platform.kubeconfig}" in _cmdline(int(p))]:
-        assert time.monotonic() < deadline, "atoll up never restarted the agent"
-        time.sleep(0.2)
+    kill_and_await_restart(f"agent --kubeconfig {platform.kubeconfig}")
     assert alive(pid)
     # QEMU dies: the VM is reported and started again
     os.kill(pid, signal.SIGKILL)
@@ -271,12 +262,6 @@ def test_delete_stops_qemu_and_cleans_up(platform: Platform, namespace: str,
                           capture_output=True, text=True).stdout
     assert ("vm" + uid.replace("-", "")[:13]) not in taps
 
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def test_vmservice_lists_ready_vms(platform: Platform, namespace: str, tiny_image: str) -> None:

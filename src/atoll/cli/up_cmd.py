@@ -15,7 +15,6 @@ import signal
 import ssl
 import sys
 import time
-from pathlib import Path
 
 from atoll.cli import server_cmd
 from atoll.cli.common import admin_kubeconfig_path

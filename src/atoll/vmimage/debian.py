@@ -74,7 +74,6 @@ def build_debian(cache_dir: Path, size: str = "2G", progress: Progress | None = 
     _run(["chroot", str(root), "systemctl", "enable", "acpid.service"])
     kernel = sorted((root / "boot").glob("vmlinuz-*"))[-1]
     initrd = sorted((root / "boot").glob("initrd.img-*"))[-1]
-    version = kernel.name.removeprefix("vmlinuz-")
     shutil.copy(kernel, out / "vmlinuz")
     shutil.copy(initrd, out / "initrd.img")
     for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
