@@ -144,6 +144,7 @@ TEST_BRIDGE = slot_bridge(0)
 TEST_POD_PREFIX = slot_cidr(0).rsplit(".", 2)[0] + "."
 AGENT_ARGS = (f"--agent-arg=--name={TEST_NODE}", f"--agent-arg=--bridge={TEST_BRIDGE}",
               f"--agent-arg=--pod-cidr={slot_cidr(0)}", "--agent-arg=--crashloop-backoff=1",
+              "--agent-arg=--vm-silent-boot-timeout=15",
               "--agent-arg=--crashloop-backoff-max=4")
 
 

@@ -79,3 +79,5 @@ class AgentSettings:
     #: TrySoft power-off of a VM: seconds to wait for the guest before powering off Hard
     #: (vSphere waits 5 minutes)
     vm_soft_timeout: float = 60.0
+    #: a VM silent on its serial console this long after start is reported as not booting
+    vm_silent_boot_timeout: float = 120.0

@@ -139,6 +139,9 @@ def test_vm_boots_runs_cloud_init_and_powers_off_and_on(platform: Platform, name
     wait_console(platform, namespace, "web", "marker-web")
     vm = wait_vm(platform, namespace, "web",
                  lambda v: condition(v, "Ready").get("status") == "True", what="Ready")
+    vm = wait_vm(platform, namespace, "web",
+                 lambda v: condition(v, "GuestBootstrap").get("reason") == "CloudInitDone",
+                 what="GuestBootstrap=True")
     # the guest answers on the pod network
     with urllib.request.urlopen(f"http://{ip}:8080/", timeout=10) as resp:
         assert resp.read().decode().strip() == "hello"
@@ -380,3 +383,26 @@ def test_debian_image_with_cloud_init_and_a_grown_disk(platform: Platform,
     platform.kubectl("patch", "vm", "deb", "-n", namespace, "--type=merge", "-p",
                      '{"spec":{"powerState":"PoweredOff","powerOffMode":"Soft"}}')
     wait_vm(platform, namespace, "deb", power("PoweredOff"), timeout=120, what="PoweredOff")
+
+
+def test_an_imported_disk_that_does_not_boot_is_reported(platform: Platform, namespace: str,
+                                                         tmp_path: Path) -> None:
+    blank = tmp_path / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "64M"], check=True)
+    out = subprocess.run([sys.executable, "-m", "atoll.cli.main", "image", "import", str(blank),
+                          "--name", f"blank-{namespace}", "--kubeconfig",
+                          str(platform.kubeconfig)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    corrupt = tmp_path / "corrupt.qcow2"
+    corrupt.write_bytes(b"QFI\xfb" + b"\0" * 100)
+    bad = subprocess.run([sys.executable, "-m", "atoll.cli.main", "image", "import",
+                          str(corrupt), "--name", "corrupt", "--kubeconfig",
+                          str(platform.kubeconfig)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "error:" in bad.stderr
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(namespace, "nob", f"blank-{namespace}"))
+    vm = wait_vm(platform, namespace, "nob",
+                 lambda v: condition(v, "GuestBootstrap").get("reason") == "BootFailed",
+                 timeout=60, what="GuestBootstrap=False")
+    assert "not a bootable disk" in condition(vm, "GuestBootstrap")["message"]
+    assert vm["status"]["powerState"] == "PoweredOn"
+    platform.kubectl("delete", "vm", "nob", "-n", namespace, "--timeout=90s")

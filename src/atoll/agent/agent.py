@@ -65,7 +65,8 @@ class Agent:
             self._found.setdefault(meta.pod_uid, []).append(meta)
         self.vms = VMManager(self.client, VMWorkerSettings(
             node_name=s.name, data_dir=s.data_dir / "vms", run_dir=run_dir / "vms",
-            soft_timeout=s.vm_soft_timeout), self.cni, s.data_dir / "vmimages")
+            soft_timeout=s.vm_soft_timeout, silent_boot_timeout=s.vm_silent_boot_timeout),
+            self.cni, s.data_dir / "vmimages")
         self.server: AgentServer | None = None
 
     async def run(self) -> None:

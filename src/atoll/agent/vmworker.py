@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable
 
 from atoll.agent import vmbootstrap
 from atoll.agent.runtime import accel
+from atoll.agent.vmboot import BootWatch
 from atoll.agent.runtime.qemu import Disk, LaunchConfig, Nic, QemuError, QemuProcess
 from atoll.agent.vmnet import VMAddress, VMNetwork
 from atoll.api import conditions as cond
@@ -43,6 +44,8 @@ class VMWorkerSettings:
     soft_timeout: float = 60.0  # TrySoft: seconds of waiting for the guest before Hard
     restart_backoff: float = 2.0
     restart_backoff_max: float = 60.0
+    #: a guest silent on its serial console this long after start is reported as not booting
+    silent_boot_timeout: float = 120.0
     qemu_img: str = "qemu-img"
 
 
@@ -90,6 +93,7 @@ class VMWorker:
         self._task: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[None] | None = None
         self._exit_watch: asyncio.Task[None] | None = None
+        self.boot: BootWatch | None = None
         self.finished = asyncio.Event()
 
     # -- driving ---------------------------------------------------------------------------------
@@ -150,6 +154,8 @@ class VMWorker:
                 self._probe.cancel()
             if self._exit_watch is not None:
                 self._exit_watch.cancel()
+            if self.boot is not None:
+                self.boot.stop()
             self.finished.set()
 
     def _wake_later(self, delay: float) -> None:
@@ -170,9 +176,22 @@ class VMWorker:
         if state.get("address"):
             self.address = VMAddress(**state["address"])
 
-    def _watch_exit(self) -> None:
+    def _watch_exit(self, boot_offset: int = 0) -> None:
+        """Wake on QEMU's exit, and follow this boot on the console from ``boot_offset``."""
+        if self.boot is not None:
+            self.boot.stop()
+        self.boot = BootWatch(self.run / "console.log", self.settings.silent_boot_timeout)
+        self.boot.start(boot_offset)
+        boot = self.boot
+
         async def watch() -> None:
-            await self.qemu.exited.wait()
+            exited = asyncio.ensure_future(self.qemu.exited.wait())
+            booted = asyncio.ensure_future(boot.changed.wait())
+            await asyncio.wait({exited, booted}, return_when=asyncio.FIRST_COMPLETED)
+            self.wake()
+            await exited
+            booted.cancel()
+            boot.stop()
             self.wake()
         self._exit_watch = asyncio.get_running_loop().create_task(watch())
 
@@ -247,6 +266,7 @@ class VMWorker:
             return
         try:
             cfg = await self._prepare()
+            boot_offset = _size(self.run / "console.log")
             await self.qemu.launch(cfg)
         except VMSetupError as e:
             self.setup_error = e
@@ -260,7 +280,7 @@ class VMWorker:
             return
         self.setup_error = None
         self._save_state(running=True)
-        self._watch_exit()
+        self._watch_exit(boot_offset)
         self._remember_restart_request()
         self.events.record(self.ref, NORMAL, "PowerOn",
                            f"QEMU started on {self.settings.node_name} ({self.accel.upper()})")
@@ -280,7 +300,9 @@ class VMWorker:
         paused = False
         with contextlib.suppress(QemuError):
             paused = await self.qemu.status() == "paused"
-        if mode == n.HARD or paused:  # a suspended guest cannot hear the power button
+        unbooted = self.boot is not None and self.boot.result in ("failed", "silent")
+        if mode == n.HARD or paused or unbooted:
+            # a suspended guest, or one that never booted, cannot hear the power button
             await self._hard_stop()
             self.events.record(self.ref, NORMAL, "PowerOff", "powered off (Hard)")
             return
@@ -528,6 +550,19 @@ class VMWorker:
         else:
             status["network"] = None
         updates = [self._created_condition(running)]
+        if running and self.boot is not None:
+            updates.append({
+                None: cond.condition(n.GUEST_BOOTSTRAP, None, "Booting",
+                                     "waiting for the guest's bootstrap (cloud-init) to finish"),
+                "done": cond.condition(n.GUEST_BOOTSTRAP, True, "CloudInitDone", ""),
+                "failed": cond.condition(n.GUEST_BOOTSTRAP, False, "BootFailed",
+                                         self.boot.detail),
+                "silent": cond.condition(
+                    n.GUEST_BOOTSTRAP, False, "NoConsoleOutput",
+                    f"the guest wrote nothing to its serial console in "
+                    f"{self.settings.silent_boot_timeout:.0f} s: it probably does not boot "
+                    f"(see `atoll vm console --log`)"),
+            }[self.boot.result])
         remove: tuple[str, ...] = ()
         if self.spec.get("readinessProbe"):
             ok = bool(running and not paused and self.ready)
@@ -600,6 +635,13 @@ class VMWorker:
         tmp = self.run / "state.json.tmp"
         tmp.write_text(json.dumps(state))
         tmp.rename(self.run / "state.json")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _read_json(path: Path) -> dict[str, Any]:

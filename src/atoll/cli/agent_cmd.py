@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vm-soft-timeout", type=float, default=60.0,
                    help="TrySoft power-off: seconds to wait for the guest before powering off "
                         "Hard")
+    p.add_argument("--vm-silent-boot-timeout", type=float, default=120.0,
+                   help="seconds without any serial console output after which a VM is "
+                        "reported as not booting (GuestBootstrap=False)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Node label (repeatable)")
     p.set_defaults(func=run)
@@ -64,7 +67,8 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         runtime=args.runtime, cni_bin_dir=args.cni_bin_dir, lease_interval=args.lease_interval,
         lease_seconds=args.lease_seconds, backoff_base=args.crashloop_backoff,
         backoff_max=args.crashloop_backoff_max, labels=tuple(labels),
-        vm_soft_timeout=args.vm_soft_timeout)
+        vm_soft_timeout=args.vm_soft_timeout,
+        vm_silent_boot_timeout=args.vm_silent_boot_timeout)
 
 
 async def _main(settings: AgentSettings) -> None:

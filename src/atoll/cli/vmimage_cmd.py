@@ -69,6 +69,14 @@ def disk_info(path: Path) -> dict[str, Any]:
         raise ValueError(f"not a disk image qemu-img can read: "
                          f"{proc.stderr.strip().splitlines()[-1] if proc.stderr else ''}")
     info = json.loads(proc.stdout)
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic == b"QFI\xfb" and info.get("format") != "qcow2":
+        check = subprocess.run(["qemu-img", "info", "-f", "qcow2", str(path)],
+                               capture_output=True, text=True, timeout=60)
+        detail = (check.stderr or "").strip().splitlines()
+        raise ValueError("a qcow2 header that qemu-img cannot read: the image is corrupt"
+                         + (f" ({detail[-1]})" if detail else ""))
     if info.get("format") not in DISK_FORMATS:
         raise ValueError(f"unsupported disk format {info.get('format')!r}")
     check = subprocess.run(["qemu-img", "check", str(path)], capture_output=True, text=True,
