@@ -13,8 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-from atoll.api import errors
-from atoll.api.vmoperator import crds as vmoperator_crds
+from atoll.api import crdschema, errors, vmoperator
 from atoll.apiserver.crds import CRD_PREFIX
 from atoll.apiserver.objects import ObjectService, WriteOptions
 from atoll.apiserver.registry import Registry
@@ -24,7 +23,7 @@ MANAGER = "atoll-apiserver"
 
 
 def definitions() -> list[dict[str, Any]]:
-    return vmoperator_crds.definitions()
+    return vmoperator.definitions()
 
 
 async def ensure(svc: ObjectService, registry: Registry, timeout: float = 10.0) -> None:
@@ -43,7 +42,10 @@ async def ensure(svc: ObjectService, registry: Registry, timeout: float = 10.0) 
                     break
                 except errors.AlreadyExists:
                     continue
-            if current.get("spec") == crd["spec"]:
+            # compare as stored: the server adds apiextensions' defaults (conversion, ...)
+            if current.get("spec") == crdschema.default_crd(crd)["spec"] and all(
+                    (current["metadata"].get("labels") or {}).get(k) == v
+                    for k, v in crd["metadata"]["labels"].items()):
                 break
 
             def mutate(obj: dict[str, Any], crd: dict[str, Any] = crd) -> dict[str, Any]:

@@ -655,15 +655,18 @@ class VirtualMachineStrategy(Strategy):
             raise errors.invalid(rt.kind, obj["metadata"].get("name", ""), causes, rt.group)
 
     def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
-        """``nextRestartTime: now`` becomes the time of this request (the agent restarts the VM
-        once per value); any other new value is refused."""
+        """``nextRestartTime: now`` (any case, as upstream) becomes the time of this request,
+        to the microsecond so that two restarts within a second stay two (the agent restarts
+        the VM once per value); any other new value is refused."""
         spec = new.get("spec")
         if subresource or not isinstance(spec, dict):
             return
         before = (old.get("spec") or {}).get("nextRestartTime") or ""
         wanted = spec.get("nextRestartTime") or ""
-        if wanted == "now":
-            spec["nextRestartTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if isinstance(wanted, str) and wanted.lower() == "now":
+            now = time.time()
+            spec["nextRestartTime"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + \
+                f".{int(now % 1 * 1e6):06d}Z"
         elif wanted not in ("", before):
             raise errors.invalid(rt.kind, new["metadata"].get("name", ""), [errors.invalid_value(
                 "spec.nextRestartTime", wanted, 'must be "now" (or left unchanged)')], rt.group)

@@ -40,6 +40,10 @@ def service_for(vms: dict[str, Any]) -> dict[str, Any]:
         svc_spec["clusterIP"] = "None"
     if spec.get("loadBalancerSourceRanges"):
         svc_spec["loadBalancerSourceRanges"] = spec["loadBalancerSourceRanges"]
+    if spec.get("loadBalancerIP"):
+        svc_spec["loadBalancerIP"] = spec["loadBalancerIP"]
+    if svc_spec["type"] == "ExternalName":
+        svc_spec["externalName"] = spec.get("externalName") or ""
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": meta["name"], "namespace": meta["namespace"],
                          "labels": {MANAGED_BY: meta["name"]},
