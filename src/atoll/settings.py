@@ -31,6 +31,8 @@ class ServerSettings:
     history_revisions: int = 100_000
     #: pods tolerate a not-ready or unreachable node this long before eviction (upstream: 300)
     pod_toleration_seconds: int = 3
+    #: the content library refuses blobs larger than this (413)
+    content_max_blob_bytes: int = 64 << 30
 
 
 @dataclass(frozen=True)

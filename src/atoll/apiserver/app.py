@@ -153,7 +153,8 @@ class ApiServer:
         r.add_get("/openapi/v3/", self._openapi_index)
         r.add_get("/openapi/v3/{gv:.+}", self._openapi_doc)
         r.add_get("/openapi/v2", self._openapi_v2)
-        ContentLibrary(self.settings.data_dir / "content" / "blobs").routes(r)
+        ContentLibrary(self.settings.data_dir / "content" / "blobs",
+                       self.settings.content_max_blob_bytes).routes(r)
         r.add_route("*", "/api/{tail:.+}", self._resource)
         r.add_route("*", "/apis/{tail:.+}", self._resource)
         r.add_get("/", self._root)

@@ -56,9 +56,17 @@ def _lazy(name: str):  # type: ignore[no-untyped-def]
 
 
 def _is_container_image(path: Path) -> bool:
+    """By content, not by name: an OCI layout directory or a tar (OCI or `docker save`);
+    anything else is left to the VM disk import (qemu-img decides)."""
     import tarfile
 
-    return path.is_dir() or tarfile.is_tarfile(path)
+    if path.is_dir():
+        return True
+    try:  # a tar with at least one member: a blank raw disk is a valid, empty tar
+        with tarfile.open(path) as tar:
+            return tar.next() is not None
+    except (tarfile.TarError, OSError, EOFError, ValueError):
+        return False
 
 
 def _store(data_dir: Path | None):  # type: ignore[no-untyped-def]
@@ -101,14 +109,14 @@ def run_list(args: argparse.Namespace) -> int:
     import asyncio
 
     from atoll.cli.common import resolve_kubeconfig
+    from atoll.cli.vmimage_cmd import image_size, list_cluster_images
     from atoll.client import kubeconfig
 
     try:
-        from atoll.cli.vmimage_cmd import list_cluster_images
         vm_images = asyncio.run(list_cluster_images(kubeconfig.load(
             resolve_kubeconfig(args.kubeconfig))))
     except Exception as e:  # no cluster reachable: still show this host's images
-        print(f"(VM images: {e})", file=sys.stderr)
+        print(f"(VM images: {e or type(e).__name__})", file=sys.stderr)
         vm_images = []
     if vm_images:
         print(f"{'VM IMAGE':24} {'DISPLAY NAME':20} {'TYPE':5} {'SIZE':>10} READY")
@@ -116,7 +124,7 @@ def run_list(args: argparse.Namespace) -> int:
             st = image.get("status") or {}
             ready = next((c.get("status") for c in st.get("conditions") or []
                           if c.get("type") == "Ready"), "Unknown")
-            size = int((st.get("diskInfo") or {}).get("size") or 0)
+            size = image_size(image)
             print(f"{image['metadata']['name']:24} {st.get('name', ''):20} "
                   f"{st.get('type', ''):5} {size / 2**20:9.1f}M {ready}")
         print()

@@ -8,6 +8,7 @@ import logging
 import signal
 from pathlib import Path
 
+from atoll.api import quantity
 from atoll.apiserver import pki
 from atoll.apiserver.app import ApiServer
 from atoll.cli.common import admin_kubeconfig_path, default_data_dir
@@ -38,6 +39,8 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-toleration-seconds", type=int, default=3,
                    help="how long pods stay on a not-ready or unreachable node before they "
                         "are evicted, unless they say otherwise (upstream: 300)")
+    p.add_argument("--content-max-blob-size", default="64Gi",
+                   help="largest file the content library accepts, a quantity (default: 64Gi)")
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
@@ -47,7 +50,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(data_dir=data_dir, port=args.port, bind_address=args.bind_address,
                           datastore=args.datastore, anonymous=args.anonymous_auth,
                           extra_sans=tuple(args.tls_san), token_file=args.token_auth_file,
-                          pod_toleration_seconds=args.default_toleration_seconds)
+                          pod_toleration_seconds=args.default_toleration_seconds,
+                          content_max_blob_bytes=quantity.integer(args.content_max_blob_size))
 
 
 def write_admin_kubeconfig(settings: ServerSettings) -> Path:

@@ -100,7 +100,8 @@ async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
         server_args += ["--tls-san", san]
     if settings.token_file:
         server_args += ["--token-auth-file", str(settings.token_file)]
-    server_args += ["--default-toleration-seconds", str(settings.pod_toleration_seconds)]
+    server_args += ["--default-toleration-seconds", str(settings.pod_toleration_seconds),
+                    "--content-max-blob-size", str(settings.content_max_blob_bytes)]
     kubeconfig = admin_kubeconfig_path(settings.data_dir)
     roles = [Role("apiserver", _python_argv("--log-level", args.log_level, *server_args))]
     if not args.no_controllers:
