@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from atoll.api import errors
+from atoll.api import errors, schemas
 from atoll.api.kinds import ResourceType
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", in
 
 
 def check(rt: ResourceType, obj: dict[str, Any], opts: "WriteOptions") -> None:
-    from atoll.api import schemas
 
     root = schemas.schema_for(rt.group, rt.version, rt.kind)
     if root is None:
@@ -60,7 +59,6 @@ def _types(node: dict[str, Any]) -> set[str]:
 def _walk(value: Any, node: dict[str, Any] | None, path: str, unknown: list[str],
           type_errors: list[str], depth: int, *, prune: bool,
           coerced: list[str] | None = None) -> None:
-    from atoll.api import schemas
 
     if node is None or depth > MAX_DEPTH:
         return
@@ -117,7 +115,6 @@ def _coerce(value: Any, node: dict[str, Any] | None, path: str = "",
     kube-apiserver refuses these with "cannot unmarshal bool into ... of type
     string"; YAML writes them unquoted so easily that we take the value as written.
     """
-    from atoll.api import schemas
 
     if isinstance(value, (bool, int, float)) and node is not None:
         types = _types(schemas.resolve(node))

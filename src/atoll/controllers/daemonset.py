@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from atoll.api import errors, selectors
-from atoll.client.informer import Informer
+from atoll.client.informer import Informer, object_key
 from atoll.client.rest import ApiClient
 from atoll.client.workqueue import WorkQueue
 from atoll.controllers import podcontrol
@@ -101,7 +101,7 @@ class DaemonSetController:
         self._own_pods = pods is None
         self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=10.0)
         self.expectations = podcontrol.Expectations()
-        self.sets.add_handler(lambda kind, obj, old: self.queue.add(_key(obj)))
+        self.sets.add_handler(lambda kind, obj, old: self.queue.add(object_key(obj)))
         self.nodes.add_handler(self._on_node)
         self.pods.add_handler(self._on_pod)
 
@@ -111,7 +111,7 @@ class DaemonSetController:
                 and old["metadata"].get("labels") == node["metadata"].get("labels"):
             return  # heartbeats do not change where daemons run
         for ds in self.sets.list():
-            self.queue.add(_key(ds))
+            self.queue.add(object_key(ds))
 
     def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
         ref = podcontrol.controller_ref(pod)
@@ -121,7 +121,7 @@ class DaemonSetController:
         if kind == "ADDED":
             self.expectations.created(key)
         if kind == "DELETED" or pod["metadata"].get("deletionTimestamp"):
-            self.expectations.deleted(key, _key(pod))
+            self.expectations.deleted(key, object_key(pod))
         self.queue.add(key)
 
     async def run(self) -> None:
@@ -170,7 +170,7 @@ class DaemonSetController:
             deletes.extend(self._rollout(ds, owned, wanted, revision, len(wanted)))
             if creates or deletes:
                 self.expectations.expect(key, adds=len(creates),
-                                         dels={_key(p) for p in deletes})
+                                         dels={object_key(p) for p in deletes})
             results = await asyncio.gather(
                 *(podcontrol.create_pod(self.client, ns, p) for p in creates),
                 *(podcontrol.delete_pod(self.client, p) for p in deletes),
@@ -243,6 +243,3 @@ def _target_node(pod: dict[str, Any]) -> str:
                 return str(field["values"][0])
     return ""
 
-
-def _key(obj: dict[str, Any]) -> str:
-    return f"{obj['metadata'].get('namespace', '')}/{obj['metadata'].get('name', '')}"

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from atoll.api import errors, selectors
-from atoll.client.informer import Informer
+from atoll.client.informer import Informer, object_key
 from atoll.client.rest import ApiClient
 from atoll.client.workqueue import WorkQueue
 from atoll.controllers import podcontrol
@@ -78,7 +78,7 @@ class DeploymentController:
         self.deployments = Informer(client, "apps", "v1", "deployments")
         self.sets = Informer(client, "apps", "v1", "replicasets")
         self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=10.0)
-        self.deployments.add_handler(lambda kind, obj, old: self.queue.add(_key(obj)))
+        self.deployments.add_handler(lambda kind, obj, old: self.queue.add(object_key(obj)))
         self.sets.add_handler(self._on_set)
 
     def _on_set(self, kind: str, rs: dict[str, Any], old: dict[str, Any] | None) -> None:
@@ -399,6 +399,3 @@ def _revision(rs: dict[str, Any]) -> int:
     except (TypeError, ValueError):
         return 0
 
-
-def _key(obj: dict[str, Any]) -> str:
-    return f"{obj['metadata'].get('namespace', '')}/{obj['metadata'].get('name', '')}"

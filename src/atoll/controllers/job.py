@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from atoll.api import errors, selectors
-from atoll.client.informer import Informer
+from atoll.client.informer import Informer, object_key
 from atoll.client.rest import ApiClient
 from atoll.client.workqueue import WorkQueue
 from atoll.controllers import podcontrol
@@ -50,7 +50,7 @@ class JobController:
         self._own_pods = pods is None
         self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=10.0)
         self.expectations = podcontrol.Expectations()
-        self.jobs.add_handler(lambda kind, obj, old: self.queue.add(_key(obj)))
+        self.jobs.add_handler(lambda kind, obj, old: self.queue.add(object_key(obj)))
         self.pods.add_handler(self._on_pod)
 
     def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
@@ -61,7 +61,7 @@ class JobController:
         if kind == "ADDED":
             self.expectations.created(key)
         if kind == "DELETED" or pod["metadata"].get("deletionTimestamp"):
-            self.expectations.deleted(key, _key(pod))
+            self.expectations.deleted(key, object_key(pod))
         self.queue.add(key)
 
     async def run(self) -> None:
@@ -144,7 +144,7 @@ class JobController:
                     await self._create(job, key, missing)
             elif missing < 0:
                 doomed = sorted(active, key=podcontrol.deletion_rank)[:-missing]
-                self.expectations.expect(key, dels={_key(p) for p in doomed})
+                self.expectations.expect(key, dels={object_key(p) for p in doomed})
                 await asyncio.gather(*(podcontrol.delete_pod(self.client, p) for p in doomed))
         if isinstance(deadline, int) and start is not None and not (failure or done):
             remaining = start + deadline - now
@@ -220,6 +220,3 @@ def _new_condition(type_: str, reason: str, message: str) -> dict[str, Any]:
     return {"type": type_, "status": "True", "reason": reason, "message": message,
             "lastProbeTime": now, "lastTransitionTime": now}
 
-
-def _key(obj: dict[str, Any]) -> str:
-    return f"{obj['metadata'].get('namespace', '')}/{obj['metadata'].get('name', '')}"

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from atoll.api import errors, selectors
-from atoll.client.informer import Informer
+from atoll.client.informer import Informer, object_key
 from atoll.client.rest import ApiClient
 from atoll.client.workqueue import WorkQueue
 from atoll.controllers import podcontrol
@@ -36,7 +36,7 @@ class ReplicaSetController:
         self._own_pods = pods is None
         self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=10.0)
         self.expectations = podcontrol.Expectations()
-        self.sets.add_handler(lambda kind, obj, old: self.queue.add(_key(obj)))
+        self.sets.add_handler(lambda kind, obj, old: self.queue.add(object_key(obj)))
         self.pods.add_handler(self._on_pod)
 
     def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
@@ -51,13 +51,13 @@ class ReplicaSetController:
             if is_new and kind == "ADDED":
                 self.expectations.created(key)
             if is_new and (kind == "DELETED" or pod["metadata"].get("deletionTimestamp")):
-                self.expectations.deleted(key, _key(pod))
+                self.expectations.deleted(key, object_key(pod))
             self.queue.add(key)
         if podcontrol.controller_ref(pod) is None and kind != "DELETED":
             for rs in self.sets.list():  # an orphan: a ReplicaSet may adopt it
                 if rs["metadata"].get("namespace") == ns and _selector(rs).matches(
                         pod["metadata"].get("labels")):
-                    self.queue.add(_key(rs))
+                    self.queue.add(object_key(rs))
 
     async def run(self) -> None:
         tasks = [asyncio.create_task(self.sets.run())]
@@ -85,7 +85,7 @@ class ReplicaSetController:
                 await self._create(rs, key, -diff)
             elif diff > 0:
                 doomed = sorted(active, key=podcontrol.deletion_rank)[:diff]
-                self.expectations.expect(key, dels={_key(p) for p in doomed})
+                self.expectations.expect(key, dels={object_key(p) for p in doomed})
                 await asyncio.gather(*(podcontrol.delete_pod(self.client, p) for p in doomed))
         return await self._update_status(rs, active)
 
@@ -176,9 +176,6 @@ class ReplicaSetController:
             return min_ready / 2  # pods become available with time alone
         return None
 
-
-def _key(obj: dict[str, Any]) -> str:
-    return f"{obj['metadata'].get('namespace', '')}/{obj['metadata'].get('name', '')}"
 
 
 def _selector(rs: dict[str, Any]) -> selectors.LabelSelector:

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from atoll.api import errors, selectors
-from atoll.client.informer import Informer
+from atoll.client.informer import Informer, object_key
 from atoll.client.rest import ApiClient
 from atoll.client.workqueue import WorkQueue
 from atoll.controllers import podcontrol
@@ -52,7 +52,7 @@ class StatefulSetController:
         self.pods = pods or Informer(client, "", "v1", "pods")
         self._own_pods = pods is None
         self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=10.0)
-        self.sets.add_handler(lambda kind, obj, old: self.queue.add(_key(obj)))
+        self.sets.add_handler(lambda kind, obj, old: self.queue.add(object_key(obj)))
         self.pods.add_handler(self._on_pod)
 
     def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
@@ -211,6 +211,3 @@ def _running_and_ready(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") == "Running" and podcontrol.is_ready(pod) \
         and not pod["metadata"].get("deletionTimestamp")
 
-
-def _key(obj: dict[str, Any]) -> str:
-    return f"{obj['metadata'].get('namespace', '')}/{obj['metadata'].get('name', '')}"
