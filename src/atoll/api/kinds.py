@@ -163,6 +163,10 @@ BUILTIN: tuple[ResourceType, ...] = (
        generation=False, name_rule="path-segment"),
     _r("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False,
        generation=False, name_rule="path-segment"),
+    # certificates
+    _r("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests",
+       False, short_names=("csr",), generation=False,
+       subresources=(STATUS, Subresource("approval", verbs=("get", "patch", "update")))),
     # storage
     _r("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, short_names=("sc",),
        generation=False),

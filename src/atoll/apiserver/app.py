@@ -17,8 +17,12 @@ from aiohttp import web
 
 from atoll import __version__
 from atoll.api import errors
-from atoll.apiserver import (authn, builtin_crds, crds, discovery, heap, http, metrics, pki,
-                             routing)
+from atoll.apiserver import (authn, authz, bootstrap_policy, builtin_crds, certificates, crds,
+                             discovery, heap, http, metrics, pki, rbac, routing)
+from atoll.apiserver.admission import Admission
+from atoll.apiserver.admission.escalation import EscalationCheck
+from atoll.apiserver.admission.limitranger import LimitRanger
+from atoll.apiserver.admission.quota import QuotaAdmission
 from atoll.apiserver.contentlibrary import ContentLibrary
 from atoll.apiserver.errors import error_middleware
 from atoll.apiserver.handlers import ResourceHandler
@@ -60,6 +64,10 @@ class ApiServer:
         self.openapi = OpenAPI(self.registry)
         self.openapi.registry_crd = self._crd_by_name
         self.handler = ResourceHandler(self.svc, self.registry)
+        self.authorizer = rbac.Authorizer(rbac.RuleResolver(self.cacher))
+        self.svc.admission = Admission([LimitRanger(), EscalationCheck(self.authorizer),
+                                        certificates.ApprovalCheck(self.authorizer)],
+                                       quota=QuotaAdmission())
         self.node_proxy: NodeProxy | None = None
         self.metrics = metrics.Metrics()
         self.runner: web.AppRunner | None = None
@@ -102,6 +110,10 @@ class ApiServer:
 
         self._tasks.append(asyncio.create_task(CRDCleanup(self.svc, self.registry).run(),
                                                name="crd-cleanup"))
+        csr_type = self.registry.lookup(certificates.GROUP, "v1", "certificatesigningrequests")
+        assert csr_type is not None
+        self._tasks.append(asyncio.create_task(
+            certificates.ClientSigner(self.svc, csr_type, ca).run(), name="csr-signer"))
         self.ready = True
         log.info("serving on https://%s:%d", self.settings.bind_address, self.settings.port)
 
@@ -129,15 +141,17 @@ class ApiServer:
                     pass
         await builtin_crds.ensure(self.svc, self.registry)
         builtin_crds.Keeper(self.svc, self.registry, self.cacher)
+        await bootstrap_policy.ensure(self.svc, self.registry)
 
     # -- HTTP --------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
         tokens = authn.TokenFile(self.settings.token_file)
         app = web.Application(
             middlewares=[error_middleware, self.metrics.middleware,
-                         authn.middleware(tokens, anonymous=self.settings.anonymous)],
+                         authn.middleware(tokens, anonymous=self.settings.anonymous),
+                         authz.middleware(self.authorizer)],
             client_max_size=http.MAX_BODY_BYTES + 1024)
-        app["reviewer"] = self._review
+        app["reviewer"] = authz.Reviewer(self.authorizer)
         r = app.router
         r.add_get("/version", self._version)
         r.add_get("/version/", self._version)
@@ -241,28 +255,3 @@ class ApiServer:
                 paths.append(f"/apis/{group}")
                 paths.extend(f"/apis/{group}/{v}" for v in versions)
         return http.json_response({"paths": sorted(paths)})
-
-    async def _review(self, request: web.Request, rt: Any, path: Any,
-                      body: dict[str, Any]) -> dict[str, Any]:
-        """Access reviews. Authorization is AlwaysAllow until RBAC lands (issue: tenancy)."""
-        user: authn.UserInfo = request["user"]
-        body = dict(body)
-        body.setdefault("apiVersion", rt.group_version)
-        body.setdefault("kind", rt.kind)
-        if rt.kind == "SelfSubjectReview":
-            body["status"] = {"userInfo": user.to_dict()}
-            return body
-        if rt.kind == "SelfSubjectRulesReview":
-            body["status"] = {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"],
-                                                 "resources": ["*"]}],
-                              "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-                              "incomplete": False}
-            return body
-        spec = body.get("spec")
-        if not isinstance(spec, dict) or not (spec.get("resourceAttributes") or
-                                              spec.get("nonResourceAttributes")):
-            raise errors.invalid(rt.kind, "", [errors.Cause(
-                "FieldValueRequired", "Required value: exactly one of nonResourceAttributes or "
-                "resourceAttributes must be specified", "spec.resourceAttributes")], rt.group)
-        body["status"] = {"allowed": True, "reason": "AlwaysAllow: no authorization configured"}
-        return body

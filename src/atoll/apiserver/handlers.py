@@ -36,7 +36,7 @@ IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-
 CUSTOM_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                       "application/apply-patch+yaml")
 #: subresources served here; the others (exec, log, ...) belong to the agent proxy
-LOCAL_SUBRESOURCES = {"", "status", "scale", "finalize", "binding", "eviction"}
+LOCAL_SUBRESOURCES = {"", "status", "scale", "finalize", "binding", "eviction", "approval"}
 
 
 class ResourceHandler:
@@ -261,7 +261,7 @@ class ResourceHandler:
             agent = request.headers.get("User-Agent", "")
             manager = agent.split("/")[0].split(" ")[0] if agent else "unknown"
         return WriteOptions(dry_run=bool(dry), field_manager=manager, field_validation=fv,
-                            user=request.get("user_name", ""))
+                            user=request.get("user_name", ""), user_info=request.get("user"))
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         data = await http.read_body(request)
@@ -401,16 +401,10 @@ class ResourceHandler:
             obj = self.svc.prepare_create(st, path.namespace, new, opts)
             if managed:
                 obj["metadata"]["managedFields"] = managed
-            self.svc._check_namespace(st, path.namespace)
-            strategy.for_type(st).validate_create(self.svc, st, obj)
-            if not opts.dry_run:
-                try:
-                    obj = await self.svc._store_new(st, obj)
-                except errors.AlreadyExists:
-                    pass  # lost a race with another creator: fall through to update
-                else:
-                    return self._respond_object(request, rt, obj, status=201,
-                                                warnings=opts.warnings)
+            try:
+                obj = await self.svc.finish_create(st, path.namespace, obj, opts)
+            except errors.AlreadyExists:
+                pass  # lost a race with another creator: fall through to update
             else:
                 return self._respond_object(request, rt, obj, status=201, warnings=opts.warnings)
 

@@ -22,10 +22,11 @@ import orjson
 from atoll.api import errors
 from atoll.api.kinds import ResourceType
 from atoll.apiserver import strategy
+from atoll.apiserver.admission import Admission
 from atoll.apiserver.registry import Registry
 from atoll.storage.cacher import CachedObject, Cacher
 from atoll.storage.store import (KeyExists, KeyNotFound, RevisionMismatch, Store, Compacted,
-                                 FutureRevision)
+                                 FutureRevision, TxnOp)
 
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 MAX_OBJECT_BYTES = 3 * 1024 * 1024
@@ -47,6 +48,8 @@ class WriteOptions:
     field_validation: str = "Warn"  # Strict | Warn | Ignore
     warnings: list[str] = field(default_factory=list)
     user: str = ""
+    #: who asks (authn.UserInfo); None for the server's own writes, which admission trusts
+    user_info: Any = None
 
 
 @dataclass
@@ -65,6 +68,7 @@ class ObjectService:
         self.registry = registry
         #: DefaultTolerationSeconds admission: how long pods stay on a not-ready node
         self.pod_toleration_seconds = pod_toleration_seconds
+        self.admission = Admission()
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, rt: ResourceType, namespace: str, name: str) -> CachedObject:
@@ -148,9 +152,14 @@ class ObjectService:
     async def create(self, rt: ResourceType, namespace: str, body: dict[str, Any],
                      opts: WriteOptions) -> dict[str, Any]:
         obj = self.prepare_create(rt, namespace, body, opts)
-        strat = strategy.for_type(rt)
+        return await self.finish_create(rt, namespace, obj, opts)
+
+    async def finish_create(self, rt: ResourceType, namespace: str, obj: dict[str, Any],
+                            opts: WriteOptions) -> dict[str, Any]:
+        """Validate and admit a prepared object, then store it with its quota charge."""
         self._check_namespace(rt, namespace)
-        strat.validate_create(self, rt, obj)
+        strategy.for_type(rt).validate_create(self, rt, obj)
+        self.admission.validate_create(self, rt, obj, opts)
         if opts.dry_run:
             obj["metadata"]["resourceVersion"] = ""
             return obj
@@ -187,6 +196,7 @@ class ObjectService:
         strategy.decode_check(rt, obj, opts)
         strat = strategy.for_type(rt)
         strat.prepare_create(self, rt, obj, opts)
+        self.admission.mutate_create(self, rt, obj, opts)
         strategy.validate_common(self, rt, obj, opts)
         if rt.has_status and rt.custom is not None:
             pass  # custom resources keep status given on create, as upstream
@@ -198,11 +208,25 @@ class ObjectService:
         meta.pop("resourceVersion", None)
         raw = encode_for_store(obj)
         key = rt.key(meta.get("namespace", ""), meta["name"])
-        try:
-            kv = await self.store.create(key, raw)
-        except KeyExists:
-            raise errors.AlreadyExists(f'{rt.qualified} "{meta["name"]}" already exists',
-                                       name=meta["name"], group=rt.group, kind=rt.plural) from None
+        for _ in range(MAX_UPDATE_RETRIES * 5):
+            charges = self.admission.charges(self, rt, obj)
+            try:
+                if charges:
+                    kv = (await self.store.txn([TxnOp("create", key, raw), *charges]))[0]
+                else:
+                    kv = await self.store.create(key, raw)
+                break
+            except KeyExists:
+                raise errors.AlreadyExists(f'{rt.qualified} "{meta["name"]}" already exists',
+                                           name=meta["name"], group=rt.group,
+                                           kind=rt.plural) from None
+            except (RevisionMismatch, KeyNotFound):
+                await self._catch_up()  # a quota moved under us: charge again from its new state
+        else:
+            raise errors.Conflict(f'Operation cannot be fulfilled on {rt.qualified} '
+                                  f'"{meta["name"]}": the namespace\'s quota is changing too often, '
+                                  "please retry", name=meta["name"], group=rt.group,
+                                  kind=rt.plural)
         await self.cacher.wait_for(kv.mod_revision)
         meta["resourceVersion"] = str(kv.mod_revision)
         return obj
@@ -276,6 +300,7 @@ class ObjectService:
             check_type_meta(rt, new)
             strategy.prepare_update(self, rt, current, new, opts, subresource=subresource)
             strat.validate_update(self, rt, current, new)
+            self.admission.validate_update(self, rt, current, new, opts, subresource)
             strategy.track_managed_fields(rt, current, new, opts, operation=operation,
                                           subresource=subresource)
             if semantically_equal(current, new):
@@ -346,6 +371,7 @@ class ObjectService:
                         f'{preconditions["resourceVersion"]}, ResourceVersion in object meta: '
                         f'{meta.get("resourceVersion")}', name=name, group=rt.group,
                         kind=rt.plural)
+            self.admission.validate_delete(self, rt, obj, opts)
             finalizers = list(meta.get("finalizers") or [])
             policy = propagation or strat.default_propagation
             marked = bool(meta.get("deletionTimestamp"))

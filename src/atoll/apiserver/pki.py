@@ -98,23 +98,51 @@ def issue(ca: CertPair, *, common_name: str, organizations: tuple[str, ...] = ()
           server_names: tuple[str, ...] = (), client: bool = True, server: bool = False,
           days: int = LEAF_DAYS) -> tuple[bytes, bytes]:
     """Sign a new leaf certificate; returns (cert PEM, key PEM)."""
-    ca_cert, ca_key = _load_ca(ca)
     key = _new_key()
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    cert = _sign_leaf(ca, key.public_key(), x509.Name(attrs), server_names=server_names,
+                      client=client, server=server, lifetime=dt.timedelta(days=days))
+    return cert, _key_pem(key)
+
+
+def sign_client_csr(ca: CertPair, csr_pem: bytes, lifetime: dt.timedelta) -> bytes:
+    """A client certificate for the key and subject of a (verified) certificate request."""
+    csr = x509.load_pem_x509_csr(csr_pem)
+    if not csr.is_signature_valid:
+        raise ValueError("the request's signature does not match its public key")
+    return _sign_leaf(ca, csr.public_key(), csr.subject, server_names=(), client=True,
+                      server=False, lifetime=lifetime)
+
+
+def client_csr(common_name: str, organizations: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
+    """A new key and a certificate request for it: (CSR PEM, key PEM)."""
+    key = _new_key()
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs)) \
+        .sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def _sign_leaf(ca: CertPair, public_key: object, subject: x509.Name, *,
+               server_names: tuple[str, ...], client: bool, server: bool,
+               lifetime: dt.timedelta) -> bytes:
+    ca_cert, ca_key = _load_ca(ca)
     usages = []
     if client:
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     if server:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    not_after = min(_now() + lifetime, ca_cert.not_valid_after_utc)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)  # type: ignore[arg-type]
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(minutes=5))
-        .not_valid_after(_now() + dt.timedelta(days=days))
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False,
                                      key_cert_sign=False, crl_sign=False, content_commitment=False,
@@ -132,8 +160,7 @@ def issue(ca: CertPair, *, common_name: str, organizations: tuple[str, ...] = ()
             except ValueError:
                 sans.append(x509.DNSName(n))
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
 def host_names() -> tuple[str, ...]:

@@ -64,6 +64,14 @@ class Registry:
     def lookup(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._by_path.get((group, version, plural))
 
+    def lookup_plural(self, group: str, plural: str) -> ResourceType | None:
+        """The preferred served version of a resource, whatever the version."""
+        for version in self._versions.get(group, []):
+            rt = self._by_path.get((group, version, plural))
+            if rt is not None:
+                return rt
+        return None
+
     def by_gvk(self, group: str, version: str, kind: str) -> ResourceType | None:
         return self._by_gvk.get((group, version, kind))
 

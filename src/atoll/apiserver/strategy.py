@@ -696,5 +696,10 @@ def for_type(rt: ResourceType) -> Strategy:
     return _BY_KIND.get(rt.kind_key, _DEFAULT)
 
 
+def register(kind_key: str, strategy: Strategy) -> None:
+    """For kinds whose rules live in their own module (``<group>/<Kind>``)."""
+    _BY_KIND[kind_key] = strategy
+
+
 __all__ = ["Strategy", "for_type", "decode_check", "validate_common", "prepare_update", "track_managed_fields",
            "STANDARD_FINALIZERS"]

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from atoll.cli import (agent_cmd, controllers_cmd, image_cmd, kubeconfig_cmd, server_cmd, up_cmd,
-                       vm_cmd)
+                       user_cmd, vm_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     image_cmd.register(sub)
     kubeconfig_cmd.register(sub)
     vm_cmd.register(sub)
+    user_cmd.register(sub)
     return parser
 
 

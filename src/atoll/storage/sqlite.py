@@ -39,7 +39,7 @@ from typing import Any, AsyncIterator, Callable
 
 from atoll.storage.store import (Compacted, Event, FutureRevision, KeyExists, KeyNotFound,
                                  KeyValue, RangeResult, RevisionMismatch, Store, StoreClosed,
-                                 StoreError, WatchOverflow, prefix_end)
+                                 StoreError, TxnOp, WatchOverflow, prefix_end)
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,12 @@ READ_PAGE = 1000  # history rows read per replay step
 
 @dataclass(slots=True)
 class _Op:
-    kind: str  # create | update | delete | compact
+    kind: str  # create | update | delete | compact | txn
     key: str
     value: bytes
     expected: int
     done: Callable[[Any], None]
+    parts: tuple[TxnOp, ...] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -221,6 +222,22 @@ class SQLiteStore(Store):
     async def compact(self, revision: int) -> None:
         await self._submit("compact", "", b"", revision)
 
+    async def txn(self, ops: list[TxnOp]) -> list[KeyValue]:
+        """Run through the writer like any write; ``value`` carries the operations."""
+        if self._closed or self._loop is None:
+            raise StoreClosed("store is closed")
+        fut: asyncio.Future[Any] = self._loop.create_future()
+
+        def done(result: Any) -> None:
+            if not fut.done():
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+        self._ops.put(_Op("txn", "", b"", 0, done, tuple(ops)))
+        return await fut
+
     # -- watch -------------------------------------------------------------------------------
     async def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[list[Event]]:
         """Replay history after ``from_revision``, then follow live commits.
@@ -313,6 +330,15 @@ class SQLiteStore(Store):
             for op in batch:
                 if op.kind == "compact":
                     results.append(None)
+                    continue
+                if op.kind == "txn":
+                    applied = _apply_txn(conn, op, revision)
+                    if isinstance(applied, StoreError):
+                        results.append(applied)
+                        continue
+                    revision += len(applied)
+                    events.extend(applied)
+                    results.append([e.kv for e in applied])
                     continue
                 try:
                     event = _apply(conn, op, revision + 1)
@@ -415,6 +441,22 @@ def _apply(conn: sqlite3.Connection, op: _Op, revision: int) -> Event:
                                                            create_rev))
     conn.execute("DELETE FROM kv WHERE key = ?", (op.key,))
     return Event("DELETE", KeyValue(op.key, old_value, create_rev, revision), prev)
+
+
+def _apply_txn(conn: sqlite3.Connection, op: _Op, revision: int) -> list[Event] | StoreError:
+    """The parts of a transaction inside a savepoint: all of them, or none."""
+    conn.execute("SAVEPOINT txn")
+    events: list[Event] = []
+    try:
+        for part in op.parts:
+            events.append(_apply(conn, _Op(part.kind, part.key, part.value, part.expected,
+                                           op.done), revision + len(events) + 1))
+    except StoreError as err:
+        conn.execute("ROLLBACK TO txn")
+        conn.execute("RELEASE txn")
+        return err
+    conn.execute("RELEASE txn")
+    return events
 
 
 def _get(conn: sqlite3.Connection, key: str) -> KeyValue | None:

@@ -73,6 +73,16 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class TxnOp:
+    """One write of a transaction: ``create``, ``update`` (CAS on ``expected``) or ``delete``."""
+
+    kind: str
+    key: str
+    value: bytes = b""
+    expected: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class RangeResult:
     items: list[KeyValue]
     revision: int  # the revision the range was read at
@@ -116,6 +126,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete(self, key: str, *, expected_mod_revision: int = 0) -> KeyValue:
         """Delete; the result carries the old value and the delete's revision."""
+
+    @abc.abstractmethod
+    async def txn(self, ops: list[TxnOp]) -> list[KeyValue]:
+        """All of ``ops`` or none: the first one that may not run raises its StoreError and
+        nothing is written.  Each write gets its own revision, in order."""
 
     @abc.abstractmethod
     def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[list[Event]]:

@@ -1,0 +1,211 @@
+"""The default ClusterRoles and ClusterRoleBindings, as kube-apiserver bootstraps them.
+
+User-facing roles follow upstream: ``cluster-admin``; ``admin``, ``edit`` and
+``view`` built by aggregation from ``system:aggregate-to-*`` roles (so a CRD's
+own aggregate roles extend them), with the VM Operator kinds added: viewers
+read VMs, editors run them, nobody below cluster-admin changes quotas, limit
+ranges or VM classes.  System roles let every signed-in user discover the API
+and review their own access, and let host agents (group ``system:nodes``) do
+what a host needs; NodeRestriction admission narrows that to their own objects.
+
+Installed at start-up: missing objects are created, and objects carrying
+``rbac.authorization.kubernetes.io/autoupdate: "true"`` get their rules back
+if someone changed them, as upstream reconciles its bootstrap policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from atoll.api import errors
+from atoll.api.vmoperator.names import GROUP as VM_GROUP
+from atoll.apiserver.objects import ObjectService, WriteOptions, semantically_equal
+from atoll.apiserver.registry import Registry
+
+log = logging.getLogger(__name__)
+
+RBAC = "rbac.authorization.k8s.io"
+AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
+AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
+READ = ["get", "list", "watch"]
+WRITE = ["create", "delete", "deletecollection", "patch", "update"]
+
+
+def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict[str, Any]:
+    return {"apiGroups": groups, "resources": resources, "verbs": verbs}
+
+
+def _urls(urls: list[str], verbs: list[str]) -> dict[str, Any]:
+    return {"nonResourceURLs": urls, "verbs": verbs}
+
+
+VIEW_RULES = [
+    _rule([""], ["configmaps", "endpoints", "persistentvolumeclaims",
+                 "persistentvolumeclaims/status", "pods", "replicationcontrollers",
+                 "replicationcontrollers/scale", "serviceaccounts", "services", "services/status"],
+          READ),
+    _rule([""], ["bindings", "events", "limitranges", "namespaces/status", "pods/log",
+                 "pods/status", "replicationcontrollers/status", "resourcequotas",
+                 "resourcequotas/status"], READ),
+    _rule([""], ["namespaces"], READ),
+    _rule(["apps"], ["controllerrevisions", "daemonsets", "daemonsets/status", "deployments",
+                     "deployments/scale", "deployments/status", "replicasets",
+                     "replicasets/scale", "replicasets/status", "statefulsets",
+                     "statefulsets/scale", "statefulsets/status"], READ),
+    _rule(["autoscaling"], ["horizontalpodautoscalers", "horizontalpodautoscalers/status"], READ),
+    _rule(["batch"], ["cronjobs", "cronjobs/status", "jobs", "jobs/status"], READ),
+    _rule(["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"], READ),
+    _rule(["networking.k8s.io"], ["ingresses", "ingresses/status", "networkpolicies"], READ),
+    _rule(["discovery.k8s.io"], ["endpointslices"], READ),
+    _rule(["events.k8s.io"], ["events"], READ),
+    _rule(["metrics.k8s.io"], ["pods", "nodes"], READ),
+    _rule([VM_GROUP], ["virtualmachines", "virtualmachines/status", "virtualmachineclasses",
+                       "virtualmachineimages", "virtualmachineimages/status",
+                       "virtualmachineservices", "virtualmachineservices/status"], READ),
+]
+
+EDIT_RULES = [
+    _rule([""], ["pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "secrets",
+                 "services/proxy"], READ),
+    _rule([""], ["serviceaccounts"], ["impersonate"]),
+    _rule([""], ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"], WRITE),
+    _rule([""], ["pods/eviction"], ["create"]),
+    _rule([""], ["configmaps", "events", "persistentvolumeclaims", "replicationcontrollers",
+                 "replicationcontrollers/scale", "secrets", "serviceaccounts", "services",
+                 "services/proxy"], WRITE),
+    _rule([""], ["serviceaccounts/token"], ["create"]),
+    _rule(["apps"], ["daemonsets", "deployments", "deployments/rollback", "deployments/scale",
+                     "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale"],
+          WRITE),
+    _rule(["autoscaling"], ["horizontalpodautoscalers"], WRITE),
+    _rule(["batch"], ["cronjobs", "jobs"], WRITE),
+    _rule(["networking.k8s.io"], ["ingresses", "networkpolicies"], WRITE),
+    _rule(["policy"], ["poddisruptionbudgets"], WRITE),
+    _rule([VM_GROUP], ["virtualmachines", "virtualmachineservices"], WRITE),
+    _rule([VM_GROUP], ["virtualmachines/console"], ["get", "create"]),
+]
+
+ADMIN_RULES = [
+    _rule(["authorization.k8s.io"], ["localsubjectaccessreviews"], ["create"]),
+    _rule([RBAC], ["rolebindings", "roles"], READ + WRITE),
+]
+
+DISCOVERY_URLS = ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
+                  "/openapi/*", "/readyz", "/version", "/version/"]
+PUBLIC_URLS = ["/healthz", "/livez", "/readyz", "/version", "/version/"]
+
+NODE_RULES = [
+    _rule([""], ["nodes"], READ + ["create", "update", "patch"]),
+    _rule([""], ["nodes/status"], ["patch", "update"]),
+    _rule([""], ["pods"], READ + ["create", "delete"]),
+    _rule([""], ["pods/status"], ["patch", "update"]),
+    _rule([""], ["pods/eviction"], ["create"]),
+    _rule([""], ["configmaps", "secrets", "services", "endpoints", "persistentvolumeclaims",
+                 "persistentvolumes", "namespaces"], READ),
+    _rule([""], ["persistentvolumeclaims/status"], ["get", "patch", "update"]),
+    _rule([""], ["events"], ["create", "patch", "update"]),
+    _rule(["events.k8s.io"], ["events"], ["create", "patch", "update"]),
+    _rule([""], ["serviceaccounts"], ["get"]),
+    _rule([""], ["serviceaccounts/token"], ["create"]),
+    _rule(["coordination.k8s.io"], ["leases"], ["get", "create", "update", "patch", "delete"]),
+    _rule(["storage.k8s.io"], ["storageclasses"], READ),
+    _rule(["authentication.k8s.io"], ["tokenreviews"], ["create"]),
+    _rule(["authorization.k8s.io"], ["subjectaccessreviews"], ["create"]),
+    _rule([VM_GROUP], ["virtualmachines", "virtualmachineclasses", "virtualmachineimages",
+                       "clustervirtualmachineimages"], READ),
+    _rule([VM_GROUP], ["virtualmachines/status"], ["get", "patch", "update"]),
+    _urls(["/content/v1/blobs/*"], ["get", "head"]),
+]
+
+
+def _role(name: str, rules: list[dict[str, Any]], *, labels: dict[str, str] | None = None,
+          aggregate_from: str = "") -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": f"{RBAC}/v1", "kind": "ClusterRole",
+        "metadata": {"name": name, "annotations": {AUTOUPDATE: "true"},
+                     "labels": {"kubernetes.io/bootstrapping": "rbac-defaults",
+                                **(labels or {})}},
+        "rules": rules}
+    if aggregate_from:
+        obj["aggregationRule"] = {"clusterRoleSelectors": [
+            {"matchLabels": {AGGREGATE_TO + aggregate_from: "true"}}]}
+    return obj
+
+
+def _binding(name: str, role: str, groups: list[str]) -> dict[str, Any]:
+    return {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "annotations": {AUTOUPDATE: "true"},
+                         "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+            "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": RBAC, "kind": "Group", "name": g} for g in groups]}
+
+
+def cluster_roles() -> list[dict[str, Any]]:
+    """Every default ClusterRole; aggregated ones come with their rules already filled in."""
+    return [
+        _role("cluster-admin", [_rule(["*"], ["*"], ["*"]), _urls(["*"], ["*"])]),
+        _role("system:aggregate-to-view", VIEW_RULES,
+              labels={AGGREGATE_TO + "view": "true"}),
+        _role("system:aggregate-to-edit", EDIT_RULES,
+              labels={AGGREGATE_TO + "edit": "true"}),
+        _role("system:aggregate-to-admin", ADMIN_RULES,
+              labels={AGGREGATE_TO + "admin": "true"}),
+        # view feeds edit, edit feeds admin: the chain upstream builds with labels
+        _role("view", VIEW_RULES, labels={AGGREGATE_TO + "edit": "true"}, aggregate_from="view"),
+        _role("edit", VIEW_RULES + EDIT_RULES, labels={AGGREGATE_TO + "admin": "true"},
+              aggregate_from="edit"),
+        _role("admin", VIEW_RULES + EDIT_RULES + ADMIN_RULES, aggregate_from="admin"),
+        _role("system:discovery", [_urls(DISCOVERY_URLS, ["get"])]),
+        _role("system:public-info-viewer", [_urls(PUBLIC_URLS, ["get"])]),
+        _role("system:basic-user", [_rule(["authorization.k8s.io"],
+                                          ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                                          ["create"]),
+                                    _rule(["authentication.k8s.io"], ["selfsubjectreviews"],
+                                          ["create"])]),
+        _role("system:node", NODE_RULES),
+    ]
+
+
+def cluster_role_bindings() -> list[dict[str, Any]]:
+    return [
+        _binding("cluster-admin", "cluster-admin", ["system:masters"]),
+        _binding("system:discovery", "system:discovery", ["system:authenticated"]),
+        _binding("system:basic-user", "system:basic-user", ["system:authenticated"]),
+        _binding("system:public-info-viewer", "system:public-info-viewer",
+                 ["system:authenticated", "system:unauthenticated"]),
+        _binding("system:node", "system:node", ["system:nodes"]),
+    ]
+
+
+async def ensure(svc: ObjectService, registry: Registry) -> None:
+    """Create what is missing; put back auto-updated objects that were changed."""
+    roles = registry.lookup(RBAC, "v1", "clusterroles")
+    bindings = registry.lookup(RBAC, "v1", "clusterrolebindings")
+    assert roles is not None and bindings is not None
+    opts = WriteOptions(field_manager="atoll-apiserver")
+    for rt, objects in ((roles, cluster_roles()), (bindings, cluster_role_bindings())):
+        for obj in objects:
+            name = obj["metadata"]["name"]
+            cached = svc.cacher.get(rt.key("", name))
+            try:
+                if cached is None:
+                    await svc.create(rt, "", obj, opts)
+                    continue
+                current = cached.obj
+                if (current["metadata"].get("annotations") or {}).get(AUTOUPDATE) != "true":
+                    continue
+                wanted = {k: obj[k] for k in ("rules", "roleRef", "subjects",
+                                              "aggregationRule") if k in obj}
+                if rt.kind == "ClusterRole" and "aggregationRule" in obj:
+                    wanted.pop("rules")  # the aggregation controller owns those
+                if all(semantically_equal({"v": current.get(k)}, {"v": v})
+                       for k, v in wanted.items()):
+                    continue
+
+                def restore(cur: dict[str, Any], wanted: dict[str, Any] = wanted) -> dict[str, Any]:
+                    cur.update(wanted)
+                    return cur
+                await svc.guaranteed_update(rt, "", name, restore, opts)
+            except (errors.AlreadyExists, errors.Conflict) as err:
+                log.info("bootstrap policy %s %s: %s (another server wrote it)", rt.kind, name, err)
