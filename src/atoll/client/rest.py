@@ -45,7 +45,9 @@ class ApiClient:
             headers = {"User-Agent": self.user_agent, "Accept": JSON}
             if self.config.token:
                 headers["Authorization"] = f"Bearer {self.config.token}"
-            connector = aiohttp.TCPConnector(ssl=self.config.ssl_context, limit=64)
+            # every informer holds one connection for its watch: the controller manager alone
+            # runs dozens, and requests must never queue behind them
+            connector = aiohttp.TCPConnector(ssl=self.config.ssl_context, limit=256)
             self._session = aiohttp.ClientSession(
                 base_url=self.config.server, headers=headers, connector=connector,
                 json_serialize=lambda o: orjson.dumps(o).decode())

@@ -17,6 +17,7 @@ from atoll.controllers.daemonset import DaemonSetController
 from atoll.controllers.deployment import DeploymentController
 from atoll.controllers.job import JobController
 from atoll.controllers.replicaset import ReplicaSetController
+from atoll.controllers.resourcequota import ResourceQuotaController
 from atoll.controllers.statefulset import StatefulSetController
 from atoll.controllers.scheduler import Scheduler
 from atoll.controllers.vmoperator.classes import DefaultClassesController
@@ -58,6 +59,7 @@ class ControllerManager:
             VirtualMachineController(self.client, pods=pods),
             DefaultClassesController(self.client),
             VirtualMachineServiceController(self.client),
+            ResourceQuotaController(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []
 
