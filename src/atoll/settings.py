@@ -33,6 +33,11 @@ class ServerSettings:
     pod_toleration_seconds: int = 3
     #: the content library refuses blobs larger than this (413)
     content_max_blob_bytes: int = 64 << 30
+    #: Pod Security level for namespaces without the enforce label: privileged|baseline|restricted
+    pod_security_default: str = "baseline"
+    #: where every mutating request is recorded (audit.k8s.io Events, one JSON per line);
+    #: None: <data_dir>/audit.log
+    audit_log: Path | None = None
 
 
 @dataclass(frozen=True)

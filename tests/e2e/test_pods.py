@@ -196,7 +196,7 @@ def test_agent_restart_keeps_containers_running(platform: Platform, namespace: s
     started = json.loads((run_dir(platform.data_dir) / "containers" / cid / "state" /
                           "started.json").read_text())
     # `atoll up` restarts the agent; the container's process never stopped
-    kill_and_await_restart(f"agent --kubeconfig {platform.kubeconfig}")
+    kill_and_await_restart(f"agent --kubeconfig {platform.data_dir / 'agent.kubeconfig'}")
     os.kill(started["pid"], 0)  # still alive
     platform.kubectl("delete", "pod", "steady", "-n", namespace, "--timeout=30s")
     with pytest.raises(ProcessLookupError):

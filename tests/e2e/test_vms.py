@@ -195,7 +195,7 @@ def test_qemu_crash_and_agent_restart(platform: Platform, namespace: str,
     pid = qemu_pid(platform, vm)
     assert pid is not None
     # the agent dies: the VM keeps running, and the next agent adopts it
-    kill_and_await_restart(f"agent --kubeconfig {platform.kubeconfig}")
+    kill_and_await_restart(f"agent --kubeconfig {platform.data_dir / 'agent.kubeconfig'}")
     assert alive(pid)
     # QEMU dies: the VM is reported and started again
     os.kill(pid, signal.SIGKILL)

@@ -239,8 +239,8 @@ class NodeAgent:
         try:
             await self.client.create("/api/v1/namespaces", {
                 "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NAMESPACE}})
-        except errors.AlreadyExists:
-            pass
+        except (errors.AlreadyExists, errors.Forbidden):
+            pass  # the server makes it; an agent signed in as its host may not
 
     async def heartbeat(self) -> None:
         """Renew the Lease every interval; post the full status less often."""

@@ -171,12 +171,21 @@ def kinds_for(key: str) -> list[tuple[str, str]]:
 
 
 def format_amounts(amounts: dict[str, Decimal]) -> str:
-    return ",".join(f"{k}={format_quantity(v)}" for k, v in sorted(amounts.items()))
+    return ",".join(f"{k}={format_quantity(v, k)}" for k, v in sorted(amounts.items()))
 
 
-def format_quantity(value: Decimal) -> str:
-    """The canonical form quota status uses: whole numbers plain, fractions in milli."""
+BINARY = (("Ei", 1 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20),
+          ("Ki", 1 << 10))
+
+
+def format_quantity(value: Decimal, key: str = "") -> str:
+    """The canonical form quota status uses: bytes in the largest exact binary unit, other
+    whole numbers plain, fractions in milli."""
     if value == value.to_integral_value():
+        if value and ("memory" in key or "storage" in key):
+            for suffix, unit in BINARY:
+                if int(value) % unit == 0:
+                    return f"{int(value) // unit}{suffix}"
         return str(int(value))
     milli = (value * 1000).to_integral_value(rounding="ROUND_CEILING")
     return f"{int(milli)}m"

@@ -22,7 +22,11 @@ from atoll.apiserver import (authn, authz, bootstrap_policy, builtin_crds, certi
 from atoll.apiserver.admission import Admission
 from atoll.apiserver.admission.escalation import EscalationCheck
 from atoll.apiserver.admission.limitranger import LimitRanger
+from atoll.apiserver.admission.noderestriction import NodeRestriction
+from atoll.apiserver.admission.podsecurity import PodSecurity
 from atoll.apiserver.admission.quota import QuotaAdmission
+from atoll.apiserver.admission.vmbindings import VMBindings
+from atoll.apiserver.audit import AuditLog
 from atoll.apiserver.contentlibrary import ContentLibrary
 from atoll.apiserver.errors import error_middleware
 from atoll.apiserver.handlers import ResourceHandler
@@ -65,9 +69,11 @@ class ApiServer:
         self.openapi.registry_crd = self._crd_by_name
         self.handler = ResourceHandler(self.svc, self.registry)
         self.authorizer = rbac.Authorizer(rbac.RuleResolver(self.cacher))
-        self.svc.admission = Admission([LimitRanger(), EscalationCheck(self.authorizer),
-                                        certificates.ApprovalCheck(self.authorizer)],
-                                       quota=QuotaAdmission())
+        self.audit = AuditLog(settings.audit_log or settings.data_dir / "audit.log")
+        self.svc.admission = Admission([
+            LimitRanger(), PodSecurity(settings.pod_security_default), NodeRestriction(),
+            EscalationCheck(self.authorizer), certificates.ApprovalCheck(self.authorizer),
+            VMBindings()], quota=QuotaAdmission())
         self.node_proxy: NodeProxy | None = None
         self.metrics = metrics.Metrics()
         self.runner: web.AppRunner | None = None
@@ -128,6 +134,7 @@ class ApiServer:
         if self.runner is not None:
             await self.runner.cleanup()
         await self.store.close()
+        self.audit.close()
 
     async def _bootstrap(self) -> None:
         ns_type = self.registry.lookup("", "v1", "namespaces")
@@ -149,7 +156,7 @@ class ApiServer:
         app = web.Application(
             middlewares=[error_middleware, self.metrics.middleware,
                          authn.middleware(tokens, anonymous=self.settings.anonymous),
-                         authz.middleware(self.authorizer)],
+                         self.audit.middleware(), authz.middleware(self.authorizer)],
             client_max_size=http.MAX_BODY_BYTES + 1024)
         app["reviewer"] = authz.Reviewer(self.authorizer)
         r = app.router

@@ -114,7 +114,7 @@ NODE_RULES = [
     _rule(["authorization.k8s.io"], ["subjectaccessreviews"], ["create"]),
     _rule([VM_GROUP], ["virtualmachines", "virtualmachineclasses", "virtualmachineimages",
                        "clustervirtualmachineimages"], READ),
-    _rule([VM_GROUP], ["virtualmachines/status"], ["get", "patch", "update"]),
+    _rule([VM_GROUP], ["virtualmachines", "virtualmachines/status"], ["get", "patch", "update"]),
     _urls(["/content/v1/blobs/*"], ["get", "head"]),
 ]
 

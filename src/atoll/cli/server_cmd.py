@@ -39,6 +39,12 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-toleration-seconds", type=int, default=3,
                    help="how long pods stay on a not-ready or unreachable node before they "
                         "are evicted, unless they say otherwise (upstream: 300)")
+    p.add_argument("--pod-security-default", default="baseline",
+                   choices=["privileged", "baseline", "restricted"],
+                   help="Pod Security level of namespaces without the "
+                        "pod-security.kubernetes.io/enforce label (default: baseline)")
+    p.add_argument("--audit-log-path", type=Path, default=None,
+                   help="audit log of every mutating request (default: DATA_DIR/audit.log)")
     p.add_argument("--content-max-blob-size", default="64Gi",
                    help="largest file the content library accepts, a quantity (default: 64Gi)")
 
@@ -51,7 +57,9 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
                           datastore=args.datastore, anonymous=args.anonymous_auth,
                           extra_sans=tuple(args.tls_san), token_file=args.token_auth_file,
                           pod_toleration_seconds=args.default_toleration_seconds,
-                          content_max_blob_bytes=quantity.integer(args.content_max_blob_size))
+                          content_max_blob_bytes=quantity.integer(args.content_max_blob_size),
+                          pod_security_default=args.pod_security_default,
+                          audit_log=args.audit_log_path)
 
 
 def write_admin_kubeconfig(settings: ServerSettings) -> Path:

@@ -12,12 +12,15 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 import sys
 import time
 
 from atoll.cli import server_cmd
+from atoll.apiserver import pki
 from atoll.cli.common import admin_kubeconfig_path
+from atoll.cli.kubeconfig_cmd import node_kubeconfig
 from atoll.settings import ServerSettings
 
 log = logging.getLogger("atoll.up")
@@ -101,15 +104,19 @@ async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
     if settings.token_file:
         server_args += ["--token-auth-file", str(settings.token_file)]
     server_args += ["--default-toleration-seconds", str(settings.pod_toleration_seconds),
-                    "--content-max-blob-size", str(settings.content_max_blob_bytes)]
+                    "--content-max-blob-size", str(settings.content_max_blob_bytes),
+                    "--pod-security-default", settings.pod_security_default]
+    if settings.audit_log:
+        server_args += ["--audit-log-path", str(settings.audit_log)]
     kubeconfig = admin_kubeconfig_path(settings.data_dir)
     roles = [Role("apiserver", _python_argv("--log-level", args.log_level, *server_args))]
     if not args.no_controllers:
         roles.append(Role("controller-manager", _python_argv(
             "--log-level", args.log_level, "controller-manager", "--kubeconfig", str(kubeconfig))))
+    agent_kubeconfig = settings.data_dir / "agent.kubeconfig"
     if not args.no_agent:
         roles.append(Role("agent", _python_argv(
-            "--log-level", args.log_level, "agent", "--kubeconfig", str(kubeconfig),
+            "--log-level", args.log_level, "agent", "--kubeconfig", str(agent_kubeconfig),
             "--data-dir", str(settings.data_dir / "agent"), *args.agent_arg)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,6 +129,10 @@ async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
         await roles[0].stop()
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if not args.no_agent:
+        # the local agent signs in as its host, not as the administrator
+        pki.write_file(agent_kubeconfig, node_kubeconfig(settings.data_dir,
+                                                         agent_node_name(args.agent_arg)))
     for role in roles[1:]:
         await role.start()
     print(f"Atoll is ready: export KUBECONFIG={kubeconfig}", flush=True)
@@ -157,3 +168,13 @@ def run(args: argparse.Namespace) -> int:
     settings = server_cmd.settings_from(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return asyncio.run(supervise(args, settings))
+
+
+def agent_node_name(agent_args: list[str]) -> str:
+    """The Node name the local agent will register: its ``--name``, else the host name."""
+    for i, arg in enumerate(agent_args):
+        if arg.startswith("--name="):
+            return arg.split("=", 1)[1]
+        if arg == "--name" and i + 1 < len(agent_args):
+            return agent_args[i + 1]
+    return socket.gethostname().lower()

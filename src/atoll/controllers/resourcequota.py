@@ -100,7 +100,7 @@ class ResourceQuotaController:
         hard = (quota.get("spec") or {}).get("hard") or {}
         used = await self.count(namespace, quota, list(hard))
         status = quota.get("status") or {}
-        wanted = {"hard": hard, "used": {k: quotausage.format_quantity(used.get(k, Decimal(0)))
+        wanted = {"hard": hard, "used": {k: quotausage.format_quantity(used.get(k, Decimal(0)), k)
                                          for k in hard}}
         if status.get("hard") == wanted["hard"] and _same_amounts(status.get("used"),
                                                                   wanted["used"]):

@@ -61,7 +61,7 @@ class QuotaAdmission:
                 total = current + counted[key]
                 if total > _parse(hard[key]):
                     over.append(key)
-                used[key] = quotausage.format_quantity(total)
+                used[key] = quotausage.format_quantity(total, key)
             if over:
                 raise errors.Forbidden(
                     f'{rt.plural} "{obj["metadata"].get("name", "")}" is forbidden: exceeded '
