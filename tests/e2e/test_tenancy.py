@@ -493,3 +493,30 @@ def test_every_endpoint_refuses_strangers(platform: Platform, tmp_path: Path) ->
     assert not bad, "\n".join(bad[:40])
     for path in ("/api", "/apis", "/version", "/healthz", "/openapi/v3"):
         assert raw_request(None, platform, "GET", path, cert=cert)["code"] == 200
+
+
+def test_cluster_roles_aggregate(platform: Platform, team) -> None:
+    """An aggregate-to-edit role (as a CRD ships one) extends Edit everywhere, as upstream."""
+    ns, _, editor, _ = team
+    name = unique("limits-edit")
+    assert not editor.can("create", "limitranges", "-n", ns)
+    platform.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name,
+                     "labels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"}},
+        "rules": [{"apiGroups": [""], "resources": ["limitranges"], "verbs": ["create"]}]}))
+    try:
+        deadline = time.monotonic() + 20
+        while not editor.can("create", "limitranges", "-n", ns):
+            assert time.monotonic() < deadline, "edit never picked up the aggregated rule"
+            time.sleep(0.2)
+        rules = json.loads(platform.kubectl("get", "clusterrole", "admin", "-o", "json").stdout
+                           )["rules"]
+        assert any(r.get("resources") == ["limitranges"] and r.get("verbs") == ["create"]
+                   for r in rules)
+    finally:
+        platform.kubectl("delete", "clusterrole", name)
+    deadline = time.monotonic() + 20
+    while editor.can("create", "limitranges", "-n", ns):
+        assert time.monotonic() < deadline, "the rule outlived its role"
+        time.sleep(0.2)

@@ -1018,3 +1018,30 @@ __all__ = [
     "row_conditions", "pod_summary", "service_ports", "format_endpoints", "format_labels",
     "access_modes", "crd_columns", "crd_cells", "table",
 ]
+
+
+@_printer("certificates.k8s.io/CertificateSigningRequest", columns=[
+    _name_col(), _age_col(), column("SignerName", description="Name of the signer."),
+    column("Requestor", description="Who made the request."),
+    column("RequestedDuration", description="The certificate's requested lifetime."),
+    column("Condition", description="Approved, Denied, Failed and Issued.")])
+def _csr(obj: dict[str, Any], now: float) -> Cells:
+    """As upstream: the decisions, then Issued once the signer filled in the certificate."""
+    spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
+    seconds = spec.get("expirationSeconds")
+    duration = _short_duration(seconds) if isinstance(seconds, int) else "<none>"
+    conds = [str(c.get("type")) for c in status.get("conditions") or [] if isinstance(c, dict)]
+    if status.get("certificate"):
+        conds.append("Issued")
+    return [_name(obj), _age(obj, now), _str(spec.get("signerName")), _str(spec.get("username")),
+            duration, ",".join(conds) or "Pending"]
+
+
+def _short_duration(seconds: int) -> str:
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"

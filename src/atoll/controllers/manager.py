@@ -10,6 +10,7 @@ from typing import Any
 from atoll.client import kubeconfig
 from atoll.client.informer import Informer
 from atoll.client.rest import ApiClient
+from atoll.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.namespace import NamespaceController
 from atoll.controllers.nodelifecycle import NodeLifecycleController
@@ -60,6 +61,7 @@ class ControllerManager:
             DefaultClassesController(self.client),
             VirtualMachineServiceController(self.client),
             ResourceQuotaController(self.client),
+            ClusterRoleAggregationController(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []
 
