@@ -48,6 +48,12 @@ class ControllerSettings:
     #: seconds before a failed reconcile is retried, doubling up to the max
     backoff_base_seconds: float = 0.05
     backoff_max_seconds: float = 30.0
+    #: act only while holding the kube-system/atoll-controller-manager Lease (several managers
+    #: for high availability); off: act at once
+    leader_elect: bool = True
+    lease_duration_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
 
 
 @dataclass(frozen=True)

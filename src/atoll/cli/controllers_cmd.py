@@ -16,10 +16,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                  "namespaces, ...)")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig of the API server to manage")
     p.add_argument("--workers", type=int, default=4, help="workers per controller")
+    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
+                   help="act only while holding the kube-system/atoll-controller-manager Lease, "
+                        "so several managers can run for high availability (default: on)")
+    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0, metavar="SECONDS",
+                   help="how long a silent leader keeps the lease (default 15)")
+    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                   help="a leader that could not renew for this long steps down (default 10)")
+    p.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="SECONDS",
+                   help="how often to renew or try to acquire (default 2)")
     p.set_defaults(func=run)
 
 
-async def _main(settings: ControllerSettings) -> None:
+async def _main(settings: ControllerSettings) -> int:
     from atoll.controllers.manager import ControllerManager
 
     manager = ControllerManager(settings)
@@ -27,15 +36,13 @@ async def _main(settings: ControllerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await manager.start()
-    try:
-        await stop.wait()
-    finally:
-        await manager.stop()
+    return await manager.run_until(stop)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = ControllerSettings(kubeconfig=Path(resolve_kubeconfig(args.kubeconfig)),
-                                  workers=args.workers)
-    asyncio.run(_main(settings))
-    return 0
+                                  workers=args.workers, leader_elect=args.leader_elect,
+                                  lease_duration_seconds=args.leader_elect_lease_duration,
+                                  renew_deadline_seconds=args.leader_elect_renew_deadline,
+                                  retry_period_seconds=args.leader_elect_retry_period)
+    return asyncio.run(_main(settings))

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import uuid
 from typing import Any
 
 from atoll.client import kubeconfig
+from atoll.client.leaderelection import ElectionConfig, LeaderElector
 from atoll.client.informer import Informer
 from atoll.client.rest import ApiClient
 from atoll.controllers.clusterroleaggregation import ClusterRoleAggregationController
@@ -27,6 +30,7 @@ from atoll.controllers.vmoperator.vmservice import VirtualMachineServiceControll
 from atoll.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
+LEASE_NAME = "atoll-controller-manager"
 
 
 class SharedInformer:
@@ -64,6 +68,39 @@ class ControllerManager:
             ClusterRoleAggregationController(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []
+
+    async def run_until(self, stop: asyncio.Event) -> int:
+        """Run the controllers until ``stop``; with leader election only while leading.
+
+        A manager that loses the lease stops acting and exits (1): whoever supervises it
+        (``atoll up``) starts it again as a candidate, with clean caches.
+        """
+        elector = None
+        if self.settings.leader_elect:
+            elector = LeaderElector(self.client, ElectionConfig(
+                "kube-system", LEASE_NAME, f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+                self.settings.lease_duration_seconds, self.settings.renew_deadline_seconds,
+                self.settings.retry_period_seconds))
+            acquiring = asyncio.create_task(elector.acquire())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not acquiring.done():
+                acquiring.cancel()
+                await self.client.close()
+                return 0
+            stopping.cancel()
+        await self.start()
+        waits = {asyncio.create_task(stop.wait())}
+        if elector is not None:
+            waits.add(asyncio.create_task(elector.hold()))
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        lost = elector is not None and elector.lost.is_set()
+        if elector is not None and not lost:
+            await elector.release()
+        await self.stop()
+        return 1 if lost else 0
 
     async def start(self) -> None:
         for c in self.controllers:
