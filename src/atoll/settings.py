@@ -43,6 +43,8 @@ class ServerSettings:
 @dataclass(frozen=True)
 class ControllerSettings:
     kubeconfig: Path
+    #: API server URLs to use instead of the kubeconfig's (comma-separated: fail over in order)
+    server: str = ""
     #: worker tasks per controller
     workers: int = 4
     #: seconds before a failed reconcile is retried, doubling up to the max

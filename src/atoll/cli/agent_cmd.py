@@ -15,7 +15,9 @@ from atoll.settings import AgentSettings
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("agent", help="run the host agent: register this host as a Node, run its "
                                      "pods")
-    p.add_argument("--server", default="", help="API server URL (overrides the kubeconfig's)")
+    p.add_argument("--server", default="",
+                   help="API server URL (overrides the kubeconfig's); several, comma-separated, "
+                        "are tried in order when one cannot be reached")
     p.add_argument("--kubeconfig", default=None, help="credentials for the API server")
     p.add_argument("--name", default="", help="Node name (default: the host name)")
     p.add_argument("--data-dir", type=Path, default=None,

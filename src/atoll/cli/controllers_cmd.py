@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("controller-manager", help="run the controllers (garbage collector, "
                                                  "namespaces, ...)")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig of the API server to manage")
+    p.add_argument("--server", default="",
+                   help="API server URL(s) instead of the kubeconfig's; several, comma-separated, "
+                        "are tried in order when one cannot be reached")
     p.add_argument("--workers", type=int, default=4, help="workers per controller")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
                    help="act only while holding the kube-system/atoll-controller-manager Lease, "
@@ -41,7 +44,8 @@ async def _main(settings: ControllerSettings) -> int:
 
 def run(args: argparse.Namespace) -> int:
     settings = ControllerSettings(kubeconfig=Path(resolve_kubeconfig(args.kubeconfig)),
-                                  workers=args.workers, leader_elect=args.leader_elect,
+                                  server=args.server, workers=args.workers,
+                                  leader_elect=args.leader_elect,
                                   lease_duration_seconds=args.leader_elect_lease_duration,
                                   renew_deadline_seconds=args.leader_elect_renew_deadline,
                                   retry_period_seconds=args.leader_elect_retry_period)

@@ -34,10 +34,31 @@ def resource_path(group: str, version: str, plural: str, namespace: str = "", na
 
 
 class ApiClient:
+    """One logical API endpoint; ``config.server`` may list several (``https://a,https://b``):
+    a server that refuses connections is left for the next, as clients of an HA control
+    plane behind no load balancer need."""
+
     def __init__(self, config: ClientConfig, *, user_agent: str = "atoll") -> None:
         self.config = config
         self.user_agent = user_agent
+        self.servers = [s.strip().rstrip("/") for s in config.server.split(",") if s.strip()]
+        if not self.servers:
+            raise ValueError("no API server address")
+        self._current = 0
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def server(self) -> str:
+        return self.servers[self._current]
+
+    async def _fail_over(self, failed: str) -> None:
+        """Move on from ``failed`` (once, however many requests noticed it at the same time)."""
+        if len(self.servers) < 2 or self.server != failed:
+            return
+        self._current = (self._current + 1) % len(self.servers)
+        old, self._session = self._session, None
+        if old is not None:
+            await old.close()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -49,7 +70,7 @@ class ApiClient:
             # runs dozens, and requests must never queue behind them
             connector = aiohttp.TCPConnector(ssl=self.config.ssl_context, limit=256)
             self._session = aiohttp.ClientSession(
-                base_url=self.config.server, headers=headers, connector=connector,
+                base_url=self.server, headers=headers, connector=connector,
                 json_serialize=lambda o: orjson.dumps(o).decode())
         return self._session
 
@@ -64,15 +85,25 @@ class ApiClient:
         hdrs = {"Content-Type": content_type} if data is not None else {}
         if headers:
             hdrs.update(headers)
-        async with self.session.request(method, path, params=_params(params), data=data,
-                                        headers=hdrs,
-                                        timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                raise error_from_response(resp.status, raw)
-            if not raw:
-                return None
-            return orjson.loads(raw)
+        for attempt in range(len(self.servers)):
+            server = self.server
+            try:
+                async with self.session.request(method, path, params=_params(params), data=data,
+                                                headers=hdrs,
+                                                timeout=aiohttp.ClientTimeout(total=timeout)
+                                                ) as resp:
+                    raw = await resp.read()
+                    break
+            except aiohttp.ClientConnectorError:
+                # nothing was sent: safe to try the next server, whatever the method
+                if attempt == len(self.servers) - 1:
+                    raise
+                await self._fail_over(server)
+        if resp.status >= 400:
+            raise error_from_response(resp.status, raw)
+        if not raw:
+            return None
+        return orjson.loads(raw)
 
     async def get(self, path: str, **params: Any) -> Any:
         return await self.request("GET", path, params=params)
@@ -98,8 +129,14 @@ class ApiClient:
         query = {"watch": "true", "resourceVersion": resource_version,
                  "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds), **params}
         timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
-        async with self.session.get(path, params=_params(query), headers=headers,
-                                    timeout=timeout) as resp:
+        server = self.server
+        try:
+            resp_cm = await self.session.get(path, params=_params(query), headers=headers,
+                                             timeout=timeout)
+        except aiohttp.ClientConnectorError:
+            await self._fail_over(server)  # the informer's retry goes to the next server
+            raise
+        async with resp_cm as resp:
             if resp.status >= 400:
                 raise error_from_response(resp.status, await resp.read())
             buf = b""

@@ -47,8 +47,10 @@ class SharedInformer:
 class ControllerManager:
     def __init__(self, settings: ControllerSettings) -> None:
         self.settings = settings
-        self.client = ApiClient(kubeconfig.load(settings.kubeconfig),
-                                user_agent="atoll-controller-manager")
+        config = kubeconfig.load(settings.kubeconfig)
+        if settings.server:
+            config.server = settings.server
+        self.client = ApiClient(config, user_agent="atoll-controller-manager")
         pods = Informer(self.client, "", "v1", "pods")  # one pod cache for the workload controllers
         self.controllers: list[Any] = [
             GarbageCollector(self.client, workers=settings.workers),
