@@ -408,8 +408,12 @@ def test_pod_security_keeps_the_host_out_of_reach(platform: Platform, team) -> N
 
 
 def test_a_host_may_change_only_its_own_objects(platform: Platform, tmp_path: Path) -> None:
-    node = json.loads(platform.kubectl("get", "nodes", "-o", "json").stdout)["items"][0]
-    name = node["metadata"]["name"]
+    deadline = time.monotonic() + 60
+    while not (nodes := json.loads(platform.kubectl("get", "nodes", "-o", "json").stdout)
+               ["items"]):
+        assert time.monotonic() < deadline, "the agent never registered its Node"
+        time.sleep(0.2)
+    name = nodes[0]["metadata"]["name"]
     kc = tmp_path / "intruder.kubeconfig"
     kc.write_text(atoll("kubeconfig", "--data-dir", str(platform.data_dir), "--node",
                         "intruder").stdout)
@@ -426,6 +430,21 @@ def test_a_host_may_change_only_its_own_objects(platform: Platform, tmp_path: Pa
     assert out.returncode != 0 and "its own Lease" in out.stderr, out.stderr
     assert k("create", "namespace", unique("nope")).returncode != 0
     assert k("-n", "default", "create", "configmap", unique("nope")).returncode != 0
+    # a host reads only the Secrets its own workloads use, and lists none
+    secret = unique("s")
+    platform.kubectl("-n", "default", "create", "secret", "generic", secret, "--from-literal=a=b")
+    out = k("-n", "default", "get", "secret", secret)
+    assert out.returncode != 0 and "no relationship found" in out.stderr, out.stderr
+    assert k("-n", "default", "get", "secrets").returncode != 0
+    platform.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": secret, "namespace": "default"},
+        "spec": {"nodeName": "intruder", "containers": [{"name": "c", "image": "busybox"}],
+                 "volumes": [{"name": "s", "secret": {"secretName": secret}}]}}))
+    try:
+        assert k("-n", "default", "get", "secret", secret).returncode == 0
+    finally:
+        platform.kubectl("-n", "default", "delete", "pod", secret, "--grace-period=0",
+                         "--force", check=False)
     # the real agent signs in as its host (atoll up issued it node credentials)
     who = (platform.data_dir / "agent.kubeconfig").read_text()
     assert f"system:node:{name}" in who

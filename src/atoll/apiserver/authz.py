@@ -17,7 +17,7 @@ from atoll.api import errors
 from atoll.apiserver import attributes
 from atoll.apiserver.attributes import Attributes
 from atoll.apiserver.authn import UserInfo, with_authenticated
-from atoll.apiserver.rbac import Authorizer
+from atoll.apiserver.rbac import Authorizer, Decision
 
 IMPERSONATE_USER = "Impersonate-User"
 IMPERSONATE_GROUP = "Impersonate-Group"
@@ -35,15 +35,16 @@ def forbidden(a: Attributes, reason: str = "") -> errors.Forbidden:
                             group=a.api_group, kind=a.resource)
 
 
-def allowed(authorizer: Authorizer, a: Attributes, query: Any = None) -> bool:
-    if authorizer.authorize(a).allowed:
-        return True
+def decide(authorizer: Authorizer, a: Attributes, query: Any = None) -> Decision:
+    decision = authorizer.authorize(a)
+    if decision.allowed:
+        return decision
     if query is not None and a.verb in ("list", "watch") and not a.name:
         # a list narrowed to one name may use a resourceNames rule, as upstream
         name = attributes.field_selector_name(query)
         if name:
-            return authorizer.authorize(_with(a, name=name)).allowed
-    return False
+            return authorizer.authorize(_with(a, name=name))
+    return decision
 
 
 def _with(a: Attributes, **changes: Any) -> Attributes:
@@ -107,8 +108,9 @@ def middleware(authorizer: Authorizer):
         if a.resource_request and a.subresource in attributes.STREAM_SUBRESOURCES:
             a = _with(a, verb="create")  # running something in a pod is a create, on any transport
         request["attributes"] = a
-        if not allowed(authorizer, a, request.query):
-            raise forbidden(a)
+        decision = decide(authorizer, a, request.query)
+        if not decision.allowed:
+            raise forbidden(a, decision.reason)
         return await handler(request)
 
     return authorize

@@ -101,8 +101,8 @@ NODE_RULES = [
     _rule([""], ["pods"], READ + ["create", "delete"]),
     _rule([""], ["pods/status"], ["patch", "update"]),
     _rule([""], ["pods/eviction"], ["create"]),
-    _rule([""], ["configmaps", "secrets", "services", "endpoints", "persistentvolumeclaims",
-                 "persistentvolumes", "namespaces"], READ),
+    # Secrets, ConfigMaps and claims: only those its workloads use (apiserver/nodeauthz.py)
+    _rule([""], ["services", "endpoints", "persistentvolumes", "namespaces"], READ),
     _rule([""], ["persistentvolumeclaims/status"], ["get", "patch", "update"]),
     _rule([""], ["events"], ["create", "patch", "update"]),
     _rule(["events.k8s.io"], ["events"], ["create", "patch", "update"]),

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from atoll.apiserver import nodeauthz
 from atoll.apiserver.attributes import Attributes
 from atoll.apiserver.authn import UserInfo
 from atoll.storage.cacher import CacheEvent, Cacher
@@ -183,6 +184,11 @@ class Authorizer:
     def authorize(self, a: Attributes) -> Decision:
         if SUPERUSER_GROUP in a.user.groups:
             return Decision(True, f'RBAC: allowed by group "{SUPERUSER_GROUP}"')
+        node = nodeauthz.node_of(a)
+        if node is not None and nodeauthz.guarded(a):
+            if nodeauthz.may_read(self.resolver.cacher, node, a):
+                return Decision(True, f'Node: "{node}" runs a workload that uses it')
+            return Decision(False, f'no relationship found between node "{node}" and this object')
         for rule, granted_by in self.resolver.rules(a.user, a.namespace):
             if rule.allows(a):
                 return Decision(True, f"RBAC: allowed by {granted_by}")

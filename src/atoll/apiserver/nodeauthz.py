@@ -1,0 +1,93 @@
+"""What a host may read: only the Secrets, ConfigMaps and claims its own workloads use.
+
+Upstream's Node authorizer: a kubelet gets a Secret only if a pod bound to its
+node refers to it.  Here the references are found in the watch cache: pods
+with ``spec.nodeName`` = the host (volumes, projected sources, env, envFrom,
+image pull secrets) and VirtualMachines placed on it (the raw cloud-config
+Secret, PVC volumes).  Hosts may not list or watch these kinds at all, so one
+compromised host cannot read every tenant's Secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from atoll.api.vmoperator.names import GROUP as VM_GROUP, HOST_LABEL
+from atoll.apiserver.attributes import Attributes
+from atoll.storage.cacher import Cacher
+
+GUARDED = {"secrets": "Secret", "configmaps": "ConfigMap",
+           "persistentvolumeclaims": "PersistentVolumeClaim"}
+
+
+def node_of(a: Attributes) -> str | None:
+    if "system:nodes" not in a.user.groups or not a.user.name.startswith("system:node:"):
+        return None
+    return a.user.name[len("system:node:"):]
+
+
+def guarded(a: Attributes) -> bool:
+    return a.resource_request and not a.api_group and a.resource in GUARDED and \
+        not a.subresource
+
+
+def may_read(cacher: Cacher, node: str, a: Attributes) -> bool:
+    if a.verb != "get" or not a.name or not a.namespace:
+        return False
+    kind = GUARDED[a.resource]
+    for pod in cacher.list(f"/registry/core/pods/{a.namespace}/"):
+        if (pod.obj.get("spec") or {}).get("nodeName") == node and \
+                (kind, a.name) in set(pod_references(pod.obj)):
+            return True
+    for vm in cacher.list(f"/registry/{VM_GROUP}/virtualmachines/{a.namespace}/"):
+        if (vm.obj["metadata"].get("labels") or {}).get(HOST_LABEL) == node and \
+                (kind, a.name) in set(vm_references(vm.obj)):
+            return True
+    return False
+
+
+def pod_references(pod: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    spec = pod.get("spec") or {}
+    for ref in spec.get("imagePullSecrets") or []:
+        if isinstance(ref, dict) and ref.get("name"):
+            yield "Secret", ref["name"]
+    for vol in spec.get("volumes") or []:
+        if not isinstance(vol, dict):
+            continue
+        if (vol.get("secret") or {}).get("secretName"):
+            yield "Secret", vol["secret"]["secretName"]
+        if (vol.get("configMap") or {}).get("name"):
+            yield "ConfigMap", vol["configMap"]["name"]
+        if (vol.get("persistentVolumeClaim") or {}).get("claimName"):
+            yield "PersistentVolumeClaim", vol["persistentVolumeClaim"]["claimName"]
+        for src in (vol.get("projected") or {}).get("sources") or []:
+            if (src.get("secret") or {}).get("name"):
+                yield "Secret", src["secret"]["name"]
+            if (src.get("configMap") or {}).get("name"):
+                yield "ConfigMap", src["configMap"]["name"]
+    for field in ("initContainers", "containers", "ephemeralContainers"):
+        for c in spec.get(field) or []:
+            if not isinstance(c, dict):
+                continue
+            for env in c.get("env") or []:
+                source = (env or {}).get("valueFrom") or {}
+                if (source.get("secretKeyRef") or {}).get("name"):
+                    yield "Secret", source["secretKeyRef"]["name"]
+                if (source.get("configMapKeyRef") or {}).get("name"):
+                    yield "ConfigMap", source["configMapKeyRef"]["name"]
+            for env_from in c.get("envFrom") or []:
+                if ((env_from or {}).get("secretRef") or {}).get("name"):
+                    yield "Secret", env_from["secretRef"]["name"]
+                if ((env_from or {}).get("configMapRef") or {}).get("name"):
+                    yield "ConfigMap", env_from["configMapRef"]["name"]
+
+
+def vm_references(vm: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    spec = vm.get("spec") or {}
+    cloud_init = (spec.get("bootstrap") or {}).get("cloudInit") or {}
+    raw = cloud_init.get("rawCloudConfig")
+    if isinstance(raw, dict) and raw.get("name"):
+        yield "Secret", raw["name"]
+    for vol in spec.get("volumes") or []:
+        if isinstance(vol, dict) and (vol.get("persistentVolumeClaim") or {}).get("claimName"):
+            yield "PersistentVolumeClaim", vol["persistentVolumeClaim"]["claimName"]
