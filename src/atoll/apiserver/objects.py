@@ -69,6 +69,7 @@ class ObjectService:
         #: DefaultTolerationSeconds admission: how long pods stay on a not-ready node
         self.pod_toleration_seconds = pod_toleration_seconds
         self.admission = Admission()
+        self._quota_locks: dict[str, asyncio.Lock] = {}
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, rt: ResourceType, namespace: str, name: str) -> CachedObject:
@@ -208,28 +209,40 @@ class ObjectService:
         meta.pop("resourceVersion", None)
         raw = encode_for_store(obj)
         key = rt.key(meta.get("namespace", ""), meta["name"])
-        for _ in range(MAX_UPDATE_RETRIES * 5):
-            charges = self.admission.charges(self, rt, obj)
+        charges = self.admission.charges(self, rt, obj)
+        if not charges:
             try:
-                if charges:
-                    kv = (await self.store.txn([TxnOp("create", key, raw), *charges]))[0]
-                else:
-                    kv = await self.store.create(key, raw)
-                break
+                kv = await self.store.create(key, raw)
             except KeyExists:
-                raise errors.AlreadyExists(f'{rt.qualified} "{meta["name"]}" already exists',
-                                           name=meta["name"], group=rt.group,
-                                           kind=rt.plural) from None
-            except (RevisionMismatch, KeyNotFound):
-                await self._catch_up()  # a quota moved under us: charge again from its new state
+                raise self._exists(rt, meta["name"]) from None
         else:
-            raise errors.Conflict(f'Operation cannot be fulfilled on {rt.qualified} '
-                                  f'"{meta["name"]}": the namespace\'s quota is changing too often, '
-                                  "please retry", name=meta["name"], group=rt.group,
-                                  kind=rt.plural)
+            # One charge at a time per namespace on this server: racing charges would only
+            # lose their compare-and-swap and retry.  Across servers the CAS still decides.
+            async with self._quota_locks.setdefault(meta["namespace"], asyncio.Lock()):
+                for _ in range(MAX_UPDATE_RETRIES * 5):
+                    charges = self.admission.charges(self, rt, obj)
+                    try:
+                        kv = (await self.store.txn([TxnOp("create", key, raw), *charges]))[0]
+                        break
+                    except KeyExists:
+                        raise self._exists(rt, meta["name"]) from None
+                    except (RevisionMismatch, KeyNotFound):
+                        await self._catch_up()  # another server charged: start from there
+                else:
+                    raise errors.Conflict(f'Operation cannot be fulfilled on {rt.qualified} '
+                                          f'"{meta["name"]}": the namespace\'s quota is changing '
+                                          "too often, please retry", name=meta["name"],
+                                          group=rt.group, kind=rt.plural)
+                # the next charge must see this one
+                await self.cacher.wait_for(kv.mod_revision)
         await self.cacher.wait_for(kv.mod_revision)
         meta["resourceVersion"] = str(kv.mod_revision)
         return obj
+
+    @staticmethod
+    def _exists(rt: ResourceType, name: str) -> errors.AlreadyExists:
+        return errors.AlreadyExists(f'{rt.qualified} "{name}" already exists', name=name,
+                                    group=rt.group, kind=rt.plural)
 
     def _check_namespace(self, rt: ResourceType, namespace: str) -> None:
         if not rt.namespaced:
