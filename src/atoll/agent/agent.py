@@ -67,6 +67,8 @@ class Agent:
             node_name=s.name, data_dir=s.data_dir / "vms", run_dir=run_dir / "vms",
             soft_timeout=s.vm_soft_timeout, silent_boot_timeout=s.vm_silent_boot_timeout),
             self.cni, s.data_dir / "vmimages")
+        self.node.on_isolated.append(self.vms.fence)
+        self.node.on_reconnected.append(self.vms.unfence)
         self.server: AgentServer | None = None
 
     async def run(self) -> None:

@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from atoll.agent.images import ImageStore
 from atoll.agent.podstatus import rfc3339
@@ -144,6 +144,18 @@ class NodeAgent:
         self.settings = settings
         self.images = images
         self.uid = ""
+        #: called once when the Lease has not been renewed for ``isolation_seconds`` (the
+        #: host must assume others take its HA-protected VMs), and once when it is again
+        self.on_isolated: list[Callable[[], Awaitable[None]]] = []
+        self.on_reconnected: list[Callable[[], Awaitable[None]]] = []
+        self.isolated = False
+
+    @property
+    def isolation_seconds(self) -> float:
+        """Past this, the node lifecycle controller is about to declare the host gone
+        (lease + 1 s grace) and HA to restart its VMs elsewhere: fence well before."""
+        return max(self.settings.lease_interval, self.settings.lease_seconds -
+                   self.settings.lease_interval)
 
     def labels(self) -> dict[str, str]:
         arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
@@ -247,10 +259,17 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         next_status = loop.time() + self.settings.status_interval
         previous: dict[str, Any] = {}
+        last_renewed = loop.time()
         while True:
             await asyncio.sleep(self.settings.lease_interval)
             try:
-                await self.renew_lease()
+                # a renewal stuck behind a dead connection counts as failed, not as pending
+                await asyncio.wait_for(self.renew_lease(), self.settings.lease_interval * 1.5)
+                last_renewed = loop.time()
+                if self.isolated:
+                    self.isolated = False
+                    log.warning("node %s: the API server answers again", self.settings.name)
+                    await _call_all(self.on_reconnected)
                 if loop.time() >= next_status:
                     node = await self.post_status(previous)
                     previous = node.get("status") or {}
@@ -264,8 +283,21 @@ class NodeAgent:
                     log.warning("cannot register node again: %s", e)
             except errors.ApiError as e:
                 log.warning("node heartbeat failed: %s", e)
-            except OSError as e:
-                log.warning("node heartbeat failed (API server unreachable?): %s", e)
+            except (OSError, asyncio.TimeoutError) as e:
+                log.warning("node heartbeat failed (API server unreachable?): %s", e or "timeout")
+            if not self.isolated and loop.time() - last_renewed >= self.isolation_seconds:
+                self.isolated = True
+                log.warning("node %s: no Lease renewal for %.0f s: fencing", self.settings.name,
+                            loop.time() - last_renewed)
+                await _call_all(self.on_isolated)
+
+
+async def _call_all(callbacks: list[Callable[[], Awaitable[None]]]) -> None:
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:  # one failing hook must not stop the heartbeat
+            log.exception("node isolation hook failed")
 
 
 def _micro_time() -> str:

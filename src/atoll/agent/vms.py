@@ -58,6 +58,16 @@ class VMManager:
             informer.cancel()
             events.cancel()
 
+    async def fence(self) -> None:
+        """The host is cut off from the API: power off the VMs HA may restart elsewhere."""
+        fenced = [w.key for w in list(self.workers.values()) if await w.fence()]
+        if fenced:
+            log.warning("fenced %d VM(s): %s", len(fenced), ", ".join(fenced))
+
+    async def unfence(self) -> None:
+        for worker in list(self.workers.values()):
+            worker.unfence()
+
     async def close(self) -> None:
         """Leave every VM running: the next agent adopts them."""
         await asyncio.gather(*(w.detach() for w in self.workers.values()))

@@ -95,6 +95,11 @@ class VMWorker:
         self._exit_watch: asyncio.Task[None] | None = None
         self.boot: BootWatch | None = None
         self.finished = asyncio.Event()
+        #: set while the host is cut off from the API: a protected VM stays off, since HA
+        #: may be starting it elsewhere
+        self.fenced = False
+        #: whether HA restarts this VM elsewhere (its or its class's annotation); None: unknown
+        self.protected: bool | None = None
 
     # -- driving ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -108,8 +113,31 @@ class VMWorker:
         if vm is None:
             self.gone = True
         else:
+            if vm.get("metadata", {}).get("annotations") != \
+                    self.vm.get("metadata", {}).get("annotations") or \
+                    (vm.get("spec") or {}).get("className") != self.spec.get("className"):
+                self.protected = None  # look again
             self.vm = vm
         self.wake()
+
+    async def fence(self) -> bool:
+        """The host lost the API: power a protected VM off (Hard) and keep it off until
+        ``unfence``.  True if it was fenced."""
+        if not (self.protected or n.ha_protected(self.vm, None)):
+            return False
+        self.fenced = True
+        if self.qemu.running:
+            await self._hard_stop()
+            self.events.record(self.ref, WARNING, "Fenced",
+                               "this host cannot reach the API server: powered off, as HA may "
+                               "start the VM on another host")
+        return True
+
+    def unfence(self) -> None:
+        """The API answers again: if the VM is still ours, it starts again."""
+        if self.fenced:
+            self.fenced = False
+            self.wake()
 
     @property
     def ref(self) -> dict[str, Any]:
@@ -202,6 +230,10 @@ class VMWorker:
             return await self._delete()
         if self.qemu.pid is not None and self.qemu.exited.is_set():
             self._on_exit()
+        if self.fenced:
+            return False
+        if self.protected is None:
+            await self._learn_protection()
         desired = self.spec.get("powerState") or n.POWERED_ON
         if desired == n.POWERED_ON:
             await self._power_on()
@@ -399,6 +431,15 @@ class VMWorker:
                     accel.tcg_kernel_args() if self.accel == "tcg" else "",
                     content.get("kernelArgs", ""))))),
             disks=disks, nics=[Nic(self.address.tap, self.address.mac)])
+
+    async def _learn_protection(self) -> None:
+        """Remember (while the API answers) whether HA protects this VM, for fencing."""
+        ns, name = self.vm["metadata"].get("namespace", ""), self.spec.get("className", "")
+        klass = None
+        if name:
+            with contextlib.suppress(errors.NotFound):
+                klass = await self.client.get(n.class_path(ns, name))
+        self.protected = n.ha_protected(self.vm, klass)
 
     async def _hardware(self, ns: str) -> tuple[int, int]:
         name = self.spec.get("className", "")

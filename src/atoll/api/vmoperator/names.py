@@ -11,6 +11,10 @@ HOST_LABEL = "vmoperator.atoll.dev/host"
 #: the accelerator a host's VMs get, on its Node: "kvm" | "tcg"
 ACCELERATOR_LABEL = "vm.atoll.dev/accelerator"
 FINALIZER = "vmoperator.vmware.com/virtualmachine"
+#: "true" on a VM or its class: restart it on another host when its host fails (vSphere HA)
+HA_ANNOTATION = "vmoperator.atoll.dev/restart-on-host-failure"
+#: set on a VM that HA restarted elsewhere: the host it left
+HA_FROM_ANNOTATION = "vmoperator.atoll.dev/restarted-from"
 
 CLASS_READY = "VirtualMachineClassReady"
 IMAGE_READY = "VirtualMachineImageReady"
@@ -39,3 +43,12 @@ def image_path(kind: str, name: str, namespace: str = "") -> str:
     if kind == "ClusterVirtualMachineImage":
         return f"/apis/{GROUP}/{VERSION}/clustervirtualmachineimages/{name}"
     return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/virtualmachineimages/{name}"
+
+
+def ha_protected(vm: dict, klass: dict | None) -> bool:
+    """The VM's own annotation wins; else its class's; else not protected."""
+    for obj in (vm, klass or {}):
+        value = ((obj.get("metadata") or {}).get("annotations") or {}).get(HA_ANNOTATION)
+        if value is not None:
+            return str(value).lower() == "true"
+    return False

@@ -15,7 +15,9 @@ agent stops it, removes its disks, then the finalizer.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+import time
 from typing import Any
 
 from atoll.api import conditions as cond
@@ -31,14 +33,32 @@ from atoll.controllers.vmoperator import placement
 
 log = logging.getLogger(__name__)
 IMAGE_KINDS = ("VirtualMachineImage", "ClusterVirtualMachineImage")
+UNREACHABLE = "node.kubernetes.io/unreachable"
+
+
+def unreachable_since(node: dict[str, Any]) -> float | None:
+    """When the node lifecycle controller declared the host unreachable (its taint's
+    timeAdded), or None while it is reachable."""
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("key") == UNREACHABLE and taint.get("effect") == "NoExecute":
+            added = taint.get("timeAdded")
+            try:
+                return dt.datetime.fromisoformat(str(added).replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return time.time()
+    return None
 
 
 class VirtualMachineController:
     name = "virtualmachine-controller"
 
-    def __init__(self, client: ApiClient, *, pods: Informer, workers: int = 2) -> None:
+    def __init__(self, client: ApiClient, *, pods: Informer, workers: int = 2,
+                 ha_delay: float = 1.0) -> None:
         self.client = client
         self.workers = workers
+        #: seconds a host stays unreachable before its protected VMs start elsewhere; its agent
+        #: has powered them off by then (it fences itself when it cannot renew its Lease)
+        self.ha_delay = ha_delay
         self.pods = pods
         self.vms = Informer(client, n.GROUP, n.VERSION, "virtualmachines")
         self.classes = Informer(client, n.GROUP, n.VERSION, "virtualmachineclasses")
@@ -62,9 +82,10 @@ class VirtualMachineController:
         """Room may have appeared (or a host gone): retry unplaced VMs, and VMs of a deleted
         host that are being deleted."""
         name = node["metadata"]["name"]
+        gone = kind == "DELETED" or unreachable_since(node) is not None
         for vm in self.vms.list():
             host = (vm["metadata"].get("labels") or {}).get(n.HOST_LABEL)
-            if not host or (kind == "DELETED" and host == name):
+            if not host or (gone and host == name):
                 self.queue.add(object_key(vm))
 
     async def run(self) -> None:
@@ -121,6 +142,10 @@ class VirtualMachineController:
         elif host:
             updates.append(cond.condition(n.PLACEMENT_READY, True, placement.SATISFIED,
                                           f"placed on {host}"))
+            if klass is not None and n.ha_protected(vm, klass):
+                wait = await self._fail_over(vm, klass, host)
+                if wait is not None:
+                    return wait
 
         def change(current: dict[str, Any]) -> dict[str, Any] | None:
             old = current.get("status") or {}
@@ -141,6 +166,41 @@ class VirtualMachineController:
             self.events.record(vm, NORMAL, "Placed", f"placed on {decision.host}")
         elif decision is not None:
             self.events.record(vm, WARNING, decision.reason, decision.message)
+        return None
+
+    async def _fail_over(self, vm: dict[str, Any], klass: dict[str, Any],
+                         host: str) -> float | None:
+        """vSphere HA: a protected, powered-on VM whose host is unreachable moves to the
+        healthy host with the most unreserved capacity.  Returns seconds to look again, or
+        None when there is nothing to do (or it moved: the label change brings it back)."""
+        if (vm.get("spec") or {}).get("powerState", n.POWERED_ON) != n.POWERED_ON:
+            return None
+        node = self.nodes.get(host)
+        since = unreachable_since(node) if node is not None else 0.0
+        if since is None:
+            return None
+        wait = since + self.ha_delay - time.time()
+        if wait > 0:
+            return wait
+        decision = placement.place(placement.demand(klass),
+                                   [nd for nd in self.nodes.list()
+                                    if nd["metadata"]["name"] != host],
+                                   self.pods.list(), [r for r in self._reservations()])
+        if not decision.host:
+            self.events.record(vm, WARNING, "HARestartFailed",
+                               f"host {host} is unreachable and no other host can take the VM: "
+                               f"{decision.message}")
+            return 10.0
+        # pinned to the version read: two controllers (or a stale cache) never move it twice
+        await self.client.patch(n.vm_path(vm["metadata"]["namespace"], vm["metadata"]["name"]),
+                                {"metadata": {
+                                    "labels": {n.HOST_LABEL: decision.host},
+                                    "annotations": {n.HA_FROM_ANNOTATION: host},
+                                    "resourceVersion": vm["metadata"]["resourceVersion"]}})
+        self.events.record(vm, WARNING, "HARestarted",
+                           f"host {host} is unreachable: restarting the VM on {decision.host}")
+        log.warning("vm %s/%s: host %s unreachable, restarting on %s", vm["metadata"]["namespace"],
+                    vm["metadata"]["name"], host, decision.host)
         return None
 
     def _record_transitions(self, vm: dict[str, Any], before: dict[str, Any]) -> None:
