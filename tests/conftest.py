@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -181,45 +180,9 @@ def run_dir(data_dir: Path) -> Path:
 
 def cleanup_agent(agent_dir: Path, bridge: str, agent_run_dir: Path | None = None) -> None:
     """Stop what a test agent left running (containers outlive agents by design)."""
-    run = agent_run_dir or agent_dir.parent / "agent-run"
-    for pidfile in (run / "vms").glob("*/qemu.pid"):  # VMs outlive agents too
-        try:
-            os.kill(int(pidfile.read_text()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
-    links = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True,
-                           text=True).stdout
-    for line in links.splitlines():
-        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
-        if name.startswith("vm"):
-            subprocess.run(["ip", "link", "delete", name], capture_output=True)
-    containers = run / "containers"
-    try:
-        os.kill(int((containers / "zygote.pid").read_text()), signal.SIGKILL)
-    except (OSError, ValueError):
-        pass
-    for state in containers.glob("*/state"):
-        for name in ("started.json", "shim.json"):
-            try:
-                os.kill(int(json.loads((state / name).read_text())["pid"]), signal.SIGKILL)
-            except (OSError, ValueError, KeyError):
-                pass
-    for rootfs in containers.glob("*/bundle/rootfs"):
-        subprocess.run(["umount", "-l", str(rootfs)], capture_output=True)
-    for d in containers.glob("*"):
-        subprocess.run(["runc", "--root", str(run / "runc"), "delete", "--force", d.name],
-                       capture_output=True)
-    for net in (agent_dir / "pods").glob("*/network.json"):
-        try:
-            netns = json.loads(net.read_text())["netns"]
-        except (OSError, ValueError, KeyError):
-            continue
-        subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
-    for vol in (agent_dir / "pods").glob("*/volumes/*"):
-        if os.path.ismount(vol):
-            subprocess.run(["umount", "-l", str(vol)], capture_output=True)
-    subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
-    subprocess.run(["nft", "delete", "table", "ip", f"atoll_{bridge}"], capture_output=True)
+    from atoll.agent.teardown import teardown_host
+
+    teardown_host(agent_dir, agent_run_dir or agent_dir.parent / "agent-run", bridge)
 
 
 @pytest.fixture(scope="session")

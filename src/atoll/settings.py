@@ -81,6 +81,10 @@ class AgentSettings:
     #: the agent's HTTPS API (logs, exec) for the API server; kubelet's port
     port: int = 10250
     pod_cidr: str = "10.88.0.0/16"
+    #: every host's pod ranges together: traffic to them is not masqueraded (default: pod_cidr)
+    cluster_cidr: str = ""
+    #: route other hosts' pod ranges via those hosts (a flat network between hosts)
+    pod_routes: bool = True
     bridge: str = "atoll0"
     runtime: str = "runc"
     cni_bin_dir: str = "/usr/lib/cni"

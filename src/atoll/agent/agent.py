@@ -21,6 +21,7 @@ from atoll.agent.node import NodeAgent, NodeSettings, runc_version
 from atoll.agent.podworker import PodWorker, WorkerSettings
 from atoll.agent.runtime.containers import ContainerMeta, ContainerRuntime
 from atoll.agent.server import AgentServer
+from atoll.agent.podroutes import PodRoutes
 from atoll.agent.vms import VMManager
 from atoll.agent.vmworker import VMWorkerSettings
 from atoll.client import kubeconfig
@@ -45,7 +46,8 @@ class Agent:
         run_dir = s.run_dir or Path("/run/atoll") / s.name
         self.runtime = ContainerRuntime(run_dir / "containers", runc=s.runtime,
                                         runc_root=run_dir / "runc")
-        self.cni = CNI(NetworkSettings(pod_cidr=s.pod_cidr, bridge=s.bridge,
+        self.cni = CNI(NetworkSettings(pod_cidr=s.pod_cidr, cluster_cidr=s.cluster_cidr,
+                                       bridge=s.bridge,
                                        cni_bin_dir=s.cni_bin_dir,
                                        state_dir=s.data_dir / "cni"))
         self.node = NodeAgent(self.client, NodeSettings(
@@ -81,14 +83,18 @@ class Agent:
         informer = asyncio.create_task(self.pods.run(), name="pod-informer")
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
         vms = asyncio.create_task(self.vms.run(), name="vms")
+        tasks = [informer, heartbeat, vms]
+        if self.settings.pod_routes:
+            tasks.append(asyncio.create_task(PodRoutes(
+                self.client, self.settings.name, self.settings.host_ip,
+                self.settings.pod_cidr).run(), name="pod-routes"))
         await self.pods.synced.wait()
         await self._collect_orphans()
         try:
-            await asyncio.gather(informer, heartbeat, vms)
+            await asyncio.gather(*tasks)
         finally:
-            informer.cancel()
-            heartbeat.cancel()
-            vms.cancel()
+            for t in tasks:
+                t.cancel()
 
     async def close(self) -> None:
         await self.vms.close()

@@ -34,6 +34,8 @@ class NetworkError(Exception):
 @dataclass(frozen=True)
 class NetworkSettings:
     pod_cidr: str = "10.88.0.0/16"
+    #: all hosts' pod ranges (traffic between pods is not masqueraded); "" = pod_cidr
+    cluster_cidr: str = ""
     bridge: str = "atoll0"
     cni_bin_dir: str = "/usr/lib/cni"
     state_dir: Path = Path("/var/lib/atoll/cni")
@@ -130,12 +132,13 @@ class CNI:
     async def ensure_masquerade(self) -> None:
         """Traffic from pods to anywhere outside the pod range leaves with the host's address."""
         cidr = self.settings.pod_cidr
+        cluster = self.settings.cluster_cidr or cidr
         table = self.nft_table()
         script = (f"table ip {table} {{}}\ndelete table ip {table}\n"
                   f"table ip {table} {{\n"
                   f"  chain postrouting {{\n"
                   f"    type nat hook postrouting priority srcnat; policy accept;\n"
-                  f"    ip saddr {cidr} ip daddr != {cidr} masquerade\n"
+                  f"    ip saddr {cidr} ip daddr != {cluster} masquerade\n"
                   f"  }}\n}}\n")
         proc = await asyncio.create_subprocess_exec(
             "nft", "-f", "-", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,

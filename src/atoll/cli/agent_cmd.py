@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=10250,
                    help="HTTPS port of the agent's API (logs, exec), for the API server")
     p.add_argument("--pod-cidr", default="10.88.0.0/16", help="pod network range of this host")
+    p.add_argument("--cluster-cidr", default="",
+                   help="all hosts' pod ranges together (pod-to-pod traffic is not "
+                        "masqueraded; default: --pod-cidr)")
+    p.add_argument("--pod-routes", action=argparse.BooleanOptionalAction, default=True,
+                   help="route other hosts' pod ranges via those hosts (default: on)")
     p.add_argument("--bridge", default="atoll0", help="Linux bridge for this host's pods")
     p.add_argument("--runtime", default="runc", help="OCI runtime binary (runc-compatible)")
     p.add_argument("--cni-bin-dir", default="/usr/lib/cni", help="where the CNI plugins are")
@@ -65,7 +70,8 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         kubeconfig=Path(resolve_kubeconfig(args.kubeconfig)), server=args.server,
         name=args.name or socket.gethostname().lower(),
         data_dir=args.data_dir or default_data_dir() / "agent", run_dir=args.run_dir,
-        host_ip=args.node_ip or host_ip(), port=args.port, pod_cidr=args.pod_cidr, bridge=args.bridge,
+        host_ip=args.node_ip or host_ip(), port=args.port, pod_cidr=args.pod_cidr,
+        cluster_cidr=args.cluster_cidr, pod_routes=args.pod_routes, bridge=args.bridge,
         runtime=args.runtime, cni_bin_dir=args.cni_bin_dir, lease_interval=args.lease_interval,
         lease_seconds=args.lease_seconds, backoff_base=args.crashloop_backoff,
         backoff_max=args.crashloop_backoff_max, labels=tuple(labels),

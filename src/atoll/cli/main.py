@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from atoll.cli import (agent_cmd, controllers_cmd, image_cmd, kubeconfig_cmd, namespace_cmd,
-                       server_cmd, up_cmd, user_cmd, vm_cmd)
+from atoll.cli import (agent_cmd, controllers_cmd, dev_cmd, image_cmd, kubeconfig_cmd,
+                       namespace_cmd, server_cmd, up_cmd, user_cmd, vm_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     vm_cmd.register(sub)
     user_cmd.register(sub)
     namespace_cmd.register(sub)
+    dev_cmd.register(sub)
     return parser
 
 

@@ -39,6 +39,9 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-toleration-seconds", type=int, default=3,
                    help="how long pods stay on a not-ready or unreachable node before they "
                         "are evicted, unless they say otherwise (upstream: 300)")
+    p.add_argument("--ca-from", type=Path, default=None, metavar="DIR",
+                   help="join: take the cluster CA and signing keys from this (first) server's "
+                        "data dir, so one kubeconfig works against every server")
     p.add_argument("--pod-security-default", default="baseline",
                    choices=["privileged", "baseline", "restricted"],
                    help="Pod Security level of namespaces without the "
@@ -90,9 +93,23 @@ async def serve(settings: ServerSettings) -> None:
         await server.stop()
 
 
+def join_ca(data_dir: Path, source: Path) -> None:
+    """Copy the first server's CA and signing keys (never overwriting this server's own)."""
+    src, dst = source / "pki", data_dir / "pki"
+    if not (src / "ca.crt").exists() or not (src / "ca.key").exists():
+        raise FileNotFoundError(f"--ca-from {source}: no pki/ca.crt and pki/ca.key there")
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.is_file() and (item.name.startswith(("ca.", "sa.", "serviceaccount"))) and \
+                not (dst / item.name).exists():
+            pki.write_file(dst / item.name, item.read_text())
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "ca_from", None):
+        join_ca(settings.data_dir, args.ca_from)
     try:
         import uvloop  # type: ignore[import-not-found]
         uvloop.install()

@@ -13,11 +13,10 @@ import asyncio
 import logging
 import signal
 import socket
-import ssl
 import sys
-import time
 
-from atoll.cli import server_cmd
+from atoll.cli import server_cmd, supervisor
+from atoll.cli.supervisor import Role, python_argv
 from atoll.apiserver import pki
 from atoll.cli.common import admin_kubeconfig_path
 from atoll.cli.kubeconfig_cmd import node_kubeconfig
@@ -39,57 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-class Role:
-    """One supervised child process."""
-
-    def __init__(self, name: str, argv: list[str]) -> None:
-        self.name = name
-        self.argv = argv
-        self.proc: asyncio.subprocess.Process | None = None
-        self.restarts = 0
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(*self.argv)
-        log.info("started %s (pid %d)", self.name, self.proc.pid)
-
-    async def stop(self, grace: float = 10.0) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), grace)
-        except asyncio.TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-
 async def wait_ready(settings: ServerSettings, server: Role) -> None:
-    """Wait until the API server answers /readyz (or died, or the deadline passed)."""
-    import aiohttp
-
-    ca = settings.data_dir / "pki" / "ca.crt"
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    url = f"https://127.0.0.1:{settings.port}/readyz"
-    delay = 0.05
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if server.proc is not None and server.proc.returncode is not None:
-                raise RuntimeError(f"the API server exited with code {server.proc.returncode}")
-            if ca.exists():
-                ctx = ssl.create_default_context(cafile=str(ca))
-                try:
-                    async with session.get(url, ssl=ctx, timeout=aiohttp.ClientTimeout(total=2)) as r:
-                        if r.status == 200 and admin_kubeconfig_path(settings.data_dir).exists():
-                            return
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-                    pass
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-    raise RuntimeError(f"the API server did not become ready within {READY_TIMEOUT_SECONDS:.0f}s")
+    await supervisor.wait_ready(f"https://127.0.0.1:{settings.port}",
+                                settings.data_dir / "pki" / "ca.crt", server,
+                                READY_TIMEOUT_SECONDS, admin_kubeconfig_path(settings.data_dir))
 
 
-def _python_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "atoll.cli.main", *args]
+
 
 
 async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
@@ -109,13 +64,13 @@ async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
     if settings.audit_log:
         server_args += ["--audit-log-path", str(settings.audit_log)]
     kubeconfig = admin_kubeconfig_path(settings.data_dir)
-    roles = [Role("apiserver", _python_argv("--log-level", args.log_level, *server_args))]
+    roles = [Role("apiserver", python_argv("--log-level", args.log_level, *server_args))]
     if not args.no_controllers:
-        roles.append(Role("controller-manager", _python_argv(
+        roles.append(Role("controller-manager", python_argv(
             "--log-level", args.log_level, "controller-manager", "--kubeconfig", str(kubeconfig))))
     agent_kubeconfig = settings.data_dir / "agent.kubeconfig"
     if not args.no_agent:
-        roles.append(Role("agent", _python_argv(
+        roles.append(Role("agent", python_argv(
             "--log-level", args.log_level, "agent", "--kubeconfig", str(agent_kubeconfig),
             "--data-dir", str(settings.data_dir / "agent"), *args.agent_arg)))
     stop = asyncio.Event()
@@ -136,31 +91,7 @@ async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
     for role in roles[1:]:
         await role.start()
     print(f"Atoll is ready: export KUBECONFIG={kubeconfig}", flush=True)
-    try:
-        while not stop.is_set():
-            waits = {asyncio.create_task(r.proc.wait()): r for r in roles if r.proc}
-            stopper = asyncio.create_task(stop.wait())
-            done, pending = await asyncio.wait([*waits, stopper],
-                                               return_when=asyncio.FIRST_COMPLETED)
-            for t in pending:
-                t.cancel()
-            if stop.is_set():
-                break
-            for t in done:
-                role = waits.get(t)
-                if role is None:
-                    continue
-                role.restarts += 1
-                delay = min(0.5 * 2 ** min(role.restarts, 6), 30.0)
-                log.warning("%s exited with code %s; restarting in %.1fs", role.name,
-                            role.proc.returncode if role.proc else "?", delay)
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except asyncio.TimeoutError:
-                    await role.start()
-    finally:
-        for role in reversed(roles):
-            await role.stop()
+    await supervisor.supervise(roles, stop)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Development harnesses: several pretend hosts on one machine."""
