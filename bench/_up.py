@@ -36,3 +36,33 @@ def platform(work: Path, node: str, bridge: str, pod_cidr: str) -> Iterator[tupl
         os.killpg(proc.pid, 15)
         proc.wait()
         cleanup_agent(data / "agent", bridge, work / "run")
+
+
+@contextmanager
+def api_server(data: Path) -> Iterator[int]:
+    """`atoll server` alone on a scratch data dir, in its own process; yields its port once
+    it answers /readyz."""
+    import ssl
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "atoll.cli.main", "--log-level", "WARNING",
+                             "server", "--data-dir", str(data), "--port", str(port)])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "atoll server failed"
+            if (data / "admin.kubeconfig").exists():
+                ctx = ssl.create_default_context(cafile=str(data / "pki" / "ca.crt"))
+                try:
+                    with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", context=ctx,
+                                                timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait()

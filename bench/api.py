@@ -14,7 +14,6 @@ import os
 import sqlite3
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.conftest import free_port  # noqa: E402
+from bench._up import api_server  # noqa: E402
 
 PAYLOAD = {"v": "x" * 512}
 
@@ -180,23 +179,8 @@ class Bench:
 
 async def main(args: argparse.Namespace) -> None:
     data = Path(tempfile.mkdtemp(prefix="atoll-bench-")) / "data"
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "atoll.cli.main", "--log-level", "WARNING",
-                             "server", "--data-dir", str(data), "--port", str(port)])
-    try:
-        deadline = time.monotonic() + 60
-        while not (data / "admin.kubeconfig").exists():
-            assert time.monotonic() < deadline and proc.poll() is None
-            await asyncio.sleep(0.1)
+    with api_server(data) as port:
         b = Bench(data, port)
-        while True:
-            try:
-                async with b.session() as s:
-                    async with s.get(b.url + "/readyz") as r:
-                        if r.status == 200:
-                            break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.1)
         print(f"raw SQLite inserts/s (one commit each, WAL+FULL): {raw_sqlite(2000, 1):8.0f}")
         print(f"raw SQLite inserts/s (100 per commit):             {raw_sqlite(20000, 100):8.0f}")
         print()
@@ -217,9 +201,6 @@ async def main(args: argparse.Namespace) -> None:
         print(f"watch delivery, {args.watchers} watchers x {args.events} events: "
               f"p50 {pct(lat, .5):.1f} ms, p99 {pct(lat, .99):.1f} ms, "
               f"mean {statistics.mean(lat) * 1000:.1f} ms")
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 if __name__ == "__main__":

@@ -14,19 +14,16 @@ import argparse
 import asyncio
 import datetime as dt
 import ssl
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import aiohttp
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.api import Bench, pct  # noqa: E402
 from atoll.apiserver import pki  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from bench._up import api_server  # noqa: E402
 
 
 def user_context(data: Path, name: str) -> ssl.SSLContext:
@@ -51,23 +48,8 @@ async def post(b: Bench, path: str, body: dict) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     data = Path(tempfile.mkdtemp(prefix="atoll-bench-")) / "data"
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "atoll.cli.main", "--log-level", "WARNING",
-                             "server", "--data-dir", str(data), "--port", str(port)])
-    try:
-        deadline = time.monotonic() + 60
-        while not (data / "admin.kubeconfig").exists():
-            assert time.monotonic() < deadline and proc.poll() is None
-            await asyncio.sleep(0.1)
+    with api_server(data) as port:
         b = Bench(data, port)
-        while True:
-            try:
-                async with b.session() as s:
-                    async with s.get(b.url + "/readyz") as r:
-                        if r.status == 200:
-                            break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.1)
         rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/{}/rolebindings"
         for ns in ("plain", "quota", "noise"):
             await b.ensure_ns(ns)
@@ -112,9 +94,6 @@ async def main(args: argparse.Namespace) -> None:
                 body = orjson.loads(await r.read())
         stored = 1 + int(body["metadata"].get("remainingItemCount", 0))
         print(f"\nquota used after the run: {used}; configmaps stored: {stored}")
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,6 +146,17 @@ AGENT_ARGS = (f"--agent-arg=--name={TEST_NODE}", f"--agent-arg=--bridge={TEST_BR
               f"--agent-arg=--pod-cidr={slot_cidr(0)}", "--agent-arg=--crashloop-backoff=1",
               "--agent-arg=--vm-silent-boot-timeout=15",
               "--agent-arg=--crashloop-backoff-max=4")
+
+
+def wait_until(what: str, probe: Any, timeout: float = 30, interval: float = 0.1) -> Any:
+    """Poll ``probe`` until it returns something truthy (returned), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def pids_of(marker: str) -> list[int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Platform, start_platform, stop_platform
+from tests.conftest import Platform, start_platform, stop_platform, wait_until
 
 LEASE = ("--leader-elect-lease-duration", "3", "--leader-elect-renew-deadline", "2",
          "--leader-elect-retry-period", "0.5")
@@ -41,16 +41,6 @@ def holder(platform: Platform) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def wait(what: str, probe, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def replicaset(platform: Platform, ns: str, name: str, replicas: int) -> None:
     platform.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name, "namespace": ns},
@@ -69,13 +59,13 @@ def test_one_leader_acts_and_a_successor_takes_over(bare_platform: Platform,
     p = bare_platform
     first = manager(p, tmp_path / "a.log")
     try:
-        leader = wait("a leader", lambda: holder(p))
+        leader = wait_until("a leader", lambda: holder(p))
         second = manager(p, tmp_path / "b.log")
         try:
             p.kubectl("create", "namespace", "le")
             replicaset(p, "le", "one", 5)
-            wait("five pods", lambda: pods_of(p, "le", "one") == 5)
-            wait("the rs status", lambda: json.loads(p.kubectl(
+            wait_until("five pods", lambda: pods_of(p, "le", "one") == 5)
+            wait_until("the rs status", lambda: json.loads(p.kubectl(
                 "-n", "le", "get", "rs", "one", "-o", "json").stdout).get("status", {}).get(
                 "replicas") == 5)
             assert pods_of(p, "le", "one") == 5
@@ -83,19 +73,19 @@ def test_one_leader_acts_and_a_successor_takes_over(bare_platform: Platform,
             # the candidate started no controllers (the scheduler says so when it starts)
             assert "scheduler: started" not in (tmp_path / "b.log").read_text()
             os.killpg(first.pid, signal.SIGKILL)
-            first.wait(10)
+            first.wait_until(10)
             killed = time.monotonic()
-            new = wait("a new leader", lambda: (h := holder(p)) != leader and h, timeout=15)
+            new = wait_until("a new leader", lambda: (h := holder(p)) != leader and h, timeout=15)
             took = time.monotonic() - killed
             assert new and took < 3 + 2, f"takeover took {took:.1f}s"
             replicaset(p, "le", "two", 3)
-            wait("the successor acting", lambda: pods_of(p, "le", "two") == 3)
+            wait_until("the successor acting", lambda: pods_of(p, "le", "two") == 3)
             assert pods_of(p, "le", "one") == 5
         finally:
             second.send_signal(signal.SIGTERM)
-            second.wait(20)
+            second.wait_until(20)
         # a clean stop gives the lease up at once
-        wait("a released lease", lambda: holder(p) == "", timeout=5)
+        wait_until("a released lease", lambda: holder(p) == "", timeout=5)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)

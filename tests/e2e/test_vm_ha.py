@@ -14,12 +14,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import Platform, cleanup_agent, free_port, pids_of, slot_bridge, slot_cidr
-from tests.e2e.test_vms import GROUP, alive, get_vm, tiny_image, wait_console  # noqa: F401
+from tests.conftest import (Platform, cleanup_agent, free_port, pids_of, slot_bridge, slot_cidr,
+                            wait_until)
+from tests.e2e.test_vms import GROUP, alive, get_vm, tiny_image  # noqa: F401 (a fixture)
 
 HOST = "vmoperator.atoll.dev/host"
 
@@ -137,16 +137,6 @@ def qemu_of(run: Path, uid: str) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if alive(pid) else None
-
-
-def wait_until(what: str, probe, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def test_a_cut_off_host_fences_and_its_vm_starts_elsewhere_once(

@@ -14,7 +14,7 @@ import pytest
 
 from atoll.storage.sqlite import SQLiteStore
 from atoll.storage.store import (Compacted, FutureRevision, KeyExists, KeyNotFound,
-                                 RevisionMismatch, StoreError)
+                                 RevisionMismatch, StoreError, TxnOp)
 
 
 @pytest.fixture
@@ -43,6 +43,30 @@ async def test_create_update_delete_revisions(store: SQLiteStore) -> None:
     with pytest.raises(KeyNotFound):
         await store.delete("/r/a")
     assert await store.current_revision() == start + 3
+
+
+async def test_txn_is_all_or_nothing(store: SQLiteStore) -> None:
+    quota = await store.create("/r/quota", b"0")
+    kvs = await store.txn([TxnOp("create", "/r/obj1", b"a"),
+                           TxnOp("update", "/r/quota", b"1", quota.mod_revision)])
+    assert [kv.key for kv in kvs] == ["/r/obj1", "/r/quota"]
+    before = await store.current_revision()
+    # a stale CAS on the quota: the object must not appear either
+    with pytest.raises(RevisionMismatch):
+        await store.txn([TxnOp("create", "/r/obj2", b"b"),
+                         TxnOp("update", "/r/quota", b"2", quota.mod_revision)])
+    with pytest.raises(KeyExists):
+        await store.txn([TxnOp("update", "/r/quota", b"2", kvs[1].mod_revision),
+                         TxnOp("create", "/r/obj1", b"again")])
+    assert await store.get("/r/obj2") is None
+    assert (await store.get("/r/quota")).value == b"1"
+    assert await store.current_revision() == before
+    # racing transactions on one key: exactly one wins
+    current = (await store.get("/r/quota")).mod_revision
+    results = await asyncio.gather(*(store.txn([TxnOp("create", f"/r/race{i}", b"x"),
+                                                TxnOp("update", "/r/quota", b"n", current)])
+                                     for i in range(10)), return_exceptions=True)
+    assert sum(not isinstance(r, Exception) for r in results) == 1
 
 
 async def test_range_pages_and_past_revisions(store: SQLiteStore) -> None:

@@ -194,7 +194,8 @@ class SQLiteStore(Store):
         return await self._read(_range, prefix, start_after, max(limit, 0), revision)
 
     # -- writes ------------------------------------------------------------------------------
-    async def _submit(self, kind: str, key: str, value: bytes = b"", expected: int = 0) -> Any:
+    async def _submit(self, kind: str, key: str, value: bytes = b"", expected: int = 0,
+                      parts: tuple[TxnOp, ...] = ()) -> Any:
         if self._closed or self._loop is None:
             raise StoreClosed("store is closed")
         loop = self._loop
@@ -207,7 +208,7 @@ class SQLiteStore(Store):
                 else:
                     fut.set_result(result)
 
-        self._ops.put(_Op(kind, key, value, expected, done))
+        self._ops.put(_Op(kind, key, value, expected, done, parts))
         return await fut
 
     async def create(self, key: str, value: bytes) -> KeyValue:
@@ -223,20 +224,8 @@ class SQLiteStore(Store):
         await self._submit("compact", "", b"", revision)
 
     async def txn(self, ops: list[TxnOp]) -> list[KeyValue]:
-        """Run through the writer like any write; ``value`` carries the operations."""
-        if self._closed or self._loop is None:
-            raise StoreClosed("store is closed")
-        fut: asyncio.Future[Any] = self._loop.create_future()
-
-        def done(result: Any) -> None:
-            if not fut.done():
-                if isinstance(result, BaseException):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
-
-        self._ops.put(_Op("txn", "", b"", 0, done, tuple(ops)))
-        return await fut
+        """Run through the writer like any write, as one savepoint."""
+        return await self._submit("txn", "", parts=tuple(ops))
 
     # -- watch -------------------------------------------------------------------------------
     async def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[list[Event]]:
