@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import aiohttp
+
 from atoll.agent.images import ImageStore
 from atoll.agent.podstatus import rfc3339
 from atoll.api import errors
@@ -279,11 +281,12 @@ class NodeAgent:
                 try:
                     node = await self.register()
                     previous = node.get("status") or {}
-                except (errors.ApiError, OSError) as e:
+                except (errors.ApiError, OSError, aiohttp.ClientError) as e:
                     log.warning("cannot register node again: %s", e)
             except errors.ApiError as e:
                 log.warning("node heartbeat failed: %s", e)
-            except (OSError, asyncio.TimeoutError) as e:
+            except (OSError, asyncio.TimeoutError, aiohttp.ClientError) as e:
+                # ClientError: a connection dropped mid-request (not an OSError in aiohttp)
                 log.warning("node heartbeat failed (API server unreachable?): %s", e or "timeout")
             if not self.isolated and loop.time() - last_renewed >= self.isolation_seconds:
                 self.isolated = True

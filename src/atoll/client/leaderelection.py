@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+
 from atoll.api import errors
 from atoll.client.rest import ApiClient
 
@@ -69,7 +71,12 @@ class LeaderElector:
 
     async def acquire(self) -> None:
         """Return once this process is the leader."""
-        while not await self._try():
+        while True:
+            try:
+                if await self._try():
+                    break
+            except (errors.ApiError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as err:
+                log.info("%s: cannot reach the lease yet: %s", self.config.name, err)
             await asyncio.sleep(self.config.retry_period)
         self.leading.set()
         log.info("%s: now the leader (%s)", self.config.name, self.config.identity)
@@ -81,7 +88,7 @@ class LeaderElector:
             await asyncio.sleep(self.config.retry_period)
             try:
                 ok = await self._try()
-            except (errors.ApiError, OSError, asyncio.TimeoutError) as err:
+            except (errors.ApiError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as err:
                 log.warning("%s: renewing the lease failed: %s", self.config.name, err)
                 ok = False
             if ok:
@@ -105,14 +112,14 @@ class LeaderElector:
                 spec["leaseDurationSeconds"] = 1
                 spec["renewTime"] = _micro_time(time.time() - 60)
                 await self.client.update(self.path, lease)
-        except (errors.ApiError, OSError):
+        except (errors.ApiError, OSError, aiohttp.ClientError):
             pass
         self.leading.clear()
 
     async def _someone_else_holds(self) -> bool:
         try:
             lease = await self.client.get(self.path)
-        except (errors.ApiError, OSError):
+        except (errors.ApiError, OSError, aiohttp.ClientError):
             return False
         return (lease.get("spec") or {}).get("holderIdentity") not in ("", self.config.identity)
 
