@@ -176,7 +176,13 @@ class VirtualMachineController:
         if (vm.get("spec") or {}).get("powerState", n.POWERED_ON) != n.POWERED_ON:
             return None
         node = self.nodes.get(host)
-        since = unreachable_since(node) if node is not None else 0.0
+        if node is None:
+            # a deleted host loses its VMs; a host that has not registered yet keeps them
+            if not (vm.get("status") or {}).get("powerState"):
+                return None
+            since = 0.0
+        else:
+            since = unreachable_since(node)
         if since is None:
             return None
         wait = since + self.ha_delay - time.time()
