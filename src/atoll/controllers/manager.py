@@ -14,6 +14,7 @@ from atoll.client.leaderelection import ElectionConfig, LeaderElector
 from atoll.client.informer import Informer
 from atoll.client.rest import ApiClient
 from atoll.controllers.clusterroleaggregation import ClusterRoleAggregationController
+from atoll.controllers.csrcleaner import CSRCleaner
 from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.namespace import NamespaceController
 from atoll.controllers.nodelifecycle import NodeLifecycleController
@@ -68,6 +69,7 @@ class ControllerManager:
             VirtualMachineServiceController(self.client),
             ResourceQuotaController(self.client),
             ClusterRoleAggregationController(self.client),
+            CSRCleaner(self.client),
         ]
         self.tasks: list[asyncio.Task[None]] = []
 
