@@ -539,3 +539,31 @@ def test_cluster_roles_aggregate(platform: Platform, team) -> None:
     while editor.can("create", "limitranges", "-n", ns):
         assert time.monotonic() < deadline, "the rule outlived its role"
         time.sleep(0.2)
+
+
+def test_vm_quotas_count_vms_and_their_class_reservations(platform: Platform,
+                                                          namespace: str) -> None:
+    platform.kubectl("-n", namespace, "create", "quota", "vms", "--hard=count/virtualmachines."
+                     "vmoperator.vmware.com=2,requests.memory=6Gi")
+    deadline = time.monotonic() + 30
+    while platform.kubectl("-n", namespace, "get", "vmclass", "guaranteed-small",
+                           check=False).returncode != 0:
+        assert time.monotonic() < deadline, "no default classes"
+        time.sleep(0.2)
+
+    def vm(name: str, klass: str) -> subprocess.CompletedProcess[str]:
+        return platform.kubectl("apply", "-f", "-", check=False, input=json.dumps({
+            "apiVersion": "vmoperator.vmware.com/v1alpha3", "kind": "VirtualMachine",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"className": klass, "imageName": "none", "powerState": "PoweredOff"}}))
+
+    assert vm("a", "guaranteed-small").returncode == 0  # reserves 4Gi
+    out = vm("b", "guaranteed-small")  # another 4Gi: over 6Gi
+    assert "exceeded quota: vms" in out.stderr and "requests.memory" in out.stderr, out.stderr
+    assert vm("c", "best-effort-small").returncode == 0  # reserves nothing
+    out = vm("d", "best-effort-small")  # a third VM
+    assert "count/virtualmachines.vmoperator.vmware.com" in out.stderr, out.stderr
+    used = json.loads(platform.kubectl("-n", namespace, "get", "quota", "vms", "-o",
+                                       "json").stdout)["status"]["used"]
+    assert used == {"count/virtualmachines.vmoperator.vmware.com": "2",
+                    "requests.memory": "4Gi"}
