@@ -73,7 +73,7 @@ def test_one_leader_acts_and_a_successor_takes_over(bare_platform: Platform,
             # the candidate started no controllers (the scheduler says so when it starts)
             assert "scheduler: started" not in (tmp_path / "b.log").read_text()
             os.killpg(first.pid, signal.SIGKILL)
-            first.wait_until(10)
+            first.wait(10)
             killed = time.monotonic()
             new = wait_until("a new leader", lambda: (h := holder(p)) != leader and h, timeout=15)
             took = time.monotonic() - killed
@@ -83,7 +83,7 @@ def test_one_leader_acts_and_a_successor_takes_over(bare_platform: Platform,
             assert pods_of(p, "le", "one") == 5
         finally:
             second.send_signal(signal.SIGTERM)
-            second.wait_until(20)
+            second.wait(20)
         # a clean stop gives the lease up at once
         wait_until("a released lease", lambda: holder(p) == "", timeout=5)
     finally:
