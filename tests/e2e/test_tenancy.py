@@ -277,8 +277,10 @@ def test_quota_is_atomic_under_100_concurrent_creates(platform: Platform, namesp
         codes = list(pool.map(create, range(100)))
     stored = json.loads(platform.kubectl("-n", namespace, "get", "configmaps", "-o",
                                          "json").stdout)["items"]
-    assert codes.count(201) == len(stored) == 10, (codes.count(201), len(stored))
-    assert codes.count(403) == 90
+    ours = [c for c in stored if c["metadata"]["name"].startswith("c")]
+    # kube-root-ca.crt (published in every namespace) may hold one of the ten
+    assert len(stored) == 10 and codes.count(201) == len(ours), (codes.count(201), stored)
+    assert codes.count(403) == 100 - len(ours)
     used = wait_for_used(platform, namespace, "q", "configmaps", "10")
     # deleting gives quota back, through the quota controller
     for i in [i for i, c in enumerate(codes) if c == 201][:3]:

@@ -18,6 +18,7 @@ Everything needed after an agent restart is on disk (container records,
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import os
@@ -180,7 +181,12 @@ class PodWorker:
         """Volumes and network; False (with a reason in status) while they are not ready."""
         try:
             if self.volumes is None:
-                self.volumes = await volumes.setup(self.pod, self.dir, self._fetch)
+                self.volumes = await volumes.setup(self.pod, self.dir, self._fetch,
+                                                   self._request_token)
+            else:
+                due = await volumes.refresh_tokens(self.dir, self._request_token)
+                if due is not None:
+                    self._wake_later(due)
             if self.network is None and not self.spec.get("hostNetwork"):
                 self.network = await self.cni.setup(self.uid, self.pod["metadata"]["namespace"],
                                                     self.pod["metadata"]["name"],
@@ -442,6 +448,22 @@ class PodWorker:
                     out.append({"hostPort": p["hostPort"], "containerPort": p.get("containerPort"),
                                 "protocol": str(p.get("protocol") or "TCP").lower()})
         return out
+
+    async def _request_token(self, audience: str | None, seconds: int) -> tuple[str, float]:
+        """A token of the pod's ServiceAccount, bound to the pod (TokenRequest, as kubelet)."""
+        meta = self.pod["metadata"]
+        spec: dict[str, Any] = {"expirationSeconds": seconds, "boundObjectRef": {
+            "apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}}
+        if audience:
+            spec["audiences"] = [audience]
+        sa = self.spec.get("serviceAccountName") or "default"
+        answer = await self.client.create(
+            f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{sa}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
+        status = answer.get("status") or {}
+        expires = dt.datetime.fromisoformat(
+            str(status["expirationTimestamp"]).replace("Z", "+00:00")).timestamp()
+        return str(status["token"]), expires
 
     async def _fetch(self, kind: str, name: str) -> dict[str, Any] | None:
         plural = {"ConfigMap": "configmaps", "Secret": "secrets",

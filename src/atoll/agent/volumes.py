@@ -4,8 +4,9 @@ Each volume is a directory ``<pod dir>/volumes/<name>`` bind-mounted into the
 containers that mount it (``hostPath`` binds the host path itself).
 Supported: emptyDir (``medium: Memory`` is a tmpfs), configMap, secret
 (written as files with their modes), hostPath (with its ``type`` checks),
-downwardAPI, projected (configMap, secret, downwardAPI sources), and
-persistentVolumeClaim as a local directory per claim.  Anything
+downwardAPI, projected (configMap, secret, downwardAPI and serviceAccountToken
+sources: a token requested for the pod, rewritten in place before 80% of its
+lifetime, as kubelet does), and persistentVolumeClaim as a local directory per claim.  Anything
 else, or a missing non-optional ConfigMap/Secret, is a ``VolumeError`` the pod
 status shows (``FailedMount``-style message) instead of a half-started pod.
 """
@@ -17,15 +18,21 @@ import base64
 import os
 import shutil
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
+
+import orjson
 
 from atoll.agent.runtime import mounts
 from atoll.agent.podenv import ConfigError, Fetch, field_value, resource_value
 from atoll.api import quantity
 
 DEFAULT_MODE = 0o644
+TOKENS_FILE = "tokens.json"
+#: (audience or None, expirationSeconds) → (token, expiry as epoch seconds)
+RequestToken = Callable[[str | None, int], Awaitable[tuple[str, float]]]
 
 
 class VolumeError(Exception):
@@ -38,24 +45,29 @@ class HostVolume:
     read_only: bool = False  # configMap, secret, downwardAPI and projected are read-only
 
 
-async def setup(pod: dict[str, Any], pod_dir: Path, fetch: Fetch) -> dict[str, HostVolume]:
+async def setup(pod: dict[str, Any], pod_dir: Path, fetch: Fetch,
+                request_token: RequestToken | None = None) -> dict[str, HostVolume]:
     out: dict[str, HostVolume] = {}
+    tokens: dict[str, Any] = {}
     for vol in (pod.get("spec") or {}).get("volumes") or []:
         name = vol.get("name")
         if not isinstance(name, str) or not name:
             continue
         target = pod_dir / "volumes" / name
         try:
-            out[name] = await _setup_one(pod, vol, target, fetch)
+            out[name] = await _setup_one(pod, vol, target, fetch, request_token, tokens)
         except ConfigError as e:
             raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
         except OSError as e:
             raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
+    if tokens:
+        (pod_dir / TOKENS_FILE).write_bytes(orjson.dumps(tokens))
     return out
 
 
 async def _setup_one(pod: dict[str, Any], vol: dict[str, Any], target: Path,
-                     fetch: Fetch) -> HostVolume:
+                     fetch: Fetch, request_token: RequestToken | None = None,
+                     tokens: dict[str, Any] | None = None) -> HostVolume:
     if "emptyDir" in vol:
         spec = vol.get("emptyDir") or {}
         target.mkdir(parents=True, exist_ok=True)
@@ -97,8 +109,16 @@ async def _setup_one(pod: dict[str, Any], vol: dict[str, Any], target: Path,
             elif "downwardAPI" in source:
                 files.update(_downward_files(pod, (source["downwardAPI"] or {}).get("items")
                                              or []))
-            elif "serviceAccountToken" in source:
-                continue  # no token issuer yet: the path stays absent
+            elif "serviceAccountToken" in source and request_token is not None:
+                src = source["serviceAccountToken"] or {}
+                rel = str(src.get("path") or "token")
+                seconds = int(src.get("expirationSeconds") or 3600)
+                token, expires = await _token(request_token, src.get("audience"), seconds)
+                files[rel] = (token.encode(), None)
+                if tokens is not None:
+                    tokens[f"{target.name}/{rel}"] = {
+                        "audience": src.get("audience"), "seconds": seconds,
+                        "issued": time.time(), "expires": expires}
         _write_files(target, files, spec.get("defaultMode"))
         return HostVolume(str(target), read_only=True)
     if "persistentVolumeClaim" in vol:
@@ -214,6 +234,42 @@ def _write_files(target: Path, files: dict[str, tuple[bytes, int | None]],
     if target.exists():
         shutil.rmtree(target)
     os.replace(staged, target)
+
+
+async def _token(request_token: RequestToken, audience: Any, seconds: int) -> tuple[str, float]:
+    try:
+        return await request_token(audience if isinstance(audience, str) else None, seconds)
+    except Exception as e:  # the API refused or is away: the volume is not ready yet
+        raise ConfigError(f"cannot get a ServiceAccount token: {e}") from None
+
+
+async def refresh_tokens(pod_dir: Path, request_token: RequestToken) -> float | None:
+    """Rewrite the pod's tokens that are past 80% of their lifetime (in place: the volume
+    directory is bind-mounted into the containers, so its files are replaced, never the
+    directory).  Returns seconds until the next one is due, or None if there are none."""
+    path = pod_dir / TOKENS_FILE
+    try:
+        tokens: dict[str, Any] = orjson.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    now = time.time()
+    changed = False
+    for rel, t in tokens.items():
+        due = t["issued"] + 0.8 * (t["expires"] - t["issued"])
+        if now < due:
+            continue
+        token, expires = await _token(request_token, t.get("audience"), int(t["seconds"]))
+        target = pod_dir / "volumes" / rel
+        staged = target.with_name(f".{target.name}.new")
+        staged.write_bytes(token.encode())
+        os.chmod(staged, DEFAULT_MODE)
+        os.replace(staged, target)
+        t.update(issued=now, expires=expires)
+        changed = True
+    if changed:
+        path.write_bytes(orjson.dumps(tokens))
+    return max(1.0, min(t["issued"] + 0.8 * (t["expires"] - t["issued"]) for t in
+                        tokens.values()) - time.time())
 
 
 async def teardown(pod_dir: Path) -> None:

@@ -18,13 +18,15 @@ from aiohttp import web
 from atoll import __version__
 from atoll.api import errors
 from atoll.apiserver import (authn, authz, bootstrap_policy, builtin_crds, certificates, crds,
-                             discovery, heap, http, metrics, pki, rbac, routing)
+                             discovery, heap, http, metrics, pki, rbac, routing,
+                             serviceaccounts)
 from atoll.apiserver.admission import Admission
 from atoll.apiserver.admission.escalation import EscalationCheck
 from atoll.apiserver.admission.limitranger import LimitRanger
 from atoll.apiserver.admission.noderestriction import NodeRestriction
 from atoll.apiserver.admission.podsecurity import PodSecurity
 from atoll.apiserver.admission.quota import QuotaAdmission
+from atoll.apiserver.admission.serviceaccount import ServiceAccountAdmission
 from atoll.apiserver.admission.vmbindings import VMBindings
 from atoll.apiserver.audit import AuditLog
 from atoll.apiserver.contentlibrary import ContentLibrary
@@ -71,7 +73,8 @@ class ApiServer:
         self.authorizer = rbac.Authorizer(rbac.RuleResolver(self.cacher))
         self.audit = AuditLog(settings.audit_log or settings.data_dir / "audit.log")
         self.svc.admission = Admission([
-            LimitRanger(), PodSecurity(settings.pod_security_default), NodeRestriction(),
+            LimitRanger(), ServiceAccountAdmission(), PodSecurity(settings.pod_security_default),
+            NodeRestriction(),
             EscalationCheck(self.authorizer), certificates.ApprovalCheck(self.authorizer),
             VMBindings()], quota=QuotaAdmission())
         self.node_proxy: NodeProxy | None = None
@@ -92,6 +95,7 @@ class ApiServer:
         pki_dir = data / "pki"
         ca = pki.ensure_ca(pki_dir)
         serving = pki.ensure_serving(pki_dir, ca, self.settings.extra_sans)
+        self.token_issuer = serviceaccounts.TokenIssuer(pki_dir, self.cacher)
         agent_client = pki.ensure_client(pki_dir, ca, "apiserver-kubelet-client",
                                          "kube-apiserver-kubelet-client", ())
         self.node_proxy = NodeProxy(self.svc, self.registry,
@@ -153,12 +157,15 @@ class ApiServer:
     # -- HTTP --------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
         tokens = authn.TokenFile(self.settings.token_file)
+        issuer = self.token_issuer
         app = web.Application(
             middlewares=[error_middleware, self.metrics.middleware,
-                         authn.middleware(tokens, anonymous=self.settings.anonymous),
+                         authn.middleware(tokens, anonymous=self.settings.anonymous,
+                                          extra_authenticators=[issuer.authenticate]),
                          self.audit.middleware(), authz.middleware(self.authorizer)],
             client_max_size=http.MAX_BODY_BYTES + 1024)
         app["reviewer"] = authz.Reviewer(self.authorizer)
+        app["token_issuer"] = issuer
         r = app.router
         r.add_get("/version", self._version)
         r.add_get("/version/", self._version)
@@ -174,6 +181,7 @@ class ApiServer:
         r.add_get("/openapi/v3/", self._openapi_index)
         r.add_get("/openapi/v3/{gv:.+}", self._openapi_doc)
         r.add_get("/openapi/v2", self._openapi_v2)
+        issuer.routes(r)
         ContentLibrary(self.settings.data_dir / "content" / "blobs",
                        self.settings.content_max_blob_bytes).routes(r)
         r.add_route("*", "/api/{tail:.+}", self._resource)

@@ -164,6 +164,8 @@ def cluster_roles() -> list[dict[str, Any]]:
                                     _rule(["authentication.k8s.io"], ["selfsubjectreviews"],
                                           ["create"])]),
         _role("system:node", NODE_RULES),
+        _role("system:service-account-issuer-discovery",
+              [_urls(["/.well-known/openid-configuration", "/openid/v1/jwks"], ["get"])]),
     ]
 
 
@@ -175,6 +177,8 @@ def cluster_role_bindings() -> list[dict[str, Any]]:
         _binding("system:public-info-viewer", "system:public-info-viewer",
                  ["system:authenticated", "system:unauthenticated"]),
         _binding("system:node", "system:node", ["system:nodes"]),
+        _binding("system:service-account-issuer-discovery",
+                 "system:service-account-issuer-discovery", ["system:serviceaccounts"]),
     ]
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from atoll.api import errors, patch as patching, printers, selectors
 from atoll.api.kinds import ResourceType
 from atoll.apiserver import http, scale, strategy, watch
+from atoll.apiserver.admission import noderestriction
 from atoll.apiserver.objects import ObjectService, WriteOptions, now_rfc3339
 from atoll.apiserver.registry import Registry
 from atoll.apiserver.routing import ResourcePath
@@ -36,7 +37,8 @@ IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-
 CUSTOM_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                       "application/apply-patch+yaml")
 #: subresources served here; the others (exec, log, ...) belong to the agent proxy
-LOCAL_SUBRESOURCES = {"", "status", "scale", "finalize", "binding", "eviction", "approval"}
+LOCAL_SUBRESOURCES = {"", "status", "scale", "finalize", "binding", "eviction", "approval",
+                      "token"}
 
 
 class ResourceHandler:
@@ -90,6 +92,8 @@ class ResourceHandler:
             return await self._delete(request, rt, path)
         if method == "POST" and path.subresource in ("binding", "eviction"):
             return await self._bind_or_evict(request, rt, path)
+        if method == "POST" and path.subresource == "token":
+            return await self._token_request(request, rt, path)
         raise errors.MethodNotAllowed("the server does not allow this method on the requested "
                                       "resource")
 
@@ -535,6 +539,27 @@ class ResourceHandler:
                               opts=WriteOptions(dry_run=bool(delete_opts.get("dryRun"))))
         return http.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                                    "status": "Success", "code": 201}, status=201)
+
+    # -- serviceaccounts/token ---------------------------------------------------------------------
+    async def _token_request(self, request: web.Request, rt: ResourceType,
+                             path: ResourcePath) -> web.Response:
+        issuer = request.app.get("token_issuer")
+        if issuer is None:
+            raise errors.ServiceUnavailable("no token issuer is configured")
+        sa = self.svc.get(rt, path.namespace, path.name).obj
+        body = await self._body(request)
+        node = noderestriction.node_name(request.get("user"))
+        if node is not None:  # a host asks only for tokens of pods it runs
+            ref = ((body.get("spec") or {}).get("boundObjectRef") or {}) \
+                if isinstance(body.get("spec"), dict) else {}
+            pod = self.svc.cacher.get(f"/registry/core/pods/{path.namespace}/"
+                                      f"{ref.get('name', '')}") if ref.get("kind") == "Pod" \
+                else None
+            if pod is None or (pod.obj.get("spec") or {}).get("nodeName") != node:
+                raise errors.Forbidden(f'serviceaccounts "{path.name}" is forbidden: node '
+                                       f'"{node}" may only request tokens bound to pods it runs',
+                                       name=path.name, kind="serviceaccounts")
+        return http.json_response(issuer.token_request(sa, body), status=201)
 
     # -- reviews -----------------------------------------------------------------------------
     async def _review(self, request: web.Request, rt: ResourceType, path: ResourcePath) -> web.Response:

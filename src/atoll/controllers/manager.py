@@ -25,6 +25,7 @@ from atoll.controllers.replicaset import ReplicaSetController
 from atoll.controllers.resourcequota import ResourceQuotaController
 from atoll.controllers.statefulset import StatefulSetController
 from atoll.controllers.scheduler import Scheduler
+from atoll.controllers.serviceaccounts import ServiceAccountsController
 from atoll.controllers.vmoperator.classes import DefaultClassesController
 from atoll.controllers.vmoperator.virtualmachine import VirtualMachineController
 from atoll.controllers.vmoperator.vmservice import VirtualMachineServiceController
@@ -71,6 +72,8 @@ class ControllerManager:
             ClusterRoleAggregationController(self.client),
             CSRCleaner(self.client),
         ]
+        if config.ca_pem:  # the CA to publish in every namespace (kube-root-ca.crt)
+            self.controllers.append(ServiceAccountsController(self.client, config.ca_pem))
         self.tasks: list[asyncio.Task[None]] = []
 
     async def run_until(self, stop: asyncio.Event) -> int:

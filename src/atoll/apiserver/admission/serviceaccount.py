@@ -1,0 +1,77 @@
+"""ServiceAccount admission: every pod runs as a ServiceAccount, and gets its token, as upstream.
+
+``spec.serviceAccountName`` defaults to ``default``.  A pod naming another
+ServiceAccount that does not exist is refused (the ``default`` one is created
+by the ServiceAccount controller moments after its namespace, so a pod racing
+it is let through; its token arrives once the account exists).  Unless the pod
+or its account sets ``automountServiceAccountToken: false``, the pod gets the
+projected volume ``kube-api-access-<5 chars>``: a short-lived token bound to
+the pod, the cluster CA and the namespace, mounted read-only at
+``/var/run/secrets/kubernetes.io/serviceaccount`` in every container.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from atoll.api import errors
+from atoll.api.kinds import ResourceType
+from atoll.apiserver.admission import BasePlugin
+
+if TYPE_CHECKING:
+    from atoll.apiserver.objects import ObjectService, WriteOptions
+
+MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+TOKEN_SECONDS = 3607
+ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def access_volume(name: str) -> dict[str, Any]:
+    return {"name": name, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": TOKEN_SECONDS, "path": "token"}},
+        {"configMap": {"name": ROOT_CA_CONFIGMAP, "items": [{"key": "ca.crt",
+                                                             "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
+            "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}}
+
+
+class ServiceAccountAdmission(BasePlugin):
+    def mutate_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
+                      opts: "WriteOptions") -> None:
+        if rt.group or rt.plural != "pods":
+            return
+        spec = obj.setdefault("spec", {})
+        if not isinstance(spec, dict):
+            return
+        name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        spec["serviceAccountName"] = name
+        spec.setdefault("serviceAccount", name)
+        namespace = obj["metadata"].get("namespace", "")
+        sa = svc.cacher.get(f"/registry/core/serviceaccounts/{namespace}/{name}")
+        if sa is None and name != "default":
+            raise errors.Forbidden(
+                f'pods "{obj["metadata"].get("name", "")}" is forbidden: error looking up '
+                f'service account {namespace}/{name}: serviceaccount "{name}" not found',
+                name=obj["metadata"].get("name", ""), kind="pods")
+        if not _automount(spec, sa.obj if sa else None):
+            return
+        containers = [c for f in ("initContainers", "containers")
+                      for c in spec.get(f) or [] if isinstance(c, dict)]
+        if any(m.get("mountPath") == MOUNT_PATH for c in containers
+               for m in c.get("volumeMounts") or [] if isinstance(m, dict)):
+            return  # the pod brings its own
+        volume = f"kube-api-access-{''.join(random.choice(ALPHABET) for _ in range(5))}"
+        spec["volumes"] = list(spec.get("volumes") or []) + [access_volume(volume)]
+        for c in containers:
+            c["volumeMounts"] = list(c.get("volumeMounts") or []) + [
+                {"name": volume, "readOnly": True, "mountPath": MOUNT_PATH}]
+
+
+def _automount(spec: dict[str, Any], sa: dict[str, Any] | None) -> bool:
+    if spec.get("automountServiceAccountToken") is not None:
+        return bool(spec["automountServiceAccountToken"])
+    if sa is not None and sa.get("automountServiceAccountToken") is not None:
+        return bool(sa["automountServiceAccountToken"])
+    return True
