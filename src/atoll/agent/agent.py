@@ -22,6 +22,7 @@ from atoll.agent.podworker import PodWorker, WorkerSettings
 from atoll.agent.runtime.containers import ContainerMeta, ContainerRuntime
 from atoll.agent.server import AgentServer
 from atoll.agent.podroutes import PodRoutes
+from atoll.agent.stats import StatsCollector
 from atoll.agent.vms import VMManager
 from atoll.agent.vmworker import VMWorkerSettings
 from atoll.client import kubeconfig
@@ -71,6 +72,7 @@ class Agent:
             self.cni, s.data_dir / "vmimages")
         self.node.on_isolated.append(self.vms.fence)
         self.node.on_reconnected.append(self.vms.unfence)
+        self.stats = StatsCollector(self._running_containers)
         self.server: AgentServer | None = None
 
     async def run(self) -> None:
@@ -83,7 +85,8 @@ class Agent:
         informer = asyncio.create_task(self.pods.run(), name="pod-informer")
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
         vms = asyncio.create_task(self.vms.run(), name="vms")
-        tasks = [informer, heartbeat, vms]
+        tasks = [informer, heartbeat, vms,
+                 asyncio.create_task(self.stats.run(), name="stats")]
         if self.settings.pod_routes:
             tasks.append(asyncio.create_task(PodRoutes(
                 self.client, self.settings.name, self.settings.host_ip,
@@ -95,6 +98,17 @@ class Agent:
         finally:
             for t in tasks:
                 t.cancel()
+
+    def _running_containers(self) -> list[tuple[str, str, str, str, str]]:
+        """(namespace, pod, pod uid, container, cgroup) of each running container, for stats."""
+        out = []
+        for worker in list(self.workers.values()):
+            meta = worker.pod["metadata"]
+            for name, attempts in worker.attempts.items():
+                if attempts and attempts[-1].exit is None:
+                    out.append((meta.get("namespace", ""), meta.get("name", ""), worker.uid, name,
+                                f"/atoll/{self.settings.name}/{worker.uid}-{name}"))
+        return out
 
     async def close(self) -> None:
         await self.vms.close()

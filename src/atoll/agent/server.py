@@ -58,6 +58,7 @@ class AgentServer:
         app.router.add_get("/exec/{ns}/{pod}/{container}", self.exec)
         app.router.add_get("/attach/{ns}/{pod}/{container}", self.attach)
         app.router.add_get("/vmConsole/{uid}", self.vm_console)
+        app.router.add_get("/stats/summary", self.stats_summary)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -132,6 +133,10 @@ class AgentServer:
                 await resp.write(chunk)
         await resp.write_eof()
         return resp
+
+    async def stats_summary(self, request: web.Request) -> web.Response:
+        """Usage of the node and its containers (what the metrics API reads)."""
+        return web.json_response(self.agent.stats.summary(self.agent.settings.name))
 
     async def vm_console(self, request: web.Request) -> web.StreamResponse:
         """A VM's serial console: a websocket to attach, a plain GET for the log."""

@@ -198,12 +198,18 @@ REVIEWS: tuple[ResourceType, ...] = (
        verbs=("create",)),
 )
 
+#: The resource metrics API (metrics-server's): read-only, answered from the host agents.
+METRICS: tuple[ResourceType, ...] = (
+    _r("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", False, verbs=("get", "list")),
+    _r("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", True, verbs=("get", "list")),
+)
+
 #: Group preference order in discovery, as upstream lists them.
 GROUP_ORDER = (
     "", "apiregistration.k8s.io", "apps", "events.k8s.io", "authentication.k8s.io",
     "authorization.k8s.io", "autoscaling", "batch", "certificates.k8s.io", "networking.k8s.io",
     "policy", "rbac.authorization.k8s.io", "storage.k8s.io", "coordination.k8s.io",
-    "apiextensions.k8s.io",
+    "apiextensions.k8s.io", "metrics.k8s.io",
 )
 
 STANDARD_FINALIZERS = frozenset({"kubernetes", "orphan", "foregroundDeletion"})

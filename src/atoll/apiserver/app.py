@@ -32,6 +32,7 @@ from atoll.apiserver.audit import AuditLog
 from atoll.apiserver.contentlibrary import ContentLibrary
 from atoll.apiserver.errors import error_middleware
 from atoll.apiserver.handlers import ResourceHandler
+from atoll.apiserver.metricsapi import MetricsAPI
 from atoll.apiserver.nodeproxy import NodeProxy
 from atoll.apiserver.objects import ObjectService, WriteOptions
 from atoll.apiserver.openapi import OpenAPI
@@ -166,6 +167,8 @@ class ApiServer:
             client_max_size=http.MAX_BODY_BYTES + 1024)
         app["reviewer"] = authz.Reviewer(self.authorizer)
         app["token_issuer"] = issuer
+        if self.node_proxy is not None:
+            app["metrics_api"] = MetricsAPI(self.node_proxy)
         r = app.router
         r.add_get("/version", self._version)
         r.add_get("/version/", self._version)

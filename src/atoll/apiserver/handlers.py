@@ -61,6 +61,11 @@ class ResourceHandler:
                 raise errors.ServiceUnavailable(
                     f"{path.subresource} is served by the host agent, which is not available")
             return await self.subresource_proxy(request, rt, path)
+        if rt.group == "metrics.k8s.io":
+            metrics_api = request.app.get("metrics_api")
+            if metrics_api is None:
+                raise errors.ServiceUnavailable("the resource metrics API is not available")
+            return await metrics_api.handle(request, rt, path)
         if rt.verbs == ("create",):
             return await self._review(request, rt, path)
         method = request.method
