@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from atoll.agent import logs
+from atoll.agent import logs, portforward
 
 if TYPE_CHECKING:
     from atoll.agent.agent import Agent
@@ -59,6 +59,7 @@ class AgentServer:
         app.router.add_get("/attach/{ns}/{pod}/{container}", self.attach)
         app.router.add_get("/vmConsole/{uid}", self.vm_console)
         app.router.add_get("/stats/summary", self.stats_summary)
+        app.router.add_get("/portForward/{ns}/{pod}", self.port_forward)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -133,6 +134,26 @@ class AgentServer:
                 await resp.write(chunk)
         await resp.write_eof()
         return resp
+
+    async def port_forward(self, request: web.Request) -> web.StreamResponse:
+        """`kubectl port-forward`: SPDY streams in a websocket, connections inside the pod."""
+        ns, name = request.match_info["ns"], request.match_info["pod"]
+        worker = next((w for w in self.agent.workers.values()
+                       if w.pod["metadata"].get("namespace") == ns
+                       and w.pod["metadata"].get("name") == name), None)
+        if worker is None:
+            return _status(404, "NotFound", f'pod "{name}" not found on this node')
+        if (worker.pod.get("status") or {}).get("phase") != "Running" and \
+                not any(a and a[-1].exit is None for a in worker.attempts.values()):
+            return _status(400, "BadRequest", f'pod "{name}" is not running')
+        ws = web.WebSocketResponse(protocols=(portforward.PROTOCOL,), max_msg_size=0)
+        await ws.prepare(request)
+        netns, ip = portforward.pod_network(worker.dir)
+        if worker.spec.get("hostNetwork"):
+            netns, ip = None, None
+        await portforward.PortForwarder(ws, netns, ip, f"{ns}/{name}").run()
+        await ws.close()
+        return ws
 
     async def stats_summary(self, request: web.Request) -> web.Response:
         """Usage of the node and its containers (what the metrics API reads)."""

@@ -1,4 +1,5 @@
-"""``pods/log``, ``pods/exec``, ``pods/attach`` and ``virtualmachines/console``: forwarded
+"""``pods/log``, ``pods/exec``, ``pods/attach``, ``pods/portforward`` and
+``virtualmachines/console``: forwarded
 to the host agent of the pod or VM.
 
 As kube-apiserver does with kubelets: find the pod's node, its InternalIP and
@@ -24,6 +25,7 @@ from atoll.apiserver.registry import Registry
 from atoll.apiserver.routing import ResourcePath
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
+PORT_FORWARD_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
 LOG_PARAMS = ("follow", "tailLines", "sinceSeconds", "sinceTime", "timestamps", "previous",
               "limitBytes")
 
@@ -53,9 +55,11 @@ class NodeProxy:
                        path: ResourcePath) -> web.StreamResponse:
         if rt.kind == "VirtualMachine" and path.subresource == "console":
             return await self._vm_console(request, rt, path)
-        if rt.kind != "Pod" or path.subresource not in ("log", "exec", "attach"):
+        if rt.kind != "Pod" or path.subresource not in ("log", "exec", "attach", "portforward"):
             raise errors.NotFound(f"the {path.subresource} subresource is not served")
         pod = self.svc.get(rt, path.namespace, path.name).obj
+        if path.subresource == "portforward":
+            return await self._port_forward(request, pod)
         container = self._container(pod, request.query.get("container", ""))
         base = self._agent_url((pod.get("spec") or {}).get("nodeName"), pod)
         target = f"/{path.namespace}/{path.name}/{container}"
@@ -78,6 +82,17 @@ class NodeProxy:
             return str(regular[0])
         raise errors.BadRequest(f"a container name must be specified for pod {name}, choose one "
                                 f"of: [{' '.join(str(n) for n in regular)}]")
+
+    async def _port_forward(self, request: web.Request, pod: dict[str, Any]) -> web.StreamResponse:
+        """kubectl's SPDY-in-websocket tunnel, relayed to the agent, which speaks SPDY."""
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise errors.BadRequest("Upgrade request required: port-forward needs a websocket "
+                                    f"({PORT_FORWARD_PROTOCOL})")
+        base = self._agent_url((pod.get("spec") or {}).get("nodeName"), pod)
+        meta = pod["metadata"]
+        return await self._relay_websocket(request, f"{base}/portForward/{meta['namespace']}/"
+                                                    f"{meta['name']}", [],
+                                           (PORT_FORWARD_PROTOCOL,))
 
     async def _vm_console(self, request: web.Request, rt: ResourceType,
                           path: ResourcePath) -> web.StreamResponse:
