@@ -124,15 +124,19 @@ async def stream(path: Path, opts: LogOptions,
             inotify.close()
 
 
-async def follow_records(path: Path, finished: Callable[[], bool]
+async def follow_records(path: Path, finished: Callable[[], bool], start: int | None = None
                          ) -> AsyncIterator[tuple[bytes, bytes]]:
-    """``(stream, text)`` of output written from now on, until ``finished()``: for attach."""
+    """``(stream, text)`` of output written from now on (or from byte ``start``), until
+    ``finished()``: for attach."""
     inotify = INotify()
     try:
         inotify.add_watch(str(path.parent), flags.MODIFY | flags.CREATE | flags.CLOSE_WRITE)
         loop = asyncio.get_running_loop()
         with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
+            if start is None:
+                f.seek(0, os.SEEK_END)
+            else:
+                f.seek(start)
             buffered = b""
             while True:
                 chunk = f.read()

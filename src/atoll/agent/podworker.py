@@ -293,7 +293,8 @@ class PodWorker:
         attempt = Attempt(meta)
         self.attempts.setdefault(name, []).append(attempt)
         try:
-            attempt.pid = await self.runtime.run(meta, image, spec)
+            attempt.pid = await self.runtime.run(meta, image, spec,
+                                                 stdin=bool(container.get("stdin")))
         except ContainerError as e:
             attempt.exit = {"exitCode": 128, "reason": e.reason, "message": e.message,
                             "finishedAt": time.time()}

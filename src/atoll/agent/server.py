@@ -202,26 +202,30 @@ class AgentServer:
 
 
     async def attach(self, request: web.Request) -> web.StreamResponse:
-        """The container's output from now on, on the stdout/stderr channels.
-
-        Containers here have no stdin to attach to (pods' ``stdin: true`` is not
-        wired), so only output is streamed, until the container exits.
-        """
+        """The container's output from now on, on the stdout/stderr channels, and with
+        ``stdin=true`` the client's input into the container's stdin (containers with
+        ``stdin: true``; ``stdinOnce`` closes it when the first session ends)."""
         attempt = self._attempt(request)
         if isinstance(attempt, web.Response):
             return attempt
-        if request.query.get("stdin") in ("true", "1"):
+        want_stdin = request.query.get("stdin") in ("true", "1")
+        fifos = self.agent.runtime.stdin_fifos(attempt.meta.id) if want_stdin else None
+        if want_stdin and fifos is None:
             return _status(400, "BadRequest", f"stdin is not enabled for container "
-                                              f"{attempt.meta.name}: attach streams its output")
+                                              f"{attempt.meta.name}: set stdin: true in its spec")
+        once = self._container_spec(request, attempt.meta.name).get("stdinOnce") is True
         ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
         await ws.prepare(request)
         channels = {b"stdout": STDOUT, b"stderr": STDERR}
-        reader = asyncio.create_task(_drain_client(ws))
+        path = Path(attempt.meta.log_path)
+        # where "from now on" starts: before any input, so its answer is not missed
+        start = path.stat().st_size if path.is_file() else None
+        reader = asyncio.create_task(_drain_client(ws) if fifos is None else
+                                     _feed_stdin(ws, fifos, once))
         try:
-            path = Path(attempt.meta.log_path)
             if path.is_file():
                 async for stream_name, text in logs.follow_records(
-                        path, lambda: attempt.exit is not None or reader.done()):
+                        path, lambda: attempt.exit is not None or reader.done(), start):
                     if ws.closed:
                         break
                     await ws.send_bytes(bytes([channels.get(stream_name, STDOUT)]) + text)
@@ -230,14 +234,69 @@ class AgentServer:
                     {"metadata": {}, "status": "Success"}).encode())
         finally:
             reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
             await ws.close()
         return ws
+
+    def _container_spec(self, request: web.Request, name: str) -> dict[str, Any]:
+        ns, pod = request.match_info["ns"], request.match_info["pod"]
+        for w in self.agent.workers.values():
+            if w.pod["metadata"].get("namespace") == ns and w.pod["metadata"].get("name") == pod:
+                for c in (w.spec.get("containers") or []) + (w.spec.get("initContainers") or []):
+                    if c.get("name") == name:
+                        return c
+        return {}
 
 
 async def _drain_client(ws: web.WebSocketResponse) -> None:
     """Read (and ignore) what an attach client sends, to notice when it goes away."""
     async for _ in ws:
         pass
+
+
+async def _feed_stdin(ws: web.WebSocketResponse, fifos: tuple[Path, Path], once: bool) -> None:
+    """Channel 0 into the container's stdin FIFO until the client closes its stdin (v5's
+    close message) or goes away; then, for ``stdinOnce``, the container's stdin ends."""
+    data_fifo, close_fifo = fifos
+    try:  # non-blocking open: a FIFO whose shim is gone has no reader (ENXIO), not a hang
+        fd = os.open(data_fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        async for _ in ws:
+            pass
+        return
+    os.set_blocking(fd, True)
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or not msg.data:
+                continue
+            channel, payload = msg.data[0], msg.data[1:]
+            if channel == STDIN and payload:
+                await asyncio.to_thread(_write_all, fd, payload)
+            elif channel == CLOSE and payload[:1] == bytes([STDIN]):
+                break
+    finally:
+        os.close(fd)
+        if once:
+            await asyncio.to_thread(_close_stdin, close_fifo)
+    async for _ in ws:  # keep noticing the client until it leaves
+        pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _close_stdin(close_fifo: Path) -> None:
+    try:
+        fd = os.open(close_fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return  # the container is gone already
+    try:
+        os.write(fd, b"x")
+    finally:
+        os.close(fd)
 
 
 class ExecSession:

@@ -95,13 +95,22 @@ class ContainerRuntime:
     def exit_info(self, cid: str) -> dict[str, Any] | None:
         return _read_json(self.dir(cid) / "state" / "exit.json")
 
+    def stdin_fifos(self, cid: str) -> tuple[Path, Path] | None:
+        """(data, close) FIFOs of a container started with stdin, else None."""
+        state = self.dir(cid) / "state"
+        if (state / "stdin").exists() and (state / "stdin.close").exists():
+            return state / "stdin", state / "stdin.close"
+        return None
+
     def shim_pid(self, cid: str) -> int | None:
         data = _read_json(self.dir(cid) / "state" / "shim.json")
         return int(data["pid"]) if data and isinstance(data.get("pid"), int) else None
 
     # -- lifecycle ------------------------------------------------------------------------------
-    async def run(self, meta: ContainerMeta, image: Image, spec: dict[str, Any]) -> int:
-        """Create and start a container; returns its init pid once it runs."""
+    async def run(self, meta: ContainerMeta, image: Image, spec: dict[str, Any],
+                  stdin: bool = False) -> int:
+        """Create and start a container; returns its init pid once it runs.  With ``stdin``
+        its stdin stays open for attach sessions (the shim's ``stdin`` FIFO)."""
         d = self.dir(meta.id)
         if d.exists():
             await self.remove(meta.id)
@@ -117,7 +126,8 @@ class ContainerRuntime:
         except mounts.MountError as e:
             raise ContainerError("CreateContainerError", str(e)) from None
         request = {"runc": self.runc, "root": str(self.runc_root), "id": meta.id,
-                   "bundle": str(d / "bundle"), "state": str(d / "state"), "log": meta.log_path}
+                   "bundle": str(d / "bundle"), "state": str(d / "state"), "log": meta.log_path,
+                   "stdin": stdin}
         reader, writer = await self._zygote()
         try:
             writer.write(json.dumps(request).encode() + b"\n")

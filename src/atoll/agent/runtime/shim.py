@@ -6,8 +6,11 @@ containerd's shims do).  It imports only the standard library.  It:
 
 1. becomes a child subreaper, so the container's init process (which
    ``runc create`` leaves behind) is reparented to it and it can reap it;
-2. runs ``runc create`` with pipes as the container's stdout/stderr and
-   ``runc start``, then prints ``started <pid>`` on its stdout (the agent
+2. runs ``runc create`` with pipes as the container's stdout/stderr (and, for
+   a container with ``stdin: true``, its stdin: the shim relays into it what
+   attach sessions write to the ``stdin`` FIFO in its state directory, and
+   closes it, so the container reads EOF, when a byte arrives on ``stdin.close``)
+   and ``runc start``, then prints ``started <pid>`` on its stdout (the agent
    waits for that line) and closes it;
 3. copies the container's output to the log file in the CRI format kubelet
    writes (``<RFC3339Nano> stdout|stderr F|P <text>``), which ``kubectl logs``
@@ -165,14 +168,19 @@ def run_container(args: argparse.Namespace) -> int:
 
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    stdin: int | None = subprocess.DEVNULL
+    if getattr(args, "stdin", False):
+        stdin = open_stdin(state)
     runc = [args.runc, "--root", args.root, "--log", os.path.join(state, "runc.log"),
             "--log-format", "json"]
     pid_file = os.path.join(state, "container.pid")
     created = subprocess.run(runc + ["create", "--bundle", args.bundle, "--pid-file", pid_file,
                                      args.id],
-                             stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w)
+                             stdin=stdin, stdout=out_w, stderr=err_w)
     os.close(out_w)
     os.close(err_w)
+    if isinstance(stdin, int) and stdin != subprocess.DEVNULL:
+        os.close(stdin)  # the container holds it now
     if created.returncode != 0:
         write_json(os.path.join(state, "exit.json"), {
             "exitCode": 128, "reason": "StartError", "message": runc_error(state),
@@ -243,6 +251,42 @@ def run_container(args: argparse.Namespace) -> int:
     subprocess.run(runc + ["delete", "--force", args.id], stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     return 0
+
+
+def open_stdin(state: str) -> int:
+    """The container's stdin: the read end of a pipe the shim fills from the ``stdin`` FIFO.
+
+    The FIFOs are opened read-write so they never report EOF when an attach session
+    goes away; the container's pipe ends only when ``stdin.close`` says so.
+    """
+    fifo, close_fifo = os.path.join(state, "stdin"), os.path.join(state, "stdin.close")
+    for path in (fifo, close_fifo):
+        if not os.path.exists(path):
+            os.mkfifo(path, 0o600)
+    data_fd = os.open(fifo, os.O_RDWR)
+    close_fd = os.open(close_fifo, os.O_RDWR)
+    pipe_r, pipe_w = os.pipe()
+
+    def relay() -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(data_fd, selectors.EVENT_READ, "data")
+        sel.register(close_fd, selectors.EVENT_READ, "close")
+        try:
+            while True:
+                for key, _ in sel.select():
+                    if key.data == "close":
+                        return
+                    chunk = os.read(data_fd, 65536)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(pipe_w, view):]
+        except OSError:  # the container closed its stdin or exited
+            return
+        finally:
+            os.close(pipe_w)
+
+    threading.Thread(target=relay, daemon=True).start()
+    return pipe_r
 
 
 def runc_error(state: str) -> str:
