@@ -19,7 +19,8 @@ PATHS = [
     "/apis/apps/v1/namespaces/default/deployments",
     "/apis/apps/v1/namespaces/default/deployments/fuzz/scale",
     "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/fuzz.example.com",
-    "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "/apis/rbac.authorization.k8s.io/v1/clusterroles/fuzz",  # a DELETE of the list would
+                                                              # remove every role (then restored)
     "/api/v1/namespaces/default/services",
     "/apis/batch/v1/namespaces/default/jobs",
 ]

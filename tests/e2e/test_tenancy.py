@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Platform, kubectl_binary
+from tests.conftest import Platform, kubectl_binary, wait_until
 
 
 def atoll(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -569,3 +569,11 @@ def test_vm_quotas_count_vms_and_their_class_reservations(platform: Platform,
                                        "json").stdout)["status"]["used"]
     assert used == {"count/virtualmachines.vmoperator.vmware.com": "2",
                     "requests.memory": "4Gi"}
+
+
+def test_deleted_default_roles_come_back(platform: Platform) -> None:
+    platform.kubectl("delete", "clusterrole", "view")
+    platform.kubectl("delete", "clusterrolebinding", "system:basic-user")
+    wait_until("the defaults back", lambda: platform.kubectl(
+        "get", "clusterrole", "view", check=False).returncode == 0 and platform.kubectl(
+        "get", "clusterrolebinding", "system:basic-user", check=False).returncode == 0, 30)

@@ -154,6 +154,7 @@ class ApiServer:
         await builtin_crds.ensure(self.svc, self.registry)
         builtin_crds.Keeper(self.svc, self.registry, self.cacher)
         await bootstrap_policy.ensure(self.svc, self.registry)
+        bootstrap_policy.Keeper(self.svc, self.registry, self.cacher)
 
     # -- HTTP --------------------------------------------------------------------------------
     def build_app(self) -> web.Application:

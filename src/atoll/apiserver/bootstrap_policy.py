@@ -15,6 +15,7 @@ if someone changed them, as upstream reconciles its bootstrap policy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -213,3 +214,34 @@ async def ensure(svc: ObjectService, registry: Registry) -> None:
                 await svc.guaranteed_update(rt, "", name, restore, opts)
             except (errors.AlreadyExists, errors.Conflict) as err:
                 log.info("bootstrap policy %s %s: %s (another server wrote it)", rt.kind, name, err)
+
+
+class Keeper:
+    """Puts a default ClusterRole or ClusterRoleBinding back when someone deletes it (with
+    ``autoupdate`` not switched off): without ``system:node`` no host could run anything,
+    without ``system:basic-user`` nobody could ask what they may do."""
+
+    def __init__(self, svc: ObjectService, registry: Registry, cacher: Any) -> None:
+        self.svc = svc
+        self.registry = registry
+        self.keys = {f"/registry/{RBAC}/clusterroles/{o['metadata']['name']}"
+                     for o in cluster_roles()} | \
+            {f"/registry/{RBAC}/clusterrolebindings/{o['metadata']['name']}"
+             for o in cluster_role_bindings()}
+        self._pending: asyncio.Task[None] | None = None
+        cacher.listeners.append(self._on_event)
+
+    def _on_event(self, ev: Any) -> None:
+        if ev.type != "DELETED" or ev.key not in self.keys:
+            return
+        if (ev.obj.get("metadata", {}).get("annotations") or {}).get(AUTOUPDATE) == "false":
+            return
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.get_running_loop().create_task(self._restore())
+
+    async def _restore(self) -> None:
+        try:
+            await ensure(self.svc, self.registry)
+        except Exception:
+            log.exception("cannot restore the default RBAC policy")
+
