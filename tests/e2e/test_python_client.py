@@ -87,8 +87,9 @@ def test_watch_from_resource_version(k8s, namespace: str) -> None:
     listing = v1.list_namespaced_config_map(namespace)
     rv = listing.metadata.resource_version
 
-    def writer() -> None:
-        v1.create_namespaced_config_map(namespace, {"metadata": {"name": "w1"}})
+    def writer() -> None:  # (labelled: the namespace's kube-root-ca.crt may arrive meanwhile)
+        v1.create_namespaced_config_map(namespace, {"metadata": {"name": "w1",
+                                                                 "labels": {"t": "w"}}})
         v1.patch_namespaced_config_map("w1", namespace, {"data": {"a": "b"}})
         v1.delete_namespaced_config_map("w1", namespace)
 
@@ -96,7 +97,7 @@ def test_watch_from_resource_version(k8s, namespace: str) -> None:
     seen = []
     w = watch.Watch()
     for event in w.stream(v1.list_namespaced_config_map, namespace, resource_version=rv,
-                          timeout_seconds=20):
+                          label_selector="t=w", timeout_seconds=20):
         seen.append((event["type"], event["object"].metadata.name))
         if event["type"] == "DELETED":
             w.stop()
@@ -106,9 +107,11 @@ def test_watch_from_resource_version(k8s, namespace: str) -> None:
 def test_watch_ends_at_timeout_and_sends_initial_events(k8s, namespace: str) -> None:
     client, api = k8s
     v1 = client.CoreV1Api(api)
-    v1.create_namespaced_config_map(namespace, {"metadata": {"name": "first"}})
+    v1.create_namespaced_config_map(namespace, {"metadata": {"name": "first",
+                                                             "labels": {"t": "first"}}})
     started = time.monotonic()
     resp = v1.list_namespaced_config_map(namespace, watch=True, timeout_seconds=1,
+                                         label_selector="t=first",
                                          allow_watch_bookmarks=True, send_initial_events=True,
                                          resource_version_match="NotOlderThan",
                                          resource_version="", _preload_content=False)
