@@ -35,6 +35,10 @@ class ServerSettings:
     content_max_blob_bytes: int = 64 << 30
     #: Pod Security level for namespaces without the enforce label: privileged|baseline|restricted
     pod_security_default: str = "baseline"
+    #: TLS towards etcd (etcds://): CA bundle, client certificate and key
+    etcd_cafile: Path | None = None
+    etcd_certfile: Path | None = None
+    etcd_keyfile: Path | None = None
     #: where every mutating request is recorded (audit.k8s.io Events, one JSON per line);
     #: None: <data_dir>/audit.log
     audit_log: Path | None = None

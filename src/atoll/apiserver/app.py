@@ -56,7 +56,25 @@ def open_store(settings: ServerSettings) -> Store:
         from atoll.storage.sqlite import SQLiteStore
 
         return SQLiteStore(Path(url[len("sqlite://"):]), history_keep=settings.history_revisions)
-    raise errors.BadRequest(f"unsupported datastore {url!r} (supported: sqlite://PATH)")
+    if url.startswith(("etcd://", "etcds://")):
+        from atoll.storage.etcd import EtcdStore
+
+        return EtcdStore(url, history_keep=settings.history_revisions,
+                         ssl_context=etcd_tls(settings))
+    raise errors.BadRequest(f"unsupported datastore {url!r} (supported: sqlite://PATH, "
+                            "etcd://HOST:PORT[,HOST:PORT...], etcds://...)")
+
+
+def etcd_tls(settings: ServerSettings) -> Any:
+    """A TLS context for etcds:// from --etcd-cafile/--etcd-certfile/--etcd-keyfile."""
+    if not (settings.etcd_cafile or settings.etcd_certfile):
+        return None
+    ctx = ssl.create_default_context(cafile=str(settings.etcd_cafile) if settings.etcd_cafile
+                                     else None)
+    if settings.etcd_certfile:
+        ctx.load_cert_chain(str(settings.etcd_certfile),
+                            str(settings.etcd_keyfile) if settings.etcd_keyfile else None)
+    return ctx
 
 
 class ApiServer:

@@ -39,6 +39,10 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-toleration-seconds", type=int, default=3,
                    help="how long pods stay on a not-ready or unreachable node before they "
                         "are evicted, unless they say otherwise (upstream: 300)")
+    p.add_argument("--etcd-cafile", type=Path, default=None, help="CA bundle of etcd (etcds://)")
+    p.add_argument("--etcd-certfile", type=Path, default=None,
+                   help="client certificate for etcd (etcds://)")
+    p.add_argument("--etcd-keyfile", type=Path, default=None, help="its key")
     p.add_argument("--ca-from", type=Path, default=None, metavar="DIR",
                    help="join: take the cluster CA and signing keys from this (first) server's "
                         "data dir, so one kubeconfig works against every server")
@@ -62,7 +66,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
                           pod_toleration_seconds=args.default_toleration_seconds,
                           content_max_blob_bytes=quantity.integer(args.content_max_blob_size),
                           pod_security_default=args.pod_security_default,
-                          audit_log=args.audit_log_path)
+                          audit_log=args.audit_log_path, etcd_cafile=args.etcd_cafile,
+                          etcd_certfile=args.etcd_certfile, etcd_keyfile=args.etcd_keyfile)
 
 
 def write_admin_kubeconfig(settings: ServerSettings) -> Path:
