@@ -7,7 +7,7 @@ import logging
 import sys
 
 from atoll.cli import (agent_cmd, controllers_cmd, dev_cmd, image_cmd, kubeconfig_cmd,
-                       namespace_cmd, server_cmd, up_cmd, user_cmd, vm_cmd)
+                       migrate_cmd, namespace_cmd, server_cmd, up_cmd, user_cmd, vm_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     user_cmd.register(sub)
     namespace_cmd.register(sub)
     dev_cmd.register(sub)
+    migrate_cmd.register(sub)
     return parser
 
 
