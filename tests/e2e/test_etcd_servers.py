@@ -163,3 +163,38 @@ def test_killing_a_server_or_an_etcd_member_loses_no_acknowledged_write(cluster)
     missing = set(acked) - set(stored)
     assert not missing, sorted(missing)[:10]
     assert len(stored) == len(set(stored))
+
+
+def test_a_partitioned_server_refuses_writes_and_catches_up(tmp_path: Path) -> None:
+    """Server 1 reaches etcd through a relay the test cuts: it answers writes with 503
+    (never a stale success) while server 2 goes on; back on the network, it sees everything."""
+    from tests.e2e.test_vm_ha import Cuttable
+
+    etcd = start_etcd(tmp_path, members=1)
+    relay = Cuttable(etcd.clients[0])
+    one = Server(tmp_path, "p1", f"etcd://127.0.0.1:{relay.port}")
+    wait_until("server 1", lambda: (one.data / "admin.kubeconfig").exists(), 60)
+    two = Server(tmp_path, "p2", etcd.url, ca_from=one.data)
+    ca = one.data / "pki" / "ca.crt"
+    try:
+        wait_until("both ready", lambda: one.ready(ca) and two.ready(ca), 60)
+        ctx = context(one)
+        call(two.url, ctx, "POST", "/api/v1/namespaces", {"metadata": {"name": "part"}})
+        relay.cut()
+        code, status = call(one.url, ctx, "POST", "/api/v1/namespaces/part/configmaps",
+                            {"metadata": {"name": "from-the-island"}})
+        assert code == 503 and status["reason"] == "ServiceUnavailable", (code, status)
+        code, _ = call(two.url, ctx, "POST", "/api/v1/namespaces/part/configmaps",
+                       {"metadata": {"name": "from-the-mainland"}})
+        assert code == 201
+        relay.restore()
+        wait_until("server 1 to catch up", lambda: call(
+            one.url, ctx, "GET", "/api/v1/namespaces/part/configmaps/from-the-mainland")[0]
+            == 200, 30)
+        assert call(two.url, ctx, "GET",
+                    "/api/v1/namespaces/part/configmaps/from-the-island")[0] == 404
+    finally:
+        relay.close()
+        for s in (one, two):
+            s.kill()
+        etcd.stop()

@@ -6,6 +6,7 @@ and answered 500 with that id, never a traceback on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Awaitable, Callable
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from atoll.api import errors
 from atoll.apiserver import http
+from atoll.storage.store import StoreError
 
 log = logging.getLogger("atoll.apiserver")
 
@@ -48,6 +50,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except (ConnectionResetError, web.HTTPClientError):
         raise
+    except StoreError as err:  # the datastore is away (an etcd partition): say so, retry later
+        log.warning("datastore error serving %s %s: %s", request.method, request.path, err)
+        unavailable = errors.ServiceUnavailable(f"the datastore is unavailable: {err}")
+        unavailable.retry_after = 1
+        return render(unavailable)
+    except asyncio.TimeoutError:
+        return render(errors.Timeout("Timeout: request did not complete within the allowed "
+                                     "duration"))
     except Exception:  # the outermost guard
         request_id = uuid.uuid4().hex[:12]
         log.exception("internal error serving %s %s (request %s)", request.method,
