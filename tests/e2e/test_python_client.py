@@ -115,9 +115,11 @@ def test_watch_ends_at_timeout_and_sends_initial_events(k8s, namespace: str) -> 
     lines = [line for line in resp.read().decode().splitlines() if line]
     elapsed = time.monotonic() - started
     events = [json.loads(line) for line in lines]
-    assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "first"
-    assert events[1]["type"] == "BOOKMARK"
-    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    # every namespace holds kube-root-ca.crt, as upstream's
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events[:2]] == [
+        ("ADDED", "first"), ("ADDED", "kube-root-ca.crt")]
+    assert events[2]["type"] == "BOOKMARK"
+    assert events[2]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
     assert 0.9 <= elapsed < 10, elapsed  # the server closes the stream at timeoutSeconds
 
 
