@@ -106,6 +106,8 @@ def test_create_token_and_use_it(platform: Platform, namespace: str, tmp_path: P
     assert 890 <= c["exp"] - c["iat"] <= 910
     user = whoami(platform, token, tmp_path)
     assert user["username"] == f"system:serviceaccount:{namespace}:robot"
+    shown = platform.kubectl("--token", token, "auth", "whoami").stdout.split()
+    assert shown[shown.index("Username") + 1] == f"system:serviceaccount:{namespace}:robot"
     assert set(user["groups"]) >= {"system:serviceaccounts", f"system:serviceaccounts:{namespace}",
                                    "system:authenticated"}
     # RBAC binds ServiceAccounts like anyone else
