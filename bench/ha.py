@@ -1,6 +1,10 @@
 """High availability, timed with the default settings.
 
-    .venv/bin/python bench/ha.py [--rounds 3] [--skip-vm]
+    .venv/bin/python bench/ha.py [--rounds 3] [--skip-vm] [--skip-etcd]
+
+0. Throughput over a 3-member etcd: etcd's own write rate through the same client (raw
+   creates, 64 concurrent), then API creates/s (32 clients) through one and through three API
+   servers over that etcd.
 
 1. Leader loss: two controller managers (default election: lease 15 s, renew deadline 10 s,
    retry 2 s) over one API server; the leader is killed (`kill -9`) and a pod is created at once;
@@ -42,6 +46,67 @@ def atoll_cmd(*args: str, log: Path | None = None) -> subprocess.Popen:
     out = open(log, "wb") if log else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "atoll.cli.main", *args], stdout=out,
                             stderr=subprocess.STDOUT, start_new_session=True)
+
+
+# -- 0. throughput over etcd ---------------------------------------------------------------------
+def etcd_throughput(seconds: float = 5.0) -> list[tuple[str, float, float]]:
+    import asyncio as aio
+
+    from atoll.storage.etcd import EtcdStore
+    from bench.api import Bench, pct
+    from tests.e2e.test_etcd_servers import Server
+    from tests.etcd import start_etcd
+
+    work = Path(tempfile.mkdtemp(prefix="atoll-bench-etcd-"))
+    etcd = start_etcd(work, members=3)
+    rows: list[tuple[str, float, float]] = []
+    try:
+        async def raw() -> tuple[float, list[float]]:
+            store = EtcdStore(etcd.url)
+            await store.start()
+            lat: list[float] = []
+            stop = time.perf_counter() + seconds
+            counter = iter(range(10 ** 9))
+
+            async def writer() -> None:
+                while time.perf_counter() < stop:
+                    t = time.perf_counter()
+                    await store.create(f"/bench/raw/{next(counter)}", b"x" * 600)
+                    lat.append(time.perf_counter() - t)
+            started = time.perf_counter()
+            await aio.gather(*(writer() for _ in range(64)))
+            rate = len(lat) / (time.perf_counter() - started)
+            await store.close()
+            return rate, lat
+        rate, lat = aio.run(raw())
+        rows.append(("etcd alone (raw creates, 64 at a time)", rate, pct(lat, .99)))
+        servers = [Server(work, "h1", etcd.url)]
+        wait_until("server 1", lambda: (servers[0].data / "admin.kubeconfig").exists(), 60)
+        servers += [Server(work, f"h{i}", etcd.url, ca_from=servers[0].data) for i in (2, 3)]
+        ca = servers[0].data / "pki" / "ca.crt"
+        wait_until("servers ready", lambda: all(s.ready(ca) for s in servers), 60)
+        try:
+            for label, using in (("1 API server over etcd", servers[:1]),
+                                 ("3 API servers over etcd", servers)):
+                benches = [Bench(servers[0].data, s.port) for s in using]
+
+                async def api(benches: list = benches) -> tuple[float, list[float]]:
+                    await benches[0].ensure_ns("bench")
+                    results = await aio.gather(*(
+                        b.run_for(seconds, 32 // len(benches),
+                                  lambda sess, b=b: b.create(sess, "bench"))
+                        for b in benches))
+                    return sum(r[0] for r in results), [x for r in results for x in r[1]]
+                for i, b in enumerate(benches):
+                    b.counter = 10 ** 6 * (i + 1) + (len(using) * 10 ** 7)
+                rate, lat = aio.run(api())
+                rows.append((label + " (32 clients)", rate, pct(lat, .99)))
+        finally:
+            for s in servers:
+                s.kill()
+    finally:
+        etcd.stop()
+    return rows
 
 
 # -- 1. leader loss --------------------------------------------------------------------------------
@@ -179,8 +244,14 @@ def _one_host_loss(kc: Path, relay: Cuttable, run_a: Path, name: str) -> dict[st
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--skip-vm", action="store_true", help="only the leader-loss part")
+    ap.add_argument("--skip-vm", action="store_true", help="skip the host-loss part")
+    ap.add_argument("--skip-etcd", action="store_true", help="skip the etcd throughput part")
     args = ap.parse_args()
+    if not args.skip_etcd:
+        print(f"{'writes over a 3-member etcd':44} {'per s':>8} {'p99 ms':>8}")
+        for label, rate, p99 in etcd_throughput():
+            print(f"{label:44} {rate:8.0f} {p99:8.1f}", flush=True)
+        print()
     print("leader loss (lease 15 s, renew deadline 10 s, retry 2 s):")
     leader = leader_loss(args.rounds)
     vm = [] if args.skip_vm else (print("host loss (Lease 8 s, renewal 2 s):") or

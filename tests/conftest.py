@@ -225,6 +225,10 @@ def own_platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
 def namespace(platform: Platform) -> str:
     name = f"t-{uuid.uuid4().hex[:8]}"
     platform.kubectl("create", "namespace", name)
+    # as upstream's e2e framework: a namespace is used once its controllers filled it in
+    wait_until(f"namespace {name} filled in", lambda: platform.kubectl(
+        "-n", name, "get", "serviceaccount/default", "configmap/kube-root-ca.crt",
+        check=False).returncode == 0)
     yield name
     platform.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

@@ -42,6 +42,15 @@ class ServerSettings:
     #: where every mutating request is recorded (audit.k8s.io Events, one JSON per line);
     #: None: <data_dir>/audit.log
     audit_log: Path | None = None
+    #: ServiceAccount tokens (kube's --service-account-issuer, --api-audiences, ...): the
+    #: first issuer signs, all are accepted; audiences default to the issuers
+    service_account_issuers: tuple[str, ...] = ("https://kubernetes.default.svc.cluster.local",)
+    api_audiences: tuple[str, ...] = ()
+    #: TokenRequests for longer are shortened to this (0: no cap)
+    service_account_max_token_expiration: int = 0
+    #: kubelet's one-hour pod tokens stay valid for a year, as upstream's default
+    service_account_extend_token_expiration: bool = True
+    service_account_jwks_uri: str = ""
 
 
 @dataclass(frozen=True)

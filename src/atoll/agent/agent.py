@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,12 @@ class Agent:
             name=s.name, data_dir=s.data_dir, host_ip=s.host_ip, pod_cidr=s.pod_cidr,
             lease_interval=s.lease_interval, lease_seconds=s.lease_seconds, port=s.port,
             runtime_version=runc_version(s.runtime), labels=s.labels), images=self.images)
+        api_host, api_port = api_endpoint_for_pods(config.server, s.host_ip)
         self.worker_settings = WorkerSettings(node_name=s.name, host_ip=s.host_ip,
                                               pods_dir=s.data_dir / "pods",
                                               backoff_base=s.backoff_base,
-                                              backoff_max=s.backoff_max)
+                                              backoff_max=s.backoff_max,
+                                              api_host=api_host, api_port=api_port)
         self.pods = Informer(self.client, "", "v1", "pods", field_selector=f"spec.nodeName={s.name}")
         self.pods.add_handler(self._on_pod)
         self.workers: dict[str, PodWorker] = {}
@@ -154,3 +157,17 @@ class Agent:
             worker.deleted_from_api = True
             await worker.sync()
             shutil.rmtree(pods_dir / uid, ignore_errors=True)
+
+
+def api_endpoint_for_pods(server: str, host_ip: str) -> tuple[str, int]:
+    """The API server's address as a pod sees it: the agent's own server URL (the first of
+    several), with a loopback host replaced by this host's address (a pod has its own lo)."""
+    url = urllib.parse.urlsplit(server.split(",")[0].strip())
+    try:
+        port = url.port or 443
+    except ValueError:
+        return "", 0
+    host = url.hostname or ""
+    if host == "localhost" or host.startswith("127.") or host == "::1":
+        host = host_ip
+    return host, port

@@ -47,12 +47,27 @@ def command_line(container: dict[str, Any], image_config: dict[str, Any],
     return [expand(str(a), env) for a in argv]
 
 
+def api_service_env(host: str, port: int) -> dict[str, str]:
+    """What kubelet tells every container about the ``kubernetes`` Service (the API server),
+    so in-cluster clients (client-go's InClusterConfig, ...) find it."""
+    if not host or not port:
+        return {}
+    addr = f"[{host}]" if ":" in host else host
+    url, p = f"tcp://{addr}:{port}", f"KUBERNETES_PORT_{port}_TCP"
+    return {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(port), "KUBERNETES_PORT": url, p: url,
+            f"{p}_PROTO": "tcp", f"{p}_PORT": str(port), f"{p}_ADDR": host}
+
+
 async def environment(pod: dict[str, Any], container: dict[str, Any],
-                      image_env: list[str], fetch: Fetch) -> dict[str, str]:
+                      image_env: list[str], fetch: Fetch,
+                      service_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The container's variables; ``service_env`` goes over the image's and under the pod's."""
     env: dict[str, str] = {}
     for item in image_env:
         key, _, value = item.partition("=")
         env[key] = value
+    env.update(service_env or {})
     env["HOSTNAME"] = pod["metadata"]["name"]
     for source in container.get("envFrom") or []:
         prefix = str(source.get("prefix") or "")

@@ -50,6 +50,9 @@ class WorkerSettings:
     backoff_max: float = 300.0
     #: a container that ran this long without failing has its back-off reset
     backoff_reset_after: float = 600.0
+    #: the API server as pods reach it (KUBERNETES_SERVICE_HOST/PORT); empty: not told
+    api_host: str = ""
+    api_port: int = 0
 
 
 @dataclass
@@ -277,7 +280,9 @@ class PodWorker:
         previous = self.attempts.get(name, [])
         attempt_no = previous[-1].meta.attempt + 1 if previous else 0
         try:
-            env = await podenv.environment(self.pod, container, image.env, self._fetch)
+            env = await podenv.environment(self.pod, container, image.env, self._fetch,
+                                           podenv.api_service_env(self.settings.api_host,
+                                                                  self.settings.api_port))
             spec = self._runtime_spec(container, image.config, env)
         except podenv.ConfigError as e:
             self.waiting[name] = ("CreateContainerConfigError", str(e))

@@ -114,7 +114,8 @@ class ApiServer:
         pki_dir = data / "pki"
         ca = pki.ensure_ca(pki_dir)
         serving = pki.ensure_serving(pki_dir, ca, self.settings.extra_sans)
-        self.token_issuer = serviceaccounts.TokenIssuer(pki_dir, self.cacher)
+        self.token_issuer = serviceaccounts.TokenIssuer(
+            pki_dir, self.cacher, serviceaccounts.options_from(self.settings))
         agent_client = pki.ensure_client(pki_dir, ca, "apiserver-kubelet-client",
                                          "kube-apiserver-kubelet-client", ())
         self.node_proxy = NodeProxy(self.svc, self.registry,

@@ -564,7 +564,8 @@ class ResourceHandler:
                 raise errors.Forbidden(f'serviceaccounts "{path.name}" is forbidden: node '
                                        f'"{node}" may only request tokens bound to pods it runs',
                                        name=path.name, kind="serviceaccounts")
-        return http.json_response(issuer.token_request(sa, body), status=201)
+        answer, warnings = issuer.token_request(sa, body)
+        return http.json_response(answer, status=201, headers=http.warning_headers(warnings))
 
     # -- reviews -----------------------------------------------------------------------------
     async def _review(self, request: web.Request, rt: ResourceType, path: ResourcePath) -> web.Response:

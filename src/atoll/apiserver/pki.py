@@ -166,7 +166,18 @@ def _sign_leaf(ca: CertPair, public_key: object, subject: x509.Name, *,
 def host_names() -> tuple[str, ...]:
     """Names and addresses a client on this host or the LAN may use to reach the server."""
     names = ["localhost", "127.0.0.1", "::1", "kubernetes", "kubernetes.default",
-             "kubernetes.default.svc"]
+             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+    # the source of the default route: what hosts' agents register and pods are told
+    # (KUBERNETES_SERVICE_HOST) when they reach the API on loopback
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent
+        if probe.getsockname()[0] not in names:
+            names.append(probe.getsockname()[0])
+    except OSError:
+        pass
+    finally:
+        probe.close()
     for n in {socket.gethostname(), socket.getfqdn()}:
         if n and n not in names:
             names.append(n)
@@ -182,13 +193,35 @@ def host_names() -> tuple[str, ...]:
 
 def ensure_serving(directory: Path, ca: CertPair, extra_names: tuple[str, ...] = ()) -> CertPair:
     pair = CertPair(directory / "apiserver.crt", directory / "apiserver.key")
-    if pair.cert.exists() and pair.key.exists():
+    names = host_names() + extra_names
+    if pair.cert.exists() and pair.key.exists() and _covers(pair.cert, names):
         return pair
-    cert, key = issue(ca, common_name="atoll-apiserver", server_names=host_names() + extra_names,
+    cert, key = issue(ca, common_name="atoll-apiserver", server_names=names,
                       client=False, server=True)
     _write_private(pair.key, key)
     _write_private(pair.cert, cert)
     return pair
+
+
+def _covers(cert_path: Path, names: tuple[str, ...]) -> bool:
+    """Whether a serving certificate names all of ``names`` (else it is issued again: the
+    host's address changed, or a newer release serves more names)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    have = {str(a) for a in sans.get_values_for_type(x509.IPAddress)} | set(
+        sans.get_values_for_type(x509.DNSName))
+    return all(str(ipaddress.ip_address(n)) in have if _is_ip(n) else n in have for n in names)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
 
 
 def ensure_client(directory: Path, ca: CertPair, name: str, user: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 from pathlib import Path
 
@@ -54,6 +55,52 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
                    help="audit log of every mutating request (default: DATA_DIR/audit.log)")
     p.add_argument("--content-max-blob-size", default="64Gi",
                    help="largest file the content library accepts, a quantity (default: 64Gi)")
+    add_token_flags(p)
+
+
+def add_token_flags(p: argparse.ArgumentParser) -> None:
+    """ServiceAccount token flags, named as kube-apiserver's."""
+    p.add_argument("--service-account-issuer", action="append", default=[], metavar="URL",
+                   help="iss of ServiceAccount tokens (repeatable: the first signs, all are "
+                        "accepted; default: https://kubernetes.default.svc.cluster.local)")
+    p.add_argument("--api-audiences", default="", metavar="A,B",
+                   help="audiences a token must name to be accepted (default: the issuers)")
+    p.add_argument("--service-account-max-token-expiration", default="0", metavar="DURATION",
+                   help="shorten longer TokenRequests to this, e.g. 24h (default: no cap)")
+    p.add_argument("--service-account-extend-token-expiration", default="true",
+                   choices=["true", "false"],
+                   help="pod tokens asked for 3607s stay valid a year, with a warnafter claim "
+                        "(default: true, as upstream)")
+    p.add_argument("--service-account-jwks-uri", default="",
+                   help="jwks_uri of /.well-known/openid-configuration (default: this server)")
+
+
+def token_args(settings: ServerSettings) -> list[str]:
+    """The token flags that give a child `atoll server` these settings (for `atoll up`)."""
+    argv: list[str] = []
+    for issuer in settings.service_account_issuers:
+        argv += ["--service-account-issuer", issuer]
+    if settings.api_audiences:
+        argv += ["--api-audiences", ",".join(settings.api_audiences)]
+    argv += ["--service-account-max-token-expiration",
+             str(settings.service_account_max_token_expiration),
+             "--service-account-extend-token-expiration",
+             "true" if settings.service_account_extend_token_expiration else "false"]
+    if settings.service_account_jwks_uri:
+        argv += ["--service-account-jwks-uri", settings.service_account_jwks_uri]
+    return argv
+
+
+def duration_seconds(text: str) -> int:
+    """A Go-style duration (90s, 10m, 24h, 1h30m) or plain seconds."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    parts = re.fullmatch(r"((\d+)h)?((\d+)m)?((\d+)s)?", text)
+    if not text or parts is None:
+        raise ValueError(f"not a duration: {text!r} (say 10m, 24h or 1h30m)")
+    h, m, s = (int(parts.group(i) or 0) for i in (2, 4, 6))
+    return h * 3600 + m * 60 + s
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
@@ -67,7 +114,16 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
                           content_max_blob_bytes=quantity.integer(args.content_max_blob_size),
                           pod_security_default=args.pod_security_default,
                           audit_log=args.audit_log_path, etcd_cafile=args.etcd_cafile,
-                          etcd_certfile=args.etcd_certfile, etcd_keyfile=args.etcd_keyfile)
+                          etcd_certfile=args.etcd_certfile, etcd_keyfile=args.etcd_keyfile,
+                          service_account_issuers=tuple(args.service_account_issuer) or
+                          ServerSettings.service_account_issuers,
+                          api_audiences=tuple(a.strip() for a in args.api_audiences.split(",")
+                                              if a.strip()),
+                          service_account_max_token_expiration=duration_seconds(
+                              args.service_account_max_token_expiration),
+                          service_account_extend_token_expiration=(
+                              args.service_account_extend_token_expiration == "true"),
+                          service_account_jwks_uri=args.service_account_jwks_uri)
 
 
 def write_admin_kubeconfig(settings: ServerSettings) -> Path:
