@@ -35,6 +35,9 @@ class ServerSettings:
     content_max_blob_bytes: int = 64 << 30
     #: Pod Security level for namespaces without the enforce label: privileged|baseline|restricted
     pod_security_default: str = "baseline"
+    #: shared secret of the servers over one datastore: the first seals the CA and signing
+    #: key into the store with it, the others take them from there (apiserver/join.py)
+    join_token: str = ""
     #: TLS towards etcd (etcds://): CA bundle, client certificate and key
     etcd_cafile: Path | None = None
     etcd_certfile: Path | None = None

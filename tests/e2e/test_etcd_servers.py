@@ -25,13 +25,15 @@ from tests.etcd import start_etcd
 
 
 class Server:
-    def __init__(self, work: Path, name: str, datastore: str, ca_from: Path | None = None):
+    def __init__(self, work: Path, name: str, datastore: str, ca_from: Path | None = None,
+                 *extra: str):
         self.data = work / name
         self.port = free_port()
         args = [sys.executable, "-m", "atoll.cli.main", "server", "--data-dir", str(self.data),
                 "--port", str(self.port), "--datastore", datastore]
         if ca_from:
             args += ["--ca-from", str(ca_from)]
+        args += list(extra)
         self.proc = subprocess.Popen(args, stdout=open(work / f"{name}.log", "wb"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"https://127.0.0.1:{self.port}"
@@ -198,3 +200,31 @@ def test_a_partitioned_server_refuses_writes_and_catches_up(tmp_path: Path) -> N
         for s in (one, two):
             s.kill()
         etcd.stop()
+
+
+def test_servers_join_through_the_datastore_with_a_token(tmp_path: Path) -> None:
+    etcd = start_etcd(tmp_path, members=1)
+    token = "correct-horse-battery-staple"
+    one = Server(tmp_path, "j1", etcd.url, None, "--join-token", token)
+    servers = [one]
+    try:
+        wait_until("server 1", lambda: (one.data / "admin.kubeconfig").exists(), 60)
+        two = Server(tmp_path, "j2", etcd.url, None, "--join-token", token)
+        servers.append(two)
+        ca = one.data / "pki" / "ca.crt"
+        wait_until("server 2", lambda: two.ready(ca), 60)
+        assert (two.data / "pki" / "ca.crt").read_bytes() == ca.read_bytes()
+        assert (two.data / "pki" / "sa.key").read_bytes() == \
+            (one.data / "pki" / "sa.key").read_bytes()
+        code, _ = call(two.url, context(one), "GET", "/api/v1/namespaces")  # one's admin cert
+        assert code == 200
+        wrong = Server(tmp_path, "j3", etcd.url, None, "--join-token", "not-the-right-token!")
+        servers.append(wrong)
+        assert wrong.proc.wait(60) != 0
+        assert "wrong token" in (tmp_path / "j3.log").read_text()
+        assert not (wrong.data / "pki" / "ca.key").exists()
+    finally:
+        for s in servers:
+            s.kill()
+        etcd.stop()
+

@@ -18,7 +18,7 @@ from aiohttp import web
 from atoll import __version__
 from atoll.api import errors
 from atoll.apiserver import (authn, authz, bootstrap_policy, builtin_crds, certificates, crds,
-                             discovery, heap, http, metrics, pki, rbac, routing,
+                             discovery, heap, http, join, metrics, pki, rbac, routing,
                              serviceaccounts)
 from atoll.apiserver.admission import Admission
 from atoll.apiserver.admission.escalation import EscalationCheck
@@ -112,16 +112,20 @@ class ApiServer:
         data = self.settings.data_dir
         data.mkdir(parents=True, exist_ok=True)
         pki_dir = data / "pki"
+        await self.store.start()
+        if self.settings.join_token:
+            await join.join(self.store, pki_dir, self.settings.join_token)
         ca = pki.ensure_ca(pki_dir)
         serving = pki.ensure_serving(pki_dir, ca, self.settings.extra_sans)
         self.token_issuer = serviceaccounts.TokenIssuer(
             pki_dir, self.cacher, serviceaccounts.options_from(self.settings))
+        if self.settings.join_token:
+            await join.publish(self.store, pki_dir, self.settings.join_token)
         agent_client = pki.ensure_client(pki_dir, ca, "apiserver-kubelet-client",
                                          "kube-apiserver-kubelet-client", ())
         self.node_proxy = NodeProxy(self.svc, self.registry,
                                     (str(agent_client.cert), str(agent_client.key)))
         self.handler.subresource_proxy = self.node_proxy
-        await self.store.start()
         await self.cacher.start()
         heap.HeapKeeper(lambda: len(self.cacher.objects)).watch(self.cacher)
         crds.CRDWatcher(self.registry, self.cacher).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import signal
 from pathlib import Path
@@ -44,6 +45,11 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etcd-certfile", type=Path, default=None,
                    help="client certificate for etcd (etcds://)")
     p.add_argument("--etcd-keyfile", type=Path, default=None, help="its key")
+    p.add_argument("--join-token", default=os.environ.get("ATOLL_JOIN_TOKEN", ""),
+                   metavar="TOKEN",
+                   help="servers over one datastore share the cluster CA and signing key "
+                        "through it, sealed with this token (at least 16 characters; or "
+                        "$ATOLL_JOIN_TOKEN)")
     p.add_argument("--ca-from", type=Path, default=None, metavar="DIR",
                    help="join: take the cluster CA and signing keys from this (first) server's "
                         "data dir, so one kubeconfig works against every server")
@@ -113,7 +119,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
                           pod_toleration_seconds=args.default_toleration_seconds,
                           content_max_blob_bytes=quantity.integer(args.content_max_blob_size),
                           pod_security_default=args.pod_security_default,
-                          audit_log=args.audit_log_path, etcd_cafile=args.etcd_cafile,
+                          audit_log=args.audit_log_path, join_token=args.join_token,
+                          etcd_cafile=args.etcd_cafile,
                           etcd_certfile=args.etcd_certfile, etcd_keyfile=args.etcd_keyfile,
                           service_account_issuers=tuple(args.service_account_issuer) or
                           ServerSettings.service_account_issuers,
