@@ -21,7 +21,7 @@ import pytest
 from atoll.client import kubeconfig
 from atoll.client.rest import ApiClient
 from tests.conftest import free_port, wait_until
-from tests.etcd import start_etcd
+from tests.etcd import count_keys, start_etcd
 
 
 class Server:
@@ -165,6 +165,11 @@ def test_killing_a_server_or_an_etcd_member_loses_no_acknowledged_write(cluster)
     missing = set(acked) - set(stored)
     assert not missing, sorted(missing)[:10]
     assert len(stored) == len(set(stored))
+    # the killed member rejoins and holds the same data
+    etcd.restart(2)
+    wait_until("the member back", lambda: etcd.healthy(2), 60)
+    wait_until("the member caught up", lambda: count_keys(
+        etcd, 2, "/registry/core/configmaps/load/") == len(stored), 60)
 
 
 def test_a_partitioned_server_refuses_writes_and_catches_up(tmp_path: Path) -> None:
