@@ -4,8 +4,14 @@ Hosts here have no registry access, so images arrive as files.  Each layer is
 unpacked once into the image store (a layer already present is skipped),
 turning the tar's whiteouts into overlayfs's (``.wh.NAME`` → a 0/0 character
 device, ``.wh..wh..opq`` → the ``trusted.overlay.opaque`` attribute).  A layer
-may not write outside its own directory: absolute and ``..`` paths, and paths
-through symlinks that leave the layer, are refused.
+may not write outside its own directory: ``..`` in a name or a hard link is
+refused, a leading ``/`` means the layer's root, and every entry is written
+relative to a descriptor of its parent, resolved inside the layer: a relative
+symlink an earlier entry made is followed within the layer, one that would leave
+it (``etc -> /tmp``, ``x -> ../..``) is refused, and the entry itself is always
+created, never opened through a symlink.  ``tarfile``'s ``data`` filter is not used: it
+strips the setuid bits and device nodes images need, and before Python 3.11.13 its
+checks can be bypassed (CVE-2025-4517).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable
 
+from atoll.agent import safepath
 from atoll.agent.images import Image, ImageStore
 
 Progress = Callable[[int], None]  # bytes of layer data consumed
@@ -239,52 +246,118 @@ def unpack_layer(blob: IO[bytes], dest: Path, progress: Progress | None = None) 
         raise ImageImportError("zstd-compressed layers are not supported; re-export with gzip")
     else:
         stream = counted
-    root = os.path.realpath(dest)
+    root = safepath.open_root(dest)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                _unpack_member(tar, member, dest, root)
+                _unpack_member(tar, member, root)
+    except safepath.PathEscape as e:
+        raise ImageImportError(f"unsafe path in layer: {e.strerror}") from None
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as e:
         raise ImageImportError(f"a layer cannot be unpacked: {e}") from None
+    finally:
+        os.close(root)
 
 
-def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, root: str) -> None:
+def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: int) -> None:
+    """One layer entry, written relative to descriptors: its parent is resolved inside the
+    layer (a symlink an earlier entry made is followed as the container would, never to the
+    host) and the entry itself is created, never opened through an existing symlink."""
     name = _layer_path(member.name)
     if str(name) == ".":
         return
-    parent = dest / name.parent
-    real_parent = os.path.realpath(parent)
-    if real_parent != root and not real_parent.startswith(root + os.sep):
-        raise ImageImportError(f"layer path goes through a link out of the layer: {member.name}")
-    parent.mkdir(parents=True, exist_ok=True)
     base = name.name
-    if base == ".wh..wh..opq":
-        os.setxattr(parent, "trusted.overlay.opaque", b"y")
-        return
-    if base.startswith(".wh."):
-        target = parent / base[4:]
-        _remove(target)
-        os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
-        return
-    target = dest / name
-    if member.isdir():
-        if target.exists() and not target.is_dir():
-            _remove(target)
-        target.mkdir(exist_ok=True)
-    else:
-        _remove(target)
-        if member.islnk():
-            link = _layer_path(member.linkname)
-            os.link(dest / link, target)
-            return
-        tar.extract(member, dest, set_attrs=False, numeric_owner=True,
-                    filter=lambda m, _p: m.replace(name=str(name), mode=m.mode & 0o7777))
+    parent = safepath.open_dir_in_root(root, str(name.parent), refuse_escaping=True)
     try:
-        if not member.issym():
-            os.chmod(target, member.mode & 0o7777)
-        os.lchown(target, member.uid, member.gid)
-        if not member.issym():
-            os.utime(target, (member.mtime, member.mtime))
+        if base.startswith(".wh."):
+            _whiteout(parent, base, member.name)
+        elif member.islnk():
+            safepath.remove_at(parent, base)
+            link = _layer_path(member.linkname)
+            if str(link) == ".":
+                raise ImageImportError(f"unsafe hard link in layer: {member.name}")
+            source = safepath.open_dir_in_root(root, str(link.parent), create_mode=None,
+                                               refuse_escaping=True)
+            try:  # the link itself, not what it may point to: nothing outside is reached
+                os.link(link.name, base, src_dir_fd=source, dst_dir_fd=parent,
+                        follow_symlinks=False)
+            finally:
+                os.close(source)
+        elif member.issym():
+            safepath.remove_at(parent, base)
+            os.symlink(member.linkname, base, dir_fd=parent)
+            try:
+                os.chown(base, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+            except OSError:
+                pass
+        elif member.isdir():
+            _unpack_dir(parent, base, member)
+        elif member.isreg():
+            safepath.remove_at(parent, base)
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=parent)
+            with os.fdopen(fd, "wb") as out:
+                src = tar.extractfile(member)
+                if src is not None:
+                    shutil.copyfileobj(src, out, 1 << 20)
+                _set_attrs(out.fileno(), member)
+        elif member.ischr() or member.isblk() or member.isfifo():
+            safepath.remove_at(parent, base)
+            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() \
+                else stat.S_IFIFO
+            os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor)
+                     if not member.isfifo() else 0, dir_fd=parent)
+            fd = os.open(base, safepath.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                _set_attrs(fd, member, by_path=True)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(parent)
+
+
+def _whiteout(parent: int, base: str, raw: str) -> None:
+    """``.wh..wh..opq``: the directory is opaque; ``.wh.NAME``: NAME is deleted (overlayfs's
+    0/0 character device).  NAME is one entry of this directory, nothing else."""
+    if base == ".wh..wh..opq":
+        os.setxattr(safepath.fd_path(parent), "trusted.overlay.opaque", b"y")
+        return
+    hidden = base[4:]
+    if hidden.startswith(".wh."):
+        return  # aufs bookkeeping (.wh..wh.plnk, ...): nothing to show
+    if hidden in ("", ".", ".."):
+        raise ImageImportError(f"unsafe whiteout in layer: {raw}")
+    safepath.remove_at(parent, hidden)
+    os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
+
+
+def _unpack_dir(parent: int, base: str, member: tarfile.TarInfo) -> None:
+    try:
+        st = os.stat(base, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        safepath.remove_at(parent, base)
+        st = None
+    if st is None:
+        os.mkdir(base, 0o700, dir_fd=parent)
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        _set_attrs(fd, member)
+    finally:
+        os.close(fd)
+
+
+def _set_attrs(fd: int, member: tarfile.TarInfo, by_path: bool = False) -> None:
+    """Owner, then mode (a chown clears setuid bits), then mtime, of what ``fd`` holds."""
+    target: int | str = safepath.fd_path(fd) if by_path else fd
+    try:
+        os.chown(target, member.uid, member.gid)
+    except OSError:
+        pass
+    os.chmod(target, member.mode & 0o7777)
+    try:
+        os.utime(target, (member.mtime, member.mtime))
     except OSError:
         pass
 
@@ -296,10 +369,3 @@ def _layer_path(raw: str) -> PurePosixPath:
         raise ImageImportError(f"unsafe path in layer: {raw}")
     parts = [p for p in path.parts if p not in ("/", ".")]
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)

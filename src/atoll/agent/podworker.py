@@ -13,11 +13,19 @@ timer, a probe result) and runs ``sync`` once per wake, serially:
 
 Everything needed after an agent restart is on disk (container records,
 ``network.json``), so a new worker adopts running containers untouched.
+
+The worker runs only what it first admitted: the pod spec it first saw is kept
+(``admitted.json`` in the pod's directory, so an agent restart keeps it too) and
+every container (re)start uses that snapshot.  A later stored spec contributes
+only what upstream lets a pod update change (container images,
+``activeDeadlineSeconds`` downwards, ``terminationGracePeriodSeconds``,
+tolerations); the API server refuses other changes, and this is the second line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import json
 import logging
@@ -32,13 +40,16 @@ from atoll.agent import podenv, podstatus, volumes
 from atoll.agent.images import ImageStore
 from atoll.agent.network import CNI, NetworkError, PodNetwork
 from atoll.agent.probes import ProbeRunner
+from atoll.agent.runtime import mounts as host_mounts
 from atoll.agent.runtime import oci
 from atoll.agent.runtime.containers import (ContainerError, ContainerMeta, ContainerRuntime,
                                             container_id)
 from atoll.api import errors, quantity
+from atoll.client.events import WARNING, EventRecorder
 from atoll.client.rest import ApiClient
 
 log = logging.getLogger(__name__)
+ADMITTED_FILE = "admitted.json"
 
 
 @dataclass(frozen=True)
@@ -64,8 +75,8 @@ class Attempt:
 
 class PodWorker:
     def __init__(self, pod: dict[str, Any], *, client: ApiClient, runtime: ContainerRuntime,
-                 images: ImageStore, cni: CNI, settings: WorkerSettings) -> None:
-        self.pod = pod
+                 images: ImageStore, cni: CNI, settings: WorkerSettings,
+                 events: EventRecorder | None = None) -> None:
         self.uid: str = pod["metadata"]["uid"]
         self.client = client
         self.runtime = runtime
@@ -73,6 +84,13 @@ class PodWorker:
         self.cni = cni
         self.settings = settings
         self.dir = settings.pods_dir / self.uid
+        self._events = events
+        saved = _read_json(self.dir / ADMITTED_FILE)
+        self._admitted_saved = bool(saved and saved.get("uid") == self.uid
+                                    and isinstance(saved.get("spec"), dict))
+        self.admitted: dict[str, Any] = copy.deepcopy(
+            saved["spec"] if saved and self._admitted_saved else pod.get("spec") or {})
+        self.pod = with_admitted_spec(pod, self.admitted)
         self.deleted_from_api = False
         self.network: PodNetwork | None = None
         self.volumes: dict[str, volumes.HostVolume] | None = None
@@ -91,9 +109,16 @@ class PodWorker:
     # -- driving --------------------------------------------------------------------------------
     def start(self, existing: list[ContainerMeta] | None = None) -> None:
         """Run the worker; ``existing`` are this pod's containers found on disk at agent start."""
+        self.keep_admitted()
         self._adopt(existing or [])
         self._task = asyncio.create_task(self._loop(), name=f"pod-{self.uid[:8]}")
         self.wake()
+
+    def keep_admitted(self) -> None:
+        """Persist the admitted spec (once): a restarted agent runs the same snapshot."""
+        if not self._admitted_saved:
+            _write_json(self.dir / ADMITTED_FILE, {"uid": self.uid, "spec": self.admitted})
+            self._admitted_saved = True
 
     def wake(self) -> None:
         self._wake.set()
@@ -102,8 +127,14 @@ class PodWorker:
         if pod is None:
             self.deleted_from_api = True
         else:
-            self.pod = pod
+            self.pod = with_admitted_spec(pod, self.admitted)
         self.wake()
+
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about this pod (queued: never waits for the API)."""
+        if self._events is None:
+            self._events = _shared_recorder(self.client)
+        self._events.record(self.pod, type_, reason, message)
 
     async def _loop(self) -> None:
         try:
@@ -286,6 +317,7 @@ class PodWorker:
             spec = self._runtime_spec(container, image.config, env)
         except podenv.ConfigError as e:
             self.waiting[name] = ("CreateContainerConfigError", str(e))
+            self._event(WARNING, "Failed", f"Error: {e}")
             self.not_before[name] = time.time() + self._retry_delay(f"config:{name}")
             self._wake_later(self.not_before[name] - time.time())
             return
@@ -368,7 +400,7 @@ class PodWorker:
         if isinstance(pod_sc.get("fsGroup"), int):
             groups.append(pod_sc["fsGroup"])
         caps = sc.get("capabilities") or {}
-        mounts = self._mounts(container)
+        mounts = self._mounts(container, env)
         limits = self._limits(container)
         cfg = oci.ContainerConfig(
             args=argv, env=[f"{k}={v}" for k, v in env.items()],
@@ -402,7 +434,7 @@ class PodWorker:
         name = self.spec.get("hostname") or self.pod["metadata"]["name"]
         return str(name)[:63]
 
-    def _mounts(self, container: dict[str, Any]) -> list[oci.Mount]:
+    def _mounts(self, container: dict[str, Any], env: dict[str, str]) -> list[oci.Mount]:
         files = self.dir / "etc"
         mounts = [oci.Mount("/etc/hosts", str(files / "hosts")),
                   oci.Mount("/etc/hostname", str(files / "hostname")),
@@ -413,22 +445,30 @@ class PodWorker:
         mounts.append(oci.Mount(str(container.get("terminationMessagePath")
                                     or "/dev/termination-log"), str(term)))
         vols = self.volumes or {}
-        for vm in container.get("volumeMounts") or []:
+        for index, vm in enumerate(container.get("volumeMounts") or []):
             vol = vols.get(vm.get("name"))
             if vol is None:
                 raise podenv.ConfigError(f'volume "{vm.get("name")}" is not defined in the pod')
             source = vol.path
-            sub = vm.get("subPath") or vm.get("subPathExpr") or ""
+            sub = self._subpath(vm, env)
             if sub:
-                if os.path.isabs(sub) or ".." in Path(sub).parts:
-                    raise podenv.ConfigError(f"subPath {sub!r} must be a relative path inside "
-                                             "the volume")
-                source = os.path.join(source, sub)
-                if not os.path.exists(source):
-                    os.makedirs(source, exist_ok=True)
+                try:
+                    source = volumes.prepare_subpath(self.dir, str(vm["name"]), vol.path, sub,
+                                                     container["name"], index)
+                except podenv.ConfigError as e:
+                    raise volumes.subpath_error(str(vm["name"]), container["name"],
+                                                str(e)) from None
             mounts.append(oci.Mount(str(vm.get("mountPath")), source,
                                     readonly=bool(vm.get("readOnly")) or vol.read_only))
         return mounts
+
+    @staticmethod
+    def _subpath(vm: dict[str, Any], env: dict[str, str]) -> str:
+        """``subPath``, or ``subPathExpr`` with the container's ``$(VAR)``s expanded (the
+        result is checked by the safe resolution like any subPath)."""
+        if vm.get("subPathExpr"):
+            return podenv.expand(str(vm["subPathExpr"]), env)
+        return str(vm.get("subPath") or "")
 
     def _write_pod_files(self) -> None:
         files = self.dir / "etc"
@@ -499,7 +539,11 @@ class PodWorker:
                 (self.dir / "network.json").unlink()
             except OSError:
                 pass
-        await volumes.teardown(self.dir)
+        try:
+            await volumes.teardown(self.dir)
+        except volumes.TeardownError:
+            self.released = False  # tried again at the next sync; nothing deleted meanwhile
+            raise
         self.volumes = None
 
     async def _terminate(self) -> None:
@@ -512,7 +556,11 @@ class PodWorker:
             for a in attempts:
                 await self.runtime.remove(a.meta.id)
         await self._release()
-        await asyncio.to_thread(shutil.rmtree, self.dir, True)
+        left = host_mounts.mount_points_under(str(self.dir))
+        if left:  # never delete through a mount (a claim's files would go with it)
+            log.error("pod %s: still mounted, its directory is kept: %s", self.key, left)
+        else:
+            await asyncio.to_thread(shutil.rmtree, self.dir, True)
         if not self.deleted_from_api:
             ns, name = meta["namespace"], meta["name"]
             try:
@@ -597,6 +645,43 @@ class PodWorker:
             self.pod["status"] = updated.get("status") or status
         if status["phase"] in ("Succeeded", "Failed"):
             self.wake()  # release network and volumes now that the pod is done
+
+
+def with_admitted_spec(pod: dict[str, Any], admitted: dict[str, Any]) -> dict[str, Any]:
+    """``pod`` (metadata and status as stored now) with the admitted spec, taking from the
+    stored spec only the fields upstream lets a pod update change."""
+    new = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    spec = copy.deepcopy(admitted)
+    for key in ("containers", "initContainers"):
+        images = {c.get("name"): c.get("image") for c in new.get(key) or []
+                  if isinstance(c, dict)}
+        for c in spec.get(key) or []:
+            image = images.get(c.get("name"))
+            if isinstance(image, str) and image:
+                c["image"] = image
+    deadline, old_deadline = new.get("activeDeadlineSeconds"), spec.get("activeDeadlineSeconds")
+    if isinstance(deadline, int) and deadline > 0 and (
+            not isinstance(old_deadline, int) or deadline <= old_deadline):
+        spec["activeDeadlineSeconds"] = deadline
+    grace = new.get("terminationGracePeriodSeconds")
+    if isinstance(grace, int) and grace >= 0:
+        spec["terminationGracePeriodSeconds"] = grace
+    if isinstance(new.get("tolerations"), list):
+        spec["tolerations"] = copy.deepcopy(new["tolerations"])
+    return {**pod, "spec": spec}
+
+
+_recorders: dict[int, tuple[ApiClient, EventRecorder, asyncio.Task[None]]] = {}
+
+
+def _shared_recorder(client: ApiClient) -> EventRecorder:
+    """One event recorder (and its sender task) per API client, for workers not given one."""
+    entry = _recorders.get(id(client))
+    if entry is None or entry[0] is not client or entry[2].done():
+        recorder = EventRecorder(client, "kubelet")
+        task = asyncio.get_running_loop().create_task(recorder.run(), name="pod-events")
+        entry = _recorders[id(client)] = (client, recorder, task)
+    return entry[1]
 
 
 def _should_restart(policy: str, exit_info: dict[str, Any]) -> bool:

@@ -14,6 +14,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from atoll.agent.runtime import mounts
+
 
 def _kill(pid_text: str) -> None:
     try:
@@ -56,6 +58,8 @@ def teardown_host(data_dir: Path, run_dir: Path, bridge: str, runc: str = "runc"
         except (OSError, ValueError, KeyError):
             continue
         subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
+    for subpaths in (data_dir / "pods").glob("*/volume-subpaths"):
+        mounts.unmount_all_under(str(subpaths))  # subPath binds, before what they show
     for vol in (data_dir / "pods").glob("*/volumes/*"):
         if os.path.ismount(vol):
             subprocess.run(["umount", "-l", str(vol)], capture_output=True)

@@ -25,12 +25,14 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
+from atoll.agent import safepath
 from atoll.agent.runtime import mounts
 from atoll.agent.podenv import ConfigError, Fetch, field_value, resource_value
 from atoll.api import quantity
 
 DEFAULT_MODE = 0o644
 TOKENS_FILE = "tokens.json"
+SUBPATHS_DIR = "volume-subpaths"
 #: (audience or None, expirationSeconds) → (token, expiry as epoch seconds)
 RequestToken = Callable[[str | None, int], Awaitable[tuple[str, float]]]
 
@@ -218,22 +220,46 @@ def _downward_files(pod: dict[str, Any],
 
 def _write_files(target: Path, files: dict[str, tuple[bytes, int | None]],
                  default_mode: Any) -> None:
-    """Replace the volume's content in one step (a new directory, then a rename)."""
+    """Replace the volume's content in one step (a new directory, then a rename).
+
+    Item paths come from users: each is checked (relative, no ``..``) and written
+    relative to a descriptor of the new directory, never through a symlink."""
     mode_default = default_mode if isinstance(default_mode, int) else DEFAULT_MODE
     staged = target.with_name(f".{target.name}.new")
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
-    for rel, (content, mode) in files.items():
-        if rel.startswith("/") or ".." in Path(rel).parts:
-            raise VolumeError(f"invalid file path {rel!r} in volume")
-        path = staged / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-        os.chmod(path, mode if isinstance(mode, int) else mode_default)
+    root = safepath.open_root(staged)
+    try:
+        for rel, (content, mode) in files.items():
+            try:
+                parent, name = safepath.split_parent(rel)
+            except safepath.PathEscape as e:
+                raise VolumeError(f"invalid file path {rel!r} in volume: must be a relative "
+                                  f"path without '..' ({e.strerror})") from None
+            _write_at(root, parent, name, content,
+                      (mode if isinstance(mode, int) else mode_default) & 0o777)
+    finally:
+        os.close(root)
     os.chmod(staged, 0o755)
     if target.exists():
         shutil.rmtree(target)
     os.replace(staged, target)
+
+
+def _write_at(root: int, parent: str, name: str, content: bytes, mode: int) -> None:
+    """Write ``parent/name`` under the directory ``root`` without following any symlink."""
+    try:
+        dir_fd = safepath.open_beneath(root, parent, create_dirs=True, dir_mode=0o755)
+    except safepath.PathEscape as e:
+        raise VolumeError(f"cannot write {parent}/{name} in volume: {e.strerror}") from None
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=dir_fd)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            os.fchmod(f.fileno(), mode)
+    finally:
+        os.close(dir_fd)
 
 
 async def _token(request_token: RequestToken, audience: Any, seconds: int) -> tuple[str, float]:
@@ -259,11 +285,7 @@ async def refresh_tokens(pod_dir: Path, request_token: RequestToken) -> float | 
         if now < due:
             continue
         token, expires = await _token(request_token, t.get("audience"), int(t["seconds"]))
-        target = pod_dir / "volumes" / rel
-        staged = target.with_name(f".{target.name}.new")
-        staged.write_bytes(token.encode())
-        os.chmod(staged, DEFAULT_MODE)
-        os.replace(staged, target)
+        _replace_token(pod_dir / "volumes", rel, token.encode())
         t.update(issued=now, expires=expires)
         changed = True
     if changed:
@@ -272,12 +294,107 @@ async def refresh_tokens(pod_dir: Path, request_token: RequestToken) -> float | 
                         tokens.values()) - time.time())
 
 
-async def teardown(pod_dir: Path) -> None:
-    """Unmount tmpfs volumes and remove every volume directory of a pod."""
-    volumes = pod_dir / "volumes"
-    if volumes.is_dir():
-        for d in volumes.iterdir():
-            if os.path.ismount(d):
-                mounts.unmount(str(d))
-    await asyncio.to_thread(shutil.rmtree, volumes, True)
+def _replace_token(volumes_dir: Path, rel: str, content: bytes) -> None:
+    """Rewrite one token file in place (a staged file renamed over it), relative to a
+    descriptor of its directory, so no symlink on the way is ever followed."""
+    parent, name = safepath.split_parent(rel)
+    root = safepath.open_root(volumes_dir)
+    try:
+        dir_fd = safepath.open_beneath(root, parent)
+    finally:
+        os.close(root)
+    staged = f".{name}.new"
+    try:
+        safepath.remove_at(dir_fd, staged)
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     DEFAULT_MODE, dir_fd=dir_fd)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            os.fchmod(f.fileno(), DEFAULT_MODE)
+        os.rename(staged, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
 
+
+# -- subPath ------------------------------------------------------------------------------------
+def subpath_error(mount_name: str, container: str, why: str) -> ConfigError:
+    return ConfigError(f'failed to prepare subPath for volumeMount "{mount_name}" of container '
+                       f'"{container}": {why}')
+
+
+def prepare_subpath(pod_dir: Path, volume: str, volume_root: str, sub: str, container: str,
+                    index: int) -> str:
+    """The path to give the runtime for ``sub`` inside a volume (kubelet's safe subpath).
+
+    ``sub`` is resolved inside the volume with no symlink followed and no ``..``
+    (missing directories are made, as kubelet does), and the object found is
+    bind-mounted through its descriptor onto
+    ``<pod>/volume-subpaths/<volume>/<container>/<index>``: the runtime then mounts
+    that agent-owned path, so nothing a container changes in the volume later (a
+    symlink swapped in) can redirect it.  A path leaving its volume: ``ConfigError``.
+    """
+    target = pod_dir / SUBPATHS_DIR / volume / container / str(index)
+    if mounts.unmount_all_under(str(target)):  # a previous start's
+        raise ConfigError(f"subPath {sub!r}: the previous mount cannot be removed")
+    root = safepath.open_root(volume_root)
+    try:
+        mode = stat.S_IMODE(os.fstat(root).st_mode)
+        fd = safepath.open_beneath(root, sub, create_dirs=True, dir_mode=mode)
+    except safepath.PathEscape as e:
+        raise ConfigError(f"{e.strerror}: the path leaves its volume") from None
+    except OSError as e:
+        raise ConfigError(f"subPath {sub!r}: {e.strerror or e}") from None
+    finally:
+        os.close(root)
+    try:
+        wanted = os.fstat(fd)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _mount_target(target, stat.S_ISDIR(wanted.st_mode))
+        try:
+            mounts.bind(safepath.fd_path(fd), str(target))
+        except mounts.MountError as e:
+            raise ConfigError(f"subPath {sub!r}: {e.strerror}") from None
+        got = os.stat(target, follow_symlinks=False)
+        if (got.st_dev, got.st_ino) != (wanted.st_dev, wanted.st_ino):
+            mounts.unmount_all_under(str(target))
+            raise ConfigError(f"subPath {sub!r}: the mount does not show the resolved path")
+    finally:
+        os.close(fd)
+    return str(target)
+
+
+def _mount_target(target: Path, directory: bool) -> None:
+    """An empty directory or file to mount onto (kept if it is already the right kind)."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None and (stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)):
+        return
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            os.rmdir(target)  # an empty mount point; anything else is not ours to delete
+        else:
+            os.unlink(target)
+    if directory:
+        os.mkdir(target, 0o750)
+    else:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o640))
+
+
+class TeardownError(OSError):
+    """A mount under the pod's directory would not go away: its files must not be deleted."""
+
+
+async def teardown(pod_dir: Path) -> None:
+    """Unmount subPath binds and tmpfs volumes, then remove every volume directory of a pod.
+
+    Nothing is deleted while a mount is left under it: a subPath bind of a claim
+    would otherwise have the claim's data deleted through it."""
+    for sub in (SUBPATHS_DIR, "volumes"):
+        d = pod_dir / sub
+        left = mounts.unmount_all_under(str(d))
+        if left:
+            raise TeardownError(f"still mounted under {d}: {', '.join(left)}")
+        await asyncio.to_thread(shutil.rmtree, d, True)

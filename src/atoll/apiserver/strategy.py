@@ -17,7 +17,7 @@ import orjson
 
 from atoll.api import errors, validation
 from atoll.api.kinds import STANDARD_FINALIZERS, ResourceType
-from atoll.apiserver import builtin_schema
+from atoll.apiserver import builtin_schema, podpaths, podupdate
 
 if TYPE_CHECKING:
     from atoll.apiserver.objects import ObjectService, WriteOptions
@@ -235,6 +235,10 @@ def default_pod_spec(spec: dict[str, Any]) -> None:
         for c in spec.get(key) or []:
             if isinstance(c, dict):
                 _default_container(c)
+    for v in spec.get("volumes") or []:
+        # a volume that names no source is an emptyDir (upstream's SetDefaults_Volume)
+        if isinstance(v, dict) and all(val is None for k, val in v.items() if k != "name"):
+            v["emptyDir"] = {}
 
 
 class PodStrategy(Strategy):
@@ -273,20 +277,32 @@ class PodStrategy(Strategy):
         if rp not in ("Always", "OnFailure", "Never"):
             causes.append(errors.not_supported("spec.restartPolicy", rp,
                                                ["Always", "OnFailure", "Never"]))
+        causes += podpaths.validate(spec)
         return causes
 
-    def validate_transition(self, rt, old, new):  # type: ignore[no-untyped-def]
-        causes = []
-        old_node = (old.get("spec") or {}).get("nodeName")
-        new_node = (new.get("spec") or {}).get("nodeName")
-        if old_node and new_node != old_node:
-            causes.append(errors.Cause("FieldValueForbidden",
-                                       "Forbidden: pod updates may not change fields other than "
-                                       "`spec.containers[*].image`, `spec.activeDeadlineSeconds`, "
-                                       "`spec.tolerations` (only additions to existing "
-                                       "tolerations) or `spec.terminationGracePeriodSeconds`",
-                                       "spec"))
-        return causes
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        """Default the new spec as the API does, then hold it to what a pod may change.
+
+        Runs for every write but status (whose spec is the old one by then): plain
+        updates and patches, ``binding`` (which may set ``nodeName`` once), and any
+        other subresource that writes a pod.
+        """
+        if subresource == "status":
+            return
+        spec, old_spec = new.get("spec"), old.get("spec") or {}
+        if isinstance(spec, dict) and isinstance(old_spec, dict):
+            default_pod_spec(spec)
+            if not spec.get("serviceAccountName") and spec.get("serviceAccount"):
+                spec["serviceAccountName"] = spec["serviceAccount"]
+            if "priority" not in spec and "priority" in old_spec:
+                spec["priority"] = old_spec["priority"]  # Priority admission keeps it
+            _keep_default_tolerations(old_spec, spec)
+            # a pod stored before a default existed compares as if it had it
+            old = {**old, "spec": orjson.loads(orjson.dumps(old_spec))}
+            default_pod_spec(old["spec"])
+        causes = podupdate.validate(old, new, subresource=subresource)
+        if causes:
+            raise errors.invalid(rt.kind, old["metadata"].get("name", ""), causes, rt.group)
 
     def deletion_grace(self, obj, grace):  # type: ignore[no-untyped-def]
         if grace is not None:
@@ -300,6 +316,23 @@ class PodStrategy(Strategy):
             return False
         return bool((obj.get("spec") or {}).get("nodeName")) and \
             (obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def _keep_default_tolerations(old_spec: dict[str, Any], spec: dict[str, Any]) -> None:
+    """DefaultTolerationSeconds runs on updates too: an update that drops the not-ready and
+    unreachable tolerations it added gets them back."""
+    tolerations = spec.get("tolerations")
+    if tolerations is not None and not isinstance(tolerations, list):
+        return
+    tolerations = list(tolerations or [])
+    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        if any(isinstance(t, dict) and t.get("key") in (key, None, "")
+               and t.get("effect") in ("NoExecute", None, "") for t in tolerations):
+            continue
+        tolerations += [t for t in old_spec.get("tolerations") or []
+                        if isinstance(t, dict) and t.get("key") == key]
+    if tolerations or "tolerations" in spec:
+        spec["tolerations"] = tolerations
 
 
 def _default_container(c: dict[str, Any]) -> None:

@@ -1,38 +1,135 @@
-"""Pod Security admission: the ``baseline`` and ``restricted`` Pod Security Standards.
+"""Pod Security admission: the Pod Security Standards enforced on pods, warned on templates.
 
-A namespace picks its level with the upstream label
-``pod-security.kubernetes.io/enforce``; namespaces without it get the server's
-default, ``baseline``: no host namespaces, no privileged containers, no
-hostPath, no host ports, no extra capabilities beyond the runtime's defaults.
-That keeps a user with Edit in a namespace off the host unless an
-administrator labels the namespace ``privileged``.  The refusal lists every
-violation, worded as upstream words it, so it can be fixed in one pass.
+A namespace picks its policy with upstream's labels
+``pod-security.kubernetes.io/{enforce,warn,audit}`` and their ``-version``
+labels (``latest`` or ``v1.x``); namespaces without them get the server's
+default level (``baseline``), so a user with Edit in a namespace stays off
+the host unless an administrator labels the namespace ``privileged``.
+
+As upstream: pods are checked on create and on every update that can change
+what runs (any spec change, through any subresource that writes the spec;
+status, binding and eviction cannot), and refused with every violation worded
+as upstream words it.  Workload templates (Deployments, Jobs, ...) are never
+refused, only warned about, since the pods they make are checked themselves.
+An unreadable enforce level fails closed (``restricted``), an unreadable
+warn level open.  The checks themselves live in ``admission.pss``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from atoll.api import errors
 from atoll.api.kinds import ResourceType
 from atoll.api.tenancy import POD_SECURITY_ENFORCE
 from atoll.apiserver.admission import BasePlugin
+from atoll.apiserver.admission import pss
 
 if TYPE_CHECKING:
     from atoll.apiserver.objects import ObjectService, WriteOptions
 
-LEVELS = ("privileged", "baseline", "restricted")
+LEVELS = pss.LEVELS
+LABEL_PREFIX = "pod-security.kubernetes.io/"
 EXEMPT_NAMESPACES = frozenset({"kube-system"})
-BASELINE_CAPABILITIES = frozenset({"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID",
-                                   "KILL", "MKNOD", "NET_BIND_SERVICE", "SETFCAP", "SETGID",
-                                   "SETPCAP", "SETUID", "SYS_CHROOT"})
-SAFE_SYSCTLS = frozenset({"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
-                          "net.ipv4.ip_unprivileged_port_start", "net.ipv4.tcp_syncookies",
-                          "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-                          "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout",
-                          "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes"})
-RESTRICTED_VOLUMES = frozenset({"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-                                "persistentVolumeClaim", "projected", "secret"})
+#: pod subresources that cannot change what a pod runs (upstream's ignoredPodSubresources)
+IGNORED_SUBRESOURCES = frozenset({"exec", "attach", "binding", "eviction", "log", "portforward",
+                                  "proxy", "status"})
+_VERSION = re.compile(r"^v1\.(0|[1-9][0-9]{0,8})$")
+
+#: (group, plural) → path to the pod template, for the warnings on workloads
+TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "replicationcontrollers"): ("spec", "template"),
+    ("", "podtemplates"): ("template",),
+    ("apps", "replicasets"): ("spec", "template"),
+    ("apps", "deployments"): ("spec", "template"),
+    ("apps", "statefulsets"): ("spec", "template"),
+    ("apps", "daemonsets"): ("spec", "template"),
+    ("batch", "jobs"): ("spec", "template"),
+    ("batch", "cronjobs"): ("spec", "jobTemplate", "spec", "template"),
+}
+
+
+@dataclass(frozen=True)
+class LevelVersion:
+    level: str
+    version: str = "latest"  # as labelled: "latest" or "v1.x"
+
+    @property
+    def minor(self) -> int | None:
+        m = _VERSION.match(self.version)
+        return int(m.group(1)) if m else None
+
+    def __str__(self) -> str:
+        return f"{self.level}:{self.version}"
+
+    def evaluate(self, meta: Any, spec: Any) -> str:
+        """The violations, worded as upstream; empty when allowed."""
+        return pss.describe(pss.evaluate(self.level, self.minor, meta, spec))
+
+
+@dataclass(frozen=True)
+class Policy:
+    enforce: LevelVersion
+    warn: LevelVersion
+
+
+def _level(value: Any, fallback: str) -> str:
+    return value if isinstance(value, str) and value in LEVELS else fallback
+
+
+def _version(value: Any) -> str:
+    return value if isinstance(value, str) and _VERSION.match(value) else "latest"
+
+
+def policy_for(labels: dict[str, Any], default_level: str) -> Policy:
+    """The namespace's policy from its labels (upstream's PolicyToEvaluate).
+
+    Warn follows enforce unless labelled: a template whose pods would be refused says
+    so when it is written.  The ``audit`` labels are accepted; this server has no
+    audit annotations to record their findings in.
+    """
+    enforce = LevelVersion(default_level)
+    if POD_SECURITY_ENFORCE in labels:
+        enforce = LevelVersion(_level(labels[POD_SECURITY_ENFORCE], pss.RESTRICTED))
+    if f"{POD_SECURITY_ENFORCE}-version" in labels:
+        enforce = LevelVersion(enforce.level, _version(labels[f"{POD_SECURITY_ENFORCE}-version"]))
+    warn = enforce
+    if f"{LABEL_PREFIX}warn" in labels:
+        warn = LevelVersion(_level(labels[f"{LABEL_PREFIX}warn"], pss.PRIVILEGED))
+    if f"{LABEL_PREFIX}warn-version" in labels:
+        warn = LevelVersion(warn.level, _version(labels[f"{LABEL_PREFIX}warn-version"]))
+    return Policy(enforce, warn)
+
+
+def baseline(spec: Any, meta: Any = None) -> list[str]:
+    """Each baseline violation of a pod spec, as ``reason (detail)``."""
+    return [pss.describe([r]) for r in pss.evaluate(pss.BASELINE, None, meta, spec)]
+
+
+def restricted(spec: Any, meta: Any = None) -> list[str]:
+    """What the restricted level forbids beyond baseline, as ``reason (detail)``."""
+    base = set(baseline(spec, meta))
+    return [text for r in pss.evaluate(pss.RESTRICTED, None, meta, spec)
+            if (text := pss.describe([r])) not in base]
+
+
+def _relevant(obj: dict[str, Any]) -> tuple[Any, Any]:
+    """What a pod's verdict depends on: its spec and the profile annotations."""
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    picked = {k: v for k, v in annotations.items() if isinstance(k, str) and (
+        k.startswith(pss.APPARMOR_ANNOTATION_PREFIX) or "seccomp.security" in k)} \
+        if isinstance(annotations, dict) else {}
+    return obj.get("spec"), picked
+
+
+def _dig(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
 
 
 class PodSecurity(BasePlugin):
@@ -41,120 +138,56 @@ class PodSecurity(BasePlugin):
             raise ValueError(f"pod security level must be one of {', '.join(LEVELS)}")
         self.default_level = default_level
 
-    def validate_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
-                        opts: "WriteOptions") -> None:
-        if rt.group or rt.plural != "pods":
-            return
-        namespace = obj["metadata"].get("namespace", "")
+    def policy(self, svc: "ObjectService", namespace: str) -> Policy | None:
+        """None for exempt namespaces."""
         if namespace in EXEMPT_NAMESPACES:
-            return
+            return None
         ns = svc.cacher.get(f"/registry/core/namespaces/{namespace}")
         labels = ((ns.obj.get("metadata") or {}).get("labels") or {}) if ns else {}
-        level = labels.get(POD_SECURITY_ENFORCE, self.default_level)
-        if level not in LEVELS:
-            level = "restricted"  # an unreadable level fails closed, as upstream
-        if level == "privileged":
+        return policy_for(labels if isinstance(labels, dict) else {}, self.default_level)
+
+    def validate_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
+                        opts: "WriteOptions") -> None:
+        if not rt.group and rt.plural == "pods":
+            self._admit_pod(svc, obj, opts)
+        elif (rt.group, rt.plural) in TEMPLATES:
+            self._warn_template(svc, rt, obj, opts)
+
+    def validate_update(self, svc: "ObjectService", rt: ResourceType, old: dict[str, Any],
+                        new: dict[str, Any], opts: "WriteOptions", subresource: str) -> None:
+        if not rt.group and rt.plural == "pods":
+            if subresource in IGNORED_SUBRESOURCES or _relevant(old) == _relevant(new):
+                return  # nothing that decides what runs has changed
+            self._admit_pod(svc, new, opts)
+        elif (rt.group, rt.plural) in TEMPLATES and not subresource:
+            path = TEMPLATES[(rt.group, rt.plural)]
+            if _dig(old, path) != _dig(new, path):
+                self._warn_template(svc, rt, new, opts)
+
+    def _admit_pod(self, svc: "ObjectService", pod: dict[str, Any],
+                   opts: "WriteOptions") -> None:
+        meta = pod.get("metadata") or {}
+        policy = self.policy(svc, meta.get("namespace", ""))
+        if policy is None:
             return
-        problems = baseline(obj.get("spec") or {})
-        if level == "restricted":
-            problems += restricted(obj.get("spec") or {})
+        problems = policy.enforce.evaluate(meta, pod.get("spec"))
+        name = meta.get("name", "")
         if problems:
-            name = obj["metadata"].get("name", "")
             raise errors.Forbidden(f'pods "{name}" is forbidden: violates PodSecurity '
-                                   f'"{level}:latest": {", ".join(problems)}', name=name,
-                                   kind="pods")
+                                   f'"{policy.enforce}": {problems}', name=name, kind="pods")
+        if policy.warn != policy.enforce:
+            self._warn(policy.warn, meta, pod.get("spec"), opts)
 
+    def _warn_template(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
+                       opts: "WriteOptions") -> None:
+        policy = self.policy(svc, (obj.get("metadata") or {}).get("namespace", ""))
+        template = _dig(obj, TEMPLATES[(rt.group, rt.plural)])
+        if policy is None or not isinstance(template, dict):
+            return
+        self._warn(policy.warn, template.get("metadata"), template.get("spec"), opts)
 
-def _containers(spec: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    for field in ("initContainers", "containers", "ephemeralContainers"):
-        for c in spec.get(field) or []:
-            if isinstance(c, dict):
-                yield c
-
-
-def _names(items: list[str]) -> str:
-    return ", ".join(f'"{n}"' for n in items)
-
-
-def baseline(spec: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    host = [f"{f}=true" for f in ("hostNetwork", "hostPID", "hostIPC") if spec.get(f) is True]
-    if host:
-        out.append(f"host namespaces ({', '.join(host)})")
-    privileged = [c.get("name", "") for c in _containers(spec)
-                  if (c.get("securityContext") or {}).get("privileged") is True]
-    if privileged:
-        out.append(f"privileged (container{'s' if len(privileged) > 1 else ''} "
-                   f"{_names(privileged)} must not set securityContext.privileged=true)")
-    added: dict[str, list[str]] = {}
-    for c in _containers(spec):
-        caps = ((c.get("securityContext") or {}).get("capabilities") or {}).get("add") or []
-        bad = [str(x) for x in caps if str(x) not in BASELINE_CAPABILITIES]
-        if bad:
-            added[c.get("name", "")] = bad
-    if added:
-        out.append("non-default capabilities (" + "; ".join(
-            f'container "{n}" must not include {_names(b)} in securityContext.capabilities.add'
-            for n, b in added.items()) + ")")
-    host_path = [v.get("name", "") for v in spec.get("volumes") or []
-                 if isinstance(v, dict) and "hostPath" in v]
-    if host_path:
-        out.append(f"hostPath volumes (volume{'s' if len(host_path) > 1 else ''} "
-                   f"{_names(host_path)})")
-    ports = [str(p.get("hostPort")) for c in _containers(spec) for p in c.get("ports") or []
-             if isinstance(p, dict) and p.get("hostPort")]
-    if ports:
-        out.append(f"hostPort (host ports {', '.join(ports)})")
-    proc = [c.get("name", "") for c in _containers(spec)
-            if (c.get("securityContext") or {}).get("procMount") not in (None, "Default")]
-    if proc:
-        out.append(f"procMount (containers {_names(proc)} must not set "
-                   "securityContext.procMount)")
-    profiles = [((spec.get("securityContext") or {}).get("seccompProfile") or {}).get("type")]
-    profiles += [((c.get("securityContext") or {}).get("seccompProfile") or {}).get("type")
-                 for c in _containers(spec)]
-    if "Unconfined" in profiles:
-        out.append('seccompProfile (seccompProfile.type must not be "Unconfined")')
-    sysctls = [s.get("name") for s in (spec.get("securityContext") or {}).get("sysctls") or []
-               if isinstance(s, dict) and s.get("name") not in SAFE_SYSCTLS]
-    if sysctls:
-        out.append(f"forbidden sysctls ({', '.join(map(str, sysctls))})")
-    return out
-
-
-def restricted(spec: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    bad_volumes = [v.get("name", "") for v in spec.get("volumes") or [] if isinstance(v, dict)
-                   and not any(k in RESTRICTED_VOLUMES for k in v if k != "name")
-                   and "hostPath" not in v]
-    if bad_volumes:
-        out.append(f"restricted volume types (volumes {_names(bad_volumes)})")
-    pod_sc = spec.get("securityContext") or {}
-    escalation, caps, non_root, seccomp = [], [], [], []
-    for c in _containers(spec):
-        sc = c.get("securityContext") or {}
-        name = c.get("name", "")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            escalation.append(name)
-        cap = sc.get("capabilities") or {}
-        if "ALL" not in (cap.get("drop") or []) or \
-                any(a != "NET_BIND_SERVICE" for a in cap.get("add") or []):
-            caps.append(name)
-        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
-            non_root.append(name)
-        profile = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
-        if profile not in ("RuntimeDefault", "Localhost"):
-            seccomp.append(name)
-    if escalation:
-        out.append(f"allowPrivilegeEscalation != false (containers {_names(escalation)} must set "
-                   "securityContext.allowPrivilegeEscalation=false)")
-    if caps:
-        out.append(f'unrestricted capabilities (containers {_names(caps)} must set '
-                   'securityContext.capabilities.drop=["ALL"])')
-    if non_root:
-        out.append(f"runAsNonRoot != true (pod or containers {_names(non_root)} must set "
-                   "securityContext.runAsNonRoot=true)")
-    if seccomp:
-        out.append(f'seccompProfile (pod or containers {_names(seccomp)} must set '
-                   'securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")')
-    return out
+    @staticmethod
+    def _warn(lv: LevelVersion, meta: Any, spec: Any, opts: "WriteOptions") -> None:
+        problems = lv.evaluate(meta, spec)
+        if problems:
+            opts.warnings.append(f'would violate PodSecurity "{lv}": {problems}')
