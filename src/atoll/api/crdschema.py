@@ -12,13 +12,19 @@ publishes a version's schema for ``kubectl explain`` and client validation.
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any
+
+import orjson
+import re2
 
 from atoll.api import errors, validation
 from atoll.api.errors import Cause
 
 MAX_DEPTH = 64
+#: patterns are compiled on every API server; Go's regexp has no length limit, RE2 a memory one
+MAX_PATTERN_LENGTH = 64 * 1024
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the client's error, not a server log line
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 LIST_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"
 _TYPES = ("object", "array", "string", "integer", "number", "boolean")
@@ -276,11 +282,11 @@ def _check_node(node: Any, path: str, causes: list[Cause], depth: int, *, root: 
         _check_node(node["not"], f"{path}.not", causes, depth + 1, specified=False)
     pattern = node.get("pattern")
     if pattern is not None:
-        try:
-            re.compile(_ecma_to_python(pattern) if isinstance(pattern, str) else "(")
-        except re.error:
+        problem = pattern_error(pattern)
+        if problem:
             causes.append(errors.invalid_value(f"{path}.pattern", pattern,
-                                               "must be a valid regular expression"))
+                                               "must be a valid regular expression, but isn't: "
+                                               + problem))
     list_type = node.get("x-kubernetes-list-type")
     if list_type is not None:
         if list_type not in ("atomic", "set", "map"):
@@ -314,7 +320,8 @@ class StructuralSchema:
         if not isinstance(schema, dict):
             raise TypeError("openAPIV3Schema must be an object")
         self.raw = schema
-        self._patterns: dict[str, re.Pattern[str]] = {}
+        self._patterns: dict[str, Any] = {}
+        self._enums: dict[int, set[Any]] = {}
 
     # unknown fields and pruning
     def unknown_fields(self, obj: dict[str, Any]) -> list[str]:
@@ -429,11 +436,16 @@ class StructuralSchema:
                                            f"\"{_jsontype(value)}\""))
         return False
 
-    @staticmethod
-    def _check_enum(value: Any, node: dict[str, Any], field: str, causes: list[Cause]) -> None:
+    def _check_enum(self, value: Any, node: dict[str, Any], field: str,
+                    causes: list[Cause]) -> None:
         enum = node.get("enum")
-        if isinstance(enum, list) and value not in enum:
-            causes.append(errors.not_supported(field, value, [_enum_str(e) for e in enum]))
+        if not isinstance(enum, list):
+            return
+        allowed = self._enums.get(id(enum))
+        if allowed is None:  # the schema lives as long as self: its lists' ids stay theirs
+            allowed = self._enums[id(enum)] = {_canonical(e) for e in enum}
+        if _canonical(value) not in allowed:
+            causes.append(errors.not_supported(field, value, [_enum_str(e) for e in enum[:100]]))
 
     @staticmethod
     def _check_number(value: float, node: dict[str, Any], field: str,
@@ -474,12 +486,12 @@ class StructuralSchema:
                 causes.append(errors.invalid_value(field, value, f"{field} in body should match "
                                                    f"'{pattern}'"))
 
-    def _pattern(self, pattern: str) -> re.Pattern[str] | None:
+    def _pattern(self, pattern: str) -> Any:
         if pattern not in self._patterns:
             try:
-                self._patterns[pattern] = re.compile(_ecma_to_python(pattern))
-            except re.error:
-                return None
+                self._patterns[pattern] = compile_pattern(pattern)
+            except re2.error:
+                self._patterns[pattern] = None
         return self._patterns[pattern]
 
     def _check_array(self, value: list[Any], node: dict[str, Any], path: str, field: str,
@@ -493,23 +505,24 @@ class StructuralSchema:
             causes.append(errors.invalid_value(field, len(value), f"{field} in body should have "
                                                f"at least {min_items} items"))
         list_type = node.get("x-kubernetes-list-type")
-        if list_type == "set":
-            seen: list[Any] = []
+        if list_type == "set":  # sets of canonical forms keep this linear in the list
+            seen: set[Any] = set()
             for i, item in enumerate(value):
-                if item in seen:
+                ident = _canonical(item)
+                if ident in seen:
                     causes.append(Cause("FieldValueDuplicate",
                                         f"Duplicate value: {_enum_str(item)}", f"{field}[{i}]"))
-                seen.append(item)
+                seen.add(ident)
         elif list_type == "map":
             keys = node.get("x-kubernetes-list-map-keys") or []
-            seen_keys: list[Any] = []
+            seen_keys: set[Any] = set()
             for i, item in enumerate(value):
                 if isinstance(item, dict):
-                    ident = [item.get(k) for k in keys]
+                    ident = _canonical([item.get(k) for k in keys])
                     if ident in seen_keys:
                         causes.append(Cause("FieldValueDuplicate", "Duplicate value: " +
                                             str({k: item.get(k) for k in keys}), f"{field}[{i}]"))
-                    seen_keys.append(ident)
+                    seen_keys.add(ident)
         items = node.get("items")
         if isinstance(items, dict):
             for i, item in enumerate(value):
@@ -566,6 +579,16 @@ class StructuralSchema:
                                                "not"))
 
 
+def _canonical(value: Any) -> Any:
+    """A hashable form of a JSON value, equal for values Python's ``==`` finds equal."""
+    if isinstance(value, (dict, list)):
+        try:
+            return ("\0json", orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+        except TypeError:  # too deep to encode: compare by identity
+            return ("\0id", id(value))
+    return value
+
+
 def _as_list(value: Any) -> list[Any]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
@@ -608,10 +631,25 @@ def _enum_str(value: Any) -> str:
         else str(value)
 
 
-def _ecma_to_python(pattern: str) -> str:
-    """ECMA-262 patterns as Python's ``re`` reads them: ASCII ``\\d``, named groups."""
-    pattern = pattern.replace("\\d", "[0-9]")
-    return re.sub(r"\(\?<(?![=!])", "(?P<", pattern)
+def compile_pattern(pattern: str) -> Any:
+    """A schema ``pattern`` compiled with RE2, as Go's regexp compiles it upstream: matching
+    takes time linear in the input, whatever the pattern (no backtracking to exploit)."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise re2.error(f"pattern longer than {MAX_PATTERN_LENGTH} characters")
+    return re2.compile(pattern, options=_RE2_OPTIONS)
+
+
+def pattern_error(pattern: Any) -> str:
+    """Why RE2 (Go's syntax) cannot compile ``pattern``; empty when it can."""
+    if not isinstance(pattern, str):
+        return "must be a string"
+    try:
+        compile_pattern(pattern)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else ""
+        return "error parsing regexp: " + (detail.decode("utf-8", "replace")
+                                           if isinstance(detail, bytes) else str(detail))
+    return ""
 
 
 # -- publishing -------------------------------------------------------------------------------------

@@ -81,7 +81,15 @@ def _walk(value: Any, node: dict[str, Any] | None, path: str, unknown: list[str]
         addl = node.get("additionalProperties")
         if props is None and addl is None:
             return  # free-form object (e.g. RawExtension)
+        addl_takes_text = isinstance(addl, dict) and _takes_text(addl)
         for key in list(value):
+            child = value[key]
+            if child is None or isinstance(child, str):  # the common leaf: skip the call
+                if props is not None and key in props:
+                    if _takes_text(props[key]):
+                        continue
+                elif addl_takes_text:
+                    continue
             child_path = f"{path}.{key}" if path else key
             if props is not None and key in props:
                 value[key] = _coerce(value[key], props[key], child_path, coerced)
@@ -102,10 +110,20 @@ def _walk(value: Any, node: dict[str, Any] | None, path: str, unknown: list[str]
     elif isinstance(value, list):
         items = node.get("items")
         if isinstance(items, dict):
+            items_take_text = _takes_text(items)
             for i, item in enumerate(value):
+                if items_take_text and (item is None or isinstance(item, str)):
+                    continue
                 value[i] = _coerce(item, items, f"{path}[{i}]", coerced)
                 _walk(value[i], items, f"{path}[{i}]", unknown, type_errors, depth + 1,
                       prune=prune, coerced=coerced)
+
+
+def _takes_text(node: dict[str, Any]) -> bool:
+    """Whether a string (or null) is always fine where ``node`` applies: what ``_walk`` would
+    find for such a leaf, without walking it (maps of strings hold most of a large object)."""
+    types = _types(schemas.resolve(node))
+    return not types or "string" in types
 
 
 def _coerce(value: Any, node: dict[str, Any] | None, path: str = "",

@@ -274,7 +274,7 @@ class ResourceHandler:
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         data = await http.read_body(request)
-        return http.decode_object(data, request.headers.get("Content-Type", http.JSON))
+        return await http.decode_object_async(data, request.headers.get("Content-Type", ""))
 
     def _to_storage(self, rt: ResourceType, obj: dict[str, Any]) -> tuple[ResourceType, dict[str, Any]]:
         """Check a body against the served version, then address the storage version."""
@@ -329,7 +329,7 @@ class ResourceHandler:
         if kind is None:
             raise errors.UnsupportedMediaType(UNSUPPORTED_PATCH)
         data = await http.read_body(request)
-        patch_doc = http.decode(data, "application/yaml" if kind == "apply" else http.JSON)
+        patch_doc = await http.decode_patch_async(data, ctype)
         if path.subresource == "scale":
             obj = await scale.patch(self.svc, rt, path.namespace, path.name, kind, patch_doc, opts)
             return http.json_response(obj)
@@ -435,7 +435,7 @@ class ResourceHandler:
         data = await http.read_body(request)
         opts: dict[str, Any] = {}
         if data.strip():
-            opts = http.decode_object(data, request.headers.get("Content-Type", http.JSON))
+            opts = await http.decode_object_async(data, request.headers.get("Content-Type", ""))
         q = request.query
         if "propagationPolicy" in q:
             opts["propagationPolicy"] = q["propagationPolicy"]

@@ -1,30 +1,30 @@
 """Request parsing and response writing shared by every handler.
 
-Hostile input stops here: bodies are size-limited and decoded with clear 400s,
+Hostile input stops here: bodies are size-limited, of a known media type (else
+415), and decoded within bounds (``atoll.api.decoding``) with clear 400s,
 query parameters are parsed the way Go's ``strconv`` does, and every response
 body is ``orjson``-encoded.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, Callable, Mapping, TypeVar
 
 import orjson
-import yaml
 from aiohttp import web
 
-from atoll.api import errors, protobuf
+from atoll.api import decoding, errors, protobuf
+
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
 JSON = "application/json"
 
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
-
-try:
-    _YamlLoader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _YamlLoader = yaml.SafeLoader
 
 
 def query_bool(query: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -53,49 +53,59 @@ def query_int(query: Mapping[str, str], name: str, default: int | None = None,
 
 
 async def read_body(request: web.Request) -> bytes:
+    """The body, at most ``MAX_BODY_BYTES``: a chunked body is cut off there too (aiohttp's
+    ``client_max_size``), never read whole first."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728")
+        raise errors.RequestEntityTooLarge(TOO_LARGE)
     try:
         data = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728") from None
+        raise errors.RequestEntityTooLarge(TOO_LARGE) from None
     if len(data) > MAX_BODY_BYTES:
-        raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728")
+        raise errors.RequestEntityTooLarge(TOO_LARGE)
     return data
 
 
+TOO_LARGE = f"Request entity too large: limit is {MAX_BODY_BYTES}"
 BODY_TYPES = ("application/json", "application/yaml", protobuf.MEDIA_TYPE)
+#: patch media types, and whether their body is YAML (JSON is YAML too)
+PATCH_BODY_TYPES = {
+    "application/json-patch+json": False,
+    "application/merge-patch+json": False,
+    "application/strategic-merge-patch+json": False,
+    "application/apply-patch+yaml": True,
+    "application/apply-patch+json": False,
+}
+UNKNOWN_FORMAT = ("the body of the request was in an unknown format - accepted media types "
+                  "include: " + ", ".join(BODY_TYPES))
+#: bodies larger than this are decoded on a worker thread, away from the event loop
+OFFLOAD_BYTES = 64 * 1024
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="atoll-decode")
+
+
+def media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
 
 
 def decode(data: bytes, content_type: str) -> Any:
-    """Decode JSON or YAML (kubectl sends JSON; people send YAML)."""
-    ct = content_type.split(";")[0].strip().lower()
+    """Decode a request body of one of ``BODY_TYPES`` (kubectl sends JSON; people send YAML).
+
+    Anything else is 415, as upstream answers it.  No type at all is JSON, upstream's first
+    media type (the official Python client sends its JSON bodies without one)."""
+    ct = media_type(content_type) or JSON
     if ct == protobuf.MEDIA_TYPE:
         return protobuf.decode(data)
-    if ct.endswith(("protobuf", "cbor")):
-        raise errors.UnsupportedMediaType(
-            f'the body of the request was in an unknown format - accepted media types include: '
-            f'{", ".join(BODY_TYPES)}')
-    if not data.strip():
-        raise errors.BadRequest("the request body is empty")
-    if ct.endswith("yaml"):
-        try:
-            return yaml.load(data, Loader=_YamlLoader)  # noqa: S506 - safe loader
-        except yaml.YAMLError as exc:
-            raise errors.BadRequest(f"error decoding YAML: {_short(exc)}") from None
-        except RecursionError:
-            raise errors.BadRequest("error decoding YAML: document nested too deeply") from None
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        if ct in ("", JSON, "*/*") and not data.lstrip().startswith((b"{", b"[")):
-            try:  # be lenient with YAML posted as JSON by hand-written scripts
-                doc = yaml.load(data, Loader=_YamlLoader)  # noqa: S506
-                if isinstance(doc, (dict, list)):
-                    return doc
-            except (yaml.YAMLError, RecursionError):
-                pass
-        raise errors.BadRequest(f"error decoding JSON: {_short(exc)}") from None
+    if ct not in BODY_TYPES:
+        raise errors.UnsupportedMediaType(UNKNOWN_FORMAT)
+    return _decode_text(data, is_yaml=ct == "application/yaml")
+
+
+def decode_patch(data: bytes, content_type: str) -> Any:
+    """Decode a PATCH body; the caller has checked its type is one of ``PATCH_BODY_TYPES``."""
+    is_yaml = PATCH_BODY_TYPES.get(media_type(content_type))
+    if is_yaml is None:
+        raise errors.UnsupportedMediaType(UNKNOWN_FORMAT)
+    return _decode_text(data, is_yaml=is_yaml)
 
 
 def decode_object(data: bytes, content_type: str) -> dict[str, Any]:
@@ -103,6 +113,57 @@ def decode_object(data: bytes, content_type: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise errors.BadRequest("the request body must be a JSON object")
     return obj
+
+
+async def decode_object_async(data: bytes, content_type: str) -> dict[str, Any]:
+    """``decode_object``, on a worker thread when decoding may take long."""
+    return await _offload(data, decode_object, data, content_type)
+
+
+async def decode_patch_async(data: bytes, content_type: str) -> Any:
+    return await _offload(data, decode_patch, data, content_type)
+
+
+async def _offload(data: bytes, fn: Callable[..., T], *args: Any) -> T:
+    """Small bodies inline (a thread hop costs more than decoding them); large ones, and YAML
+    that may use aliases (a few bytes can stand for megabytes), on a worker thread."""
+    if len(data) <= OFFLOAD_BYTES and not (b"*" in data and b"&" in data):
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(_POOL, partial(fn, *args))
+
+
+def _decode_text(data: bytes, *, is_yaml: bool) -> Any:
+    """JSON or YAML, bounded in size, aliasing and nesting (see ``atoll.api.decoding``)."""
+    if not data.strip():
+        raise errors.BadRequest("the request body is empty")
+    json_like = data.lstrip()[:1] in (b"{", b"[")
+    doc: Any = None
+    depth = -1
+    json_error: Exception | None = None
+    if json_like or not is_yaml:
+        try:
+            doc = orjson.loads(data)
+            depth = decoding.bracket_bound(data)
+        except orjson.JSONDecodeError as exc:
+            if not is_yaml and json_like:
+                raise errors.BadRequest(f"error decoding JSON: {_short(exc)}") from None
+            json_error = exc
+    if depth < 0 and is_yaml:
+        doc, depth = decoding.yaml_document(data)
+    elif depth < 0:  # be lenient with YAML posted as JSON by hand-written scripts
+        try:
+            doc, depth = decoding.yaml_document(data)
+        except (decoding.LimitExceeded, errors.RequestEntityTooLarge):
+            raise
+        except errors.ApiError:
+            doc = None
+        if not isinstance(doc, (dict, list)):
+            raise errors.BadRequest(f"error decoding JSON: {json_error}"[:320]) from None
+    if depth > decoding.MAX_OBJECT_DEPTH:
+        too_deep = decoding.object_depth_error(doc)
+        if too_deep is not None:
+            raise too_deep
+    return doc
 
 
 def _short(exc: Exception) -> str:

@@ -29,7 +29,7 @@ from atoll.storage.store import (KeyExists, KeyNotFound, RevisionMismatch, Store
                                  FutureRevision, TxnOp)
 
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-MAX_OBJECT_BYTES = 3 * 1024 * 1024
+MAX_OBJECT_BYTES = 1536 * 1024
 MAX_UPDATE_RETRIES = 20
 
 
@@ -471,8 +471,9 @@ def semantically_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def encode_for_store(obj: dict[str, Any]) -> bytes:
     raw = orjson.dumps(obj)
-    if len(raw) > MAX_OBJECT_BYTES:
-        raise errors.RequestEntityTooLarge("Request entity too large: limit is 3145728")
+    if len(raw) > MAX_OBJECT_BYTES:  # what etcd takes in one request (--max-request-bytes)
+        raise errors.RequestEntityTooLarge(f"Request entity too large: the object is {len(raw)} "
+                                           f"bytes, limit is {MAX_OBJECT_BYTES}")
     return raw
 
 
