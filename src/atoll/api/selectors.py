@@ -324,6 +324,11 @@ def parse_label_selector(text: str) -> LabelSelector:
     """labels.Parse: ``a=b,c in (x,y),!d``; raises errors.BadRequest with upstream's message."""
     if not isinstance(text, str):
         raise errors.BadRequest("label selector must be a string")
+    if "\0" in text:
+        # Go's lexer takes NUL for the end of input, so "a=\0b" would quietly mean "a=";
+        # refuse it rather than select something the client did not write
+        raise errors.BadRequest("unable to parse requirement: found NUL, expected: identifier "
+                                "or 'end of string'")
     reqs = _Parser(text).parse()
     return LabelSelector(tuple(sorted(reqs, key=lambda r: r.key)))
 

@@ -18,8 +18,8 @@ from aiohttp import web
 from atoll import __version__
 from atoll.api import errors
 from atoll.apiserver import (authn, authz, bootstrap_policy, builtin_crds, certificates, crds,
-                             discovery, heap, http, join, metrics, pki, rbac, routing,
-                             serviceaccounts)
+                             discovery, heap, http, join, metrics, pki, protocol, rbac,
+                             routing, serviceaccounts)
 from atoll.apiserver.admission import Admission
 from atoll.apiserver.admission.escalation import EscalationCheck
 from atoll.apiserver.admission.limitranger import LimitRanger
@@ -97,6 +97,7 @@ class ApiServer:
             EscalationCheck(self.authorizer), certificates.ApprovalCheck(self.authorizer),
             VMBindings()], quota=QuotaAdmission())
         self.node_proxy: NodeProxy | None = None
+        self.trimmer: heap.Trimmer | None = None
         self.metrics = metrics.Metrics()
         self.runner: web.AppRunner | None = None
         self.ready = False
@@ -128,10 +129,12 @@ class ApiServer:
         self.handler.subresource_proxy = self.node_proxy
         await self.cacher.start()
         heap.HeapKeeper(lambda: len(self.cacher.objects)).watch(self.cacher)
+        self.trimmer = heap.Trimmer(lambda: self.cacher.watcher_count)
+        self.trimmer.start()
         crds.CRDWatcher(self.registry, self.cacher).start()
         await self._bootstrap()
         app = self.build_app()
-        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self.runner = protocol.Runner(app, access_log=None, handler_cancellation=True)
         await self.runner.setup()
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(serving.cert, serving.key)
@@ -158,6 +161,8 @@ class ApiServer:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.trimmer is not None:
+            await self.trimmer.stop()
         await self.cacher.close()
         if self.runner is not None:
             await self.runner.cleanup()

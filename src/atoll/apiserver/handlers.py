@@ -15,7 +15,7 @@ from aiohttp import web
 
 from atoll.api import errors, patch as patching, printers, selectors
 from atoll.api.kinds import ResourceType
-from atoll.apiserver import http, scale, strategy, watch
+from atoll.apiserver import http, listoptions, scale, strategy, watch
 from atoll.apiserver.admission import noderestriction
 from atoll.apiserver.objects import ObjectService, WriteOptions, now_rfc3339
 from atoll.apiserver.registry import Registry
@@ -212,15 +212,9 @@ class ResourceHandler:
     async def _list(self, request: web.Request, rt: ResourceType, namespace: str) -> web.Response:
         q = request.query
         limit = http.query_int(q, "limit", 0, minimum=0) or 0
+        listoptions.check_list(q)
         rvm = q.get("resourceVersionMatch", "")
-        if rvm not in ("", "Exact", "NotOlderThan"):
-            raise errors.BadRequest(f'resourceVersionMatch: unsupported value "{rvm}"')
         rv = q.get("resourceVersion", "")
-        if rvm and not rv:
-            raise errors.BadRequest("resourceVersionMatch is forbidden unless resourceVersion is "
-                                    "provided")
-        if rvm and q.get("continue"):
-            raise errors.BadRequest("resourceVersionMatch is forbidden when continue is provided")
         result = await self.svc.list(rt, namespace, matches=self._matcher(request, rt),
                                      limit=limit, continue_token=q.get("continue", ""),
                                      resource_version=rv, resource_version_match=rvm)
@@ -538,7 +532,7 @@ class ResourceHandler:
             return http.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                                        "status": "Success", "code": 201}, status=201)
         # eviction: delete with the eviction's options (PodDisruptionBudgets: not yet)
-        delete_opts = body.get("deleteOptions") or {}
+        delete_opts = eviction_options(body, path)
         await self.svc.delete(rt, path.namespace, path.name,
                               grace_seconds=delete_opts.get("gracePeriodSeconds"),
                               opts=WriteOptions(dry_run=bool(delete_opts.get("dryRun"))))
@@ -578,6 +572,33 @@ class ResourceHandler:
             raise errors.ServiceUnavailable("access reviews are not available")
         result = await reviewer(request, rt, path, body)
         return http.json_response(result, status=201)
+
+
+def eviction_options(body: dict[str, Any], path: ResourcePath) -> dict[str, Any]:
+    """The deleteOptions of a body that must be an Eviction of this pod (400 otherwise)."""
+    kind, api = body.get("kind"), body.get("apiVersion")
+    if kind not in (None, "", "Eviction"):
+        raise errors.BadRequest(f"not a Eviction object: {str(kind)[:64]}")
+    if api not in (None, "", "policy/v1", "policy/v1beta1"):
+        raise errors.BadRequest(f'no kind "Eviction" is registered for version "{str(api)[:64]}"')
+    meta = body.get("metadata")
+    if not isinstance(meta, dict) or meta.get("name") != path.name:
+        raise errors.BadRequest("name in URL does not match name in Eviction object")
+    if meta.get("namespace") not in (None, "", path.namespace):
+        raise errors.BadRequest("the namespace of the provided object does not match the "
+                                "namespace sent on the request")
+    opts = body.get("deleteOptions")
+    if opts is None:
+        return {}
+    if not isinstance(opts, dict):
+        raise errors.BadRequest("deleteOptions must be an object")
+    grace = opts.get("gracePeriodSeconds")
+    if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
+        raise errors.BadRequest("deleteOptions.gracePeriodSeconds must be an integer")
+    dry = opts.get("dryRun")
+    if dry is not None and (not isinstance(dry, list) or any(d != "All" for d in dry)):
+        raise errors.BadRequest('deleteOptions.dryRun: supported values: "All"')
+    return opts
 
 
 def object_items(cached: list[CachedObject]) -> list[dict[str, Any]]:

@@ -193,8 +193,8 @@ def wants_partial_metadata(request: web.Request) -> bool:
 
 
 def warning_headers(warnings: list[str]) -> dict[str, str] | None:
-    if not warnings:
-        return None
-    # aiohttp does not allow repeated headers via dict; one header with comma-joined values is
-    # how HTTP folds repeated headers, and client-go splits them.
-    return {"Warning": ", ".join(f'299 - "{w.replace(chr(34), chr(39))}"' for w in warnings[:20])}
+    """``Warning`` as upstream's recorder writes it: escaped, deduplicated, size-bounded."""
+    from atoll.apiserver import headers
+
+    value = headers.warning_value(warnings)
+    return {"Warning": value} if value else None

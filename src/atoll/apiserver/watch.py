@@ -11,7 +11,6 @@ Bookmarks are sent only when asked for.
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Any, Callable
 
 import orjson
@@ -19,13 +18,14 @@ from aiohttp import web
 
 from atoll.api import errors
 from atoll.api.kinds import ResourceType
-from atoll.apiserver import http
-from atoll.apiserver.objects import ObjectService, parse_rv
+from atoll.apiserver import http, listoptions
+from atoll.apiserver.objects import ObjectService
 from atoll.apiserver.registry import Registry
 from atoll.storage.cacher import TICK, CacheEvent
 
-DEFAULT_TIMEOUT_SECONDS = 1800
 BOOKMARK_INTERVAL_SECONDS = 30.0
+#: how long past its deadline a watch may wait on a client that does not read
+WRITE_GRACE_SECONDS = 5.0
 
 Matcher = Callable[[dict[str, Any]], bool] | None
 Render = Callable[[dict[str, Any], bytes], bytes]
@@ -43,23 +43,20 @@ def expired_frame(requested: int, oldest: int) -> bytes:
 async def serve(request: web.Request, svc: ObjectService, registry: Registry, rt: ResourceType,
                 namespace: str, matches: Matcher, render: Render) -> web.StreamResponse:
     q = request.query
-    timeout = http.query_int(q, "timeoutSeconds", None, minimum=0)
-    if timeout is None or timeout == 0:
-        timeout = int(DEFAULT_TIMEOUT_SECONDS * (1 + random.random()))
+    timeout = listoptions.watch_timeout(q)
     bookmarks = http.query_bool(q, "allowWatchBookmarks")
     send_initial = q.get("sendInitialEvents")
     rv_text = q.get("resourceVersion", "")
-    rvm = q.get("resourceVersionMatch", "")
+    listoptions.check_watch(q)
     if send_initial is not None and send_initial != "":
         initial_events = http.query_bool(q, "sendInitialEvents")
-        if initial_events and (rvm != "NotOlderThan" or not bookmarks):
-            raise errors.Invalid("sendInitialEvents requires resourceVersionMatch=NotOlderThan and "
-                                 "allowWatchBookmarks=true")
+        if initial_events and not bookmarks:
+            raise errors.invalid("ListOptions", "", [errors.forbidden_field(
+                "allowWatchBookmarks", "allowWatchBookmarks must be set to true when "
+                "sendInitialEvents is set to true")], group="meta.k8s.io")
     else:
         initial_events = rv_text in ("", "0")
-    if rvm and rvm != "NotOlderThan":
-        raise errors.BadRequest(f'resourceVersionMatch "{rvm}" is not supported for watch')
-    start = parse_rv(rv_text) if rv_text not in ("", "0") else 0
+    start = listoptions.resource_version(rv_text)
     cacher = svc.cacher
     st = registry.storage_type(rt)
     prefix = st.prefix(namespace)
@@ -99,9 +96,14 @@ async def serve(request: web.Request, svc: ObjectService, registry: Registry, rt
         chunks = [frame(t, render(obj, raw)) for t, obj, raw in backlog]
         if initial_events and bookmarks and send_initial:
             chunks.append(frame("BOOKMARK", _bookmark(rt, last_rev, initial_end=True)))
-        if chunks:
-            await resp.write(b"".join(chunks))
-        await _pump(resp, watcher, rt, last_rev, matches, render, timeout, bookmarks, cacher)
+        try:
+            if chunks:
+                async with asyncio.timeout(timeout + WRITE_GRACE_SECONDS):
+                    await resp.write(b"".join(chunks))
+            await _pump(resp, watcher, rt, last_rev, matches, render, timeout, bookmarks, cacher)
+        except asyncio.TimeoutError:  # the client stopped reading: drop it at its deadline
+            if request.transport is not None:
+                request.transport.abort()
         return resp
     finally:
         cacher.unsubscribe(watcher)
@@ -162,40 +164,44 @@ async def _pump(resp: web.StreamResponse, watcher: Any, rt: ResourceType, last_r
 
     timer = loop.call_at(min(deadline, next_bookmark), wake)
     try:
-        while True:
-            ev = await queue.get()
-            batch: list[Any] = [ev]
-            while ev is not None and not queue.empty():
-                ev = queue.get_nowait()
-                batch.append(ev)
-            chunks = []
-            for item in batch:
-                if item is None or item is TICK or item.revision <= last_rev:
-                    continue
-                out = _translate(item, matches)
-                if out:
-                    chunks.append(item.frame(out) if shared
-                                  else frame(out, render(item.obj, item.raw)))
-                last_rev = item.revision
-            if chunks:
-                await resp.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-            if batch[-1] is None:  # overflow or shutdown: end the stream, the client re-lists
-                break
-            now = loop.time()
-            if now >= deadline:
-                break
-            if bookmarks and now >= next_bookmark:
-                await resp.write(frame("BOOKMARK", _bookmark(rt, max(last_rev, cacher.revision))))
-                next_bookmark = now + BOOKMARK_INTERVAL_SECONDS
-            if fired:
-                fired = False
-                timer = loop.call_at(min(deadline, next_bookmark), wake)
+        # one more timer for the whole stream: a client that stopped reading (a write waiting
+        # on a full socket) is dropped after the deadline instead of holding its watch forever
+        async with asyncio.timeout_at(deadline + WRITE_GRACE_SECONDS):
+            while True:
+                ev = await queue.get()
+                batch: list[Any] = [ev]
+                while ev is not None and not queue.empty():
+                    ev = queue.get_nowait()
+                    batch.append(ev)
+                chunks = []
+                for item in batch:
+                    if item is None or item is TICK or item.revision <= last_rev:
+                        continue
+                    out = _translate(item, matches)
+                    if out:
+                        chunks.append(item.frame(out) if shared
+                                      else frame(out, render(item.obj, item.raw)))
+                    last_rev = item.revision
+                if chunks:
+                    await resp.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                if batch[-1] is None:  # overflow or shutdown: end the stream, the client re-lists
+                    break
+                now = loop.time()
+                if now >= deadline:
+                    break
+                if bookmarks and now >= next_bookmark:
+                    await resp.write(frame("BOOKMARK",
+                                           _bookmark(rt, max(last_rev, cacher.revision))))
+                    next_bookmark = now + BOOKMARK_INTERVAL_SECONDS
+                if fired:
+                    fired = False
+                    timer = loop.call_at(min(deadline, next_bookmark), wake)
+            try:
+                await resp.write_eof()
+            except (ConnectionResetError, RuntimeError):
+                pass
     finally:
         timer.cancel()
-    try:
-        await resp.write_eof()
-    except (ConnectionResetError, RuntimeError):
-        pass
 
 
 def raw_render(obj: dict[str, Any], raw: bytes) -> bytes:
