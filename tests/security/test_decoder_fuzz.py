@@ -17,9 +17,11 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from atoll.api import crdschema, decoding, errors, patch as patching, schemas
+from atoll.api import crdschema, decoding, errors, schemas
+from atoll.api import patch as patching
 from atoll.apiserver import http
 from tests.security.test_decoding import SSAR, ReadyzProbe, tenant  # noqa: F401 - a fixture
 

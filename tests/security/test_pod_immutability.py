@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
-import sys
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import Platform, kubectl_binary, wait_until
+from tests.conftest import Platform, wait_until
+from tests.security import tenants
 
 POD = "own"
 FORBIDDEN = "pod updates may not change fields other than"
@@ -35,30 +33,16 @@ class Tenant:
     """kubectl as a user with only ``edit`` in a namespace of its own."""
 
     def __init__(self, platform: Platform, tmp: Path) -> None:
-        self.ns = f"imm-{uuid.uuid4().hex[:6]}"
-        self.user = f"eve-{uuid.uuid4().hex[:6]}"
-        self.kubeconfig = tmp / f"{self.user}.kubeconfig"
-        _atoll("user", "add", self.user, "--kubeconfig", str(platform.kubeconfig), "-o",
-               str(self.kubeconfig))
-        _atoll("namespace", "create", self.ns, "--edit", self.user, "--kubeconfig",
-               str(platform.kubeconfig))
+        self.ns, self.user, self.kubeconfig = tenants.edit_only_user(platform, tmp, "imm",
+                                                                     "eve")
 
     def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig),
-                   KUBECACHEDIR=str(self.kubeconfig.parent / f"{self.user}-cache"))
-        return subprocess.run([kubectl_binary(), "-n", self.ns, *args], input=input, text=True,
-                              capture_output=True, env=env, timeout=60)
+        return tenants.kubectl_as(self.kubeconfig, self.user, self.ns, *args, input=input)
 
     def pod(self, name: str = POD) -> dict[str, Any]:
         out = self.kubectl("get", "pod", name, "-o", "json")
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
-
-
-def _atoll(*args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "atoll.cli.main", *args], capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, f"atoll {' '.join(args)}: {result.stdout}{result.stderr}"
 
 
 def _ready(pod: dict[str, Any]) -> bool:

@@ -11,24 +11,19 @@ bodies that are not an Eviction of the pod.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
-import os
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import urllib.parse
 import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import yaml
 
 from tests.conftest import Platform, wait_until
+from tests.security import tenants
 
 
 class Client:
@@ -75,32 +70,14 @@ class Client:
                 return out
 
 
-def _atoll(*args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "atoll.cli.main", *args], capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, f"atoll {' '.join(args)}: {result.stdout}{result.stderr}"
-
-
-def _cert_files(kubeconfig: Path) -> tuple[str, str]:
-    user = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]
-    cert, key = kubeconfig.with_suffix(".crt"), kubeconfig.with_suffix(".key")
-    cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
-    key.write_bytes(base64.b64decode(user["client-key-data"]))
-    os.chmod(key, 0o600)
-    return str(cert), str(key)
-
-
 @pytest.fixture(scope="module")
 def tenant(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """(namespace, client as an edit-only user, client as the administrator)."""
     tmp = tmp_path_factory.mktemp("protocol")
-    ns, user = f"proto-{uuid.uuid4().hex[:6]}", f"mallory-{uuid.uuid4().hex[:6]}"
-    kubeconfig = tmp / f"{user}.kubeconfig"
-    _atoll("user", "add", user, "--kubeconfig", str(platform.kubeconfig), "-o", str(kubeconfig))
-    _atoll("namespace", "create", ns, "--edit", user, "--kubeconfig", str(platform.kubeconfig))
+    ns, _, kubeconfig = tenants.edit_only_user(platform, tmp, "proto")
     pki = platform.data_dir / "pki"
     admin = Client(platform, str(pki / "admin.crt"), str(pki / "admin.key"))
-    mallory = Client(platform, *_cert_files(kubeconfig))
+    mallory = Client(platform, *tenants.cert_files(kubeconfig))
     wait_until("the tenant may write configmaps", lambda: mallory.call(
         "GET", f"/api/v1/namespaces/{ns}/configmaps")[0] == 200, timeout=60)
     yield ns, mallory, admin

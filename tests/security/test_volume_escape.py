@@ -12,36 +12,27 @@ directory) that must keep working.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_NODE, Platform, kubectl_binary, wait_until
+from tests.conftest import TEST_NODE, Platform, wait_until
+from tests.security import tenants
 
 
 class Tenant:
     """kubectl as a user with only ``edit`` in one namespace (``atoll namespace create``)."""
 
     def __init__(self, platform: Platform, tmp: Path) -> None:
-        self.ns = f"sec-{uuid.uuid4().hex[:6]}"
-        self.user = f"mallory-{uuid.uuid4().hex[:6]}"
-        self.kubeconfig = tmp / f"{self.user}.kubeconfig"
+        self.ns, self.user, self.kubeconfig = tenants.edit_only_user(platform, tmp, "sec",
+                                                                     "mallory")
         self.platform = platform
-        _atoll("user", "add", self.user, "--kubeconfig", str(platform.kubeconfig), "-o",
-               str(self.kubeconfig))
-        _atoll("namespace", "create", self.ns, "--edit", self.user, "--kubeconfig",
-               str(platform.kubeconfig))
 
     def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig),
-                   KUBECACHEDIR=str(self.kubeconfig.parent / f"{self.user}-cache"))
-        return subprocess.run([kubectl_binary(), "-n", self.ns, *args], input=input, text=True,
-                              capture_output=True, env=env, timeout=60)
+        return tenants.kubectl_as(self.kubeconfig, self.user, self.ns, *args, input=input)
 
     def apply(self, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
         return self.kubectl("apply", "-f", "-", input=json.dumps(obj))
@@ -56,12 +47,6 @@ class Tenant:
         if out.returncode != 0:
             return []
         return [str(e.get("message") or "") for e in json.loads(out.stdout).get("items") or []]
-
-
-def _atoll(*args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "atoll.cli.main", *args], capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, f"atoll {' '.join(args)}: {result.stdout}{result.stderr}"
 
 
 @pytest.fixture(scope="module")
