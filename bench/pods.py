@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from atoll.agent.images import ImageStore  # noqa: E402
+from atoll.agent.images.store import ImageStore  # noqa: E402
 from atoll.agent.runtime import oci  # noqa: E402
 from atoll.client import kubeconfig  # noqa: E402
 from atoll.client.rest import ApiClient  # noqa: E402

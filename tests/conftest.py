@@ -192,7 +192,7 @@ def run_dir(data_dir: Path) -> Path:
 
 def cleanup_agent(agent_dir: Path, bridge: str, agent_run_dir: Path | None = None) -> None:
     """Stop what a test agent left running (containers outlive agents by design)."""
-    from atoll.agent.teardown import teardown_host
+    from atoll.agent.host.teardown import teardown_host
 
     teardown_host(agent_dir, agent_run_dir or agent_dir.parent / "agent-run", bridge)
 

@@ -57,15 +57,33 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class ReconcileSettings:
+    """How the controller framework retries (client-go's default controller rate limiter)."""
+
+    #: seconds before a failed key is retried, doubling per failure of that key: short, since
+    #: most failures are conflicts that the next read resolves
+    backoff_base_seconds: float = 0.05
+    #: seconds a persistently failing key waits at most: long enough not to load the server,
+    #: short enough that a fixed cause is noticed within a minute
+    backoff_max_seconds: float = 30.0
+    #: retries per second across all keys of one controller, and how many may burst at once:
+    #: a storm of failures (an unreachable server) cannot turn into a storm of requests
+    retry_qps: float = 10.0
+    retry_burst: int = 100
+
+
+@dataclass(frozen=True)
 class ControllerSettings:
     kubeconfig: Path
     #: API server URLs to use instead of the kubeconfig's (comma-separated: fail over in order)
     server: str = ""
     #: worker tasks per controller
     workers: int = 4
-    #: seconds before a failed reconcile is retried, doubling up to the max
-    backoff_base_seconds: float = 0.05
-    backoff_max_seconds: float = 30.0
+    #: retry and back-off of every controller's work queue
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    #: where the manager serves /metrics (plain HTTP, host:port; "" turns it off); taken ports
+    #: are logged and skipped, so several managers on one host still start
+    metrics_bind_address: str = "127.0.0.1:10257"
     #: act only while holding the kube-system/atoll-controller-manager Lease (several managers
     #: for high availability); off: act at once
     leader_elect: bool = True

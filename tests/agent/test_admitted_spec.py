@@ -6,7 +6,12 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from atoll.agent.podworker import ADMITTED_FILE, PodWorker, WorkerSettings, with_admitted_spec
+from atoll.agent.pods.worker import (
+    ADMITTED_FILE,
+    PodWorker,
+    WorkerSettings,
+    with_admitted_spec,
+)
 
 
 def _pod() -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from atoll.agent import podenv
 from atoll.agent.agent import api_endpoint_for_pods
+from atoll.agent.pods import env as podenv
 
 
 def test_loopback_servers_are_reached_on_the_hosts_address() -> None:

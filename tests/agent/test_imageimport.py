@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from atoll.agent.imageimport import ImageImportError, import_file
-from atoll.agent.images import ImageStore
+from atoll.agent.images.importer import ImageImportError, import_file
+from atoll.agent.images.store import ImageStore
 from tests.imagebuild import busybox_layer, docker_save, layer_tar, oci_layout
 
 CONFIG = {"Env": ["PATH=/bin", "GREETING=hi"], "Cmd": ["sh"], "WorkingDir": "/data"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from atoll.agent.network import LocalIPAM, NetworkError
+from atoll.agent.host.network import LocalIPAM, NetworkError
 
 
 def test_allocation_release_and_restart(tmp_path: Path) -> None:

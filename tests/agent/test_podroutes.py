@@ -1,6 +1,6 @@
 """Which routes a host wants to the other hosts' pod ranges."""
 
-from atoll.agent.podroutes import desired_routes
+from atoll.agent.host.routes import desired_routes
 
 
 def node(name: str, cidr: str | None, ip: str | None) -> dict:

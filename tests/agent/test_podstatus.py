@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from atoll.agent.podstatus import (ContainerView, PodView, container_status, phase, pod_status,
-                                   qos_class)
+from atoll.agent.pods.status import (
+    ContainerView,
+    PodView,
+    container_status,
+    phase,
+    pod_status,
+)
+from atoll.api.qos import qos_class
 
 
 def c(name: str = "c", **kw) -> ContainerView:

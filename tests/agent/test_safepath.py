@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from atoll.agent import safepath, volumes
-from atoll.agent.imageimport import ImageImportError, unpack_layer
-from atoll.agent.podenv import ConfigError
-from atoll.agent.runtime import mounts
+from atoll.agent.images.importer import ImageImportError, unpack_layer
+from atoll.agent.pods import volumes
+from atoll.agent.pods.env import ConfigError
+from atoll.agent.runtime import mounts, safepath
 
 
 @pytest.fixture(params=[True, False], ids=["openat2", "walk"])

@@ -6,7 +6,7 @@ import asyncio
 import struct
 import zlib
 
-from atoll.agent import spdy
+from atoll.agent.streams import spdy
 
 
 def syn_stream(deflate, sid: int, headers: dict[str, str], fin: bool = False) -> bytes:

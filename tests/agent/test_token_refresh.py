@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from atoll.agent import volumes
+from atoll.agent.pods import volumes
 
 
 def test_due_tokens_are_replaced_in_place(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from atoll.agent import vmbootstrap
 from atoll.agent.runtime.qemu import Disk, LaunchConfig, Nic, command_line
-from atoll.agent.vmnet import VMAddress, mac_address, tap_name
+from atoll.agent.vms import bootstrap as vmbootstrap
+from atoll.agent.vms.network import VMAddress, mac_address, tap_name
 
 ADDR = VMAddress(ip="10.88.0.7", prefixlen=16, gateway="10.88.0.1", mac="52:54:00:01:02:03",
                  tap="vmabc")

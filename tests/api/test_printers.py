@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from atoll.api import jsonpath, printers
+from atoll.api import jsonpath, printers, resources, timestamps
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -42,11 +42,12 @@ def test_human_duration(seconds: float, text: str) -> None:
 
 
 def test_timestamps() -> None:
-    assert printers.parse_time("2023-11-14T22:13:20Z") == NOW
-    assert printers.parse_time("2023-11-14T23:13:20.5+01:00") == NOW + 0.5
-    assert printers.parse_time("garbage") is None
+    assert timestamps.parse_rfc3339("2023-11-14T22:13:20Z") == NOW
+    assert timestamps.parse_rfc3339("2023-11-14T23:13:20.5+01:00") == NOW + 0.5
+    assert timestamps.parse_rfc3339("garbage") is None
     assert printers.since(None, NOW) == "<unknown>"
-    assert printers.rfc3339("2023-11-14T23:13:20.123+01:00") == "2023-11-14T22:13:20Z"
+    assert printers.created_at_cell("2023-11-14T23:13:20.123+01:00") == "2023-11-14T22:13:20Z"
+    assert printers.created_at_cell(None) == "0001-01-01T00:00:00Z"
 
 
 # -- pods -------------------------------------------------------------------------------------------
@@ -401,7 +402,7 @@ def test_table_with_custom_columns() -> None:
 
 def test_every_builtin_printer_matches_its_columns() -> None:
     """Each printer emits exactly one cell per column, even for an empty object."""
-    for kind_key in list(printers._PRINTERS):
+    for kind_key in resources.printed_kinds():
         row = printers.row_cells(kind_key, {"metadata": {"name": "x"}}, NOW)
         assert len(row) == len(printers.column_definitions(kind_key)), kind_key
         json.dumps(row)

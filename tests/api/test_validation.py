@@ -231,7 +231,7 @@ def test_validate_object_meta_never_raises(meta: object, namespaced: bool, rule:
 
 
 def test_pod_resource_quantities_are_checked() -> None:
-    from atoll.apiserver.strategy import _validate_resources
+    from atoll.api.resources.core_v1_pods import _validate_resources
 
     assert _validate_resources({"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}, "r") == []
     causes = _validate_resources({"requests": {"cpu": "lots", "memory": "2Gi"},

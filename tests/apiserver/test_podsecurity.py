@@ -17,7 +17,7 @@ import pytest
 
 from atoll.apiserver.admission import pss
 from atoll.apiserver.admission.podsecurity import LevelVersion, policy_for
-from atoll.apiserver.strategy import default_pod_spec
+from atoll.api.resources.core_v1_pods import default_pod_spec
 
 Tweak = Callable[[dict[str, Any]], None]
 AA = "container.apparmor.security.beta.kubernetes.io/"

@@ -14,8 +14,8 @@ import pytest
 
 from atoll.api import errors
 from atoll.api.kinds import BUILTIN
-from atoll.apiserver.podupdate import FORBIDDEN
-from atoll.apiserver.strategy import PodStrategy, default_pod_spec
+from atoll.api.resources.podupdate import FORBIDDEN
+from atoll.api.resources.core_v1_pods import PodStrategy, default_pod_spec
 
 PODS = next(r for r in BUILTIN if r.plural == "pods")
 NOT_READY = {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",

@@ -1,6 +1,7 @@
 """When certificate requests fall due for deletion."""
 
-from atoll.controllers.csrcleaner import DECIDED_TTL, PENDING_TTL, _time, due
+from atoll.api.timestamps import parse_rfc3339 as _time
+from atoll.controllers.csrcleaner import DECIDED_TTL, PENDING_TTL, due
 
 
 def csr(status: dict) -> dict:

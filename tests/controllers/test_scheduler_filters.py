@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from atoll.api import quantity
+from atoll.controllers.capacity import pod_requests
 from atoll.controllers.scheduler import filters
 from atoll.controllers.scheduler.algorithm import Algorithm, nodes_to_find
 from atoll.controllers.scheduler.cache import Cache
 from atoll.controllers.scheduler.podinfo import parse_pod
 from atoll.controllers.scheduler.queue import SchedulingQueue
-from atoll.controllers.scheduler.resources import pod_requests
 
 
 def node(name: str, *, cpu: str = "4", memory: str = "8Gi", pods: str = "110",
@@ -406,8 +406,8 @@ async def test_queue_priority_backoff_and_moves() -> None:
 
 
 def test_vm_reservations_count_against_the_host() -> None:
+    from atoll.controllers.capacity import Resources
     from atoll.controllers.scheduler.cache import Cache
-    from atoll.controllers.scheduler.resources import Resources
 
     cache = Cache()
     cache.set_node({"metadata": {"name": "h"}, "status": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from atoll.controllers.capacity import Resources
 from atoll.controllers.vmoperator import placement
 
 
@@ -24,36 +25,45 @@ def klass(cpus: int, memory: str, guaranteed: bool = False) -> dict[str, Any]:
 
 def pod(node_name: str, cpu: str, memory: str) -> dict[str, Any]:
     return {"spec": {"nodeName": node_name, "containers": [
-        {"resources": {"requests": {"cpu": cpu, "memory": memory}}}]}, "status": {"phase": "Running"}}
+        {"resources": {"requests": {"cpu": cpu, "memory": memory}}}]},
+        "status": {"phase": "Running"}}
+
+
+def taken(pods: list[dict[str, Any]] | None = None,
+          reservations: list[tuple[str, Resources]] | None = None) -> placement.Requested:
+    """What placement reads per host: the host's pods' requests and its VMs' reservations."""
+    return lambda host: placement.requested_on(
+        host, [p for p in pods or [] if p["spec"]["nodeName"] == host],
+        [r for h, r in reservations or [] if h == host])
 
 
 def test_most_unreserved_memory_wins() -> None:
     nodes = [node("a"), node("b")]
-    d = placement.place(placement.demand(klass(2, "2Gi")), nodes, [pod("a", "1", "4Gi")], [])
+    d = placement.place(placement.demand(klass(2, "2Gi")), nodes, taken([pod("a", "1", "4Gi")]))
     assert (d.host, d.reason) == ("b", placement.SATISFIED)
 
 
 def test_class_larger_than_any_host_is_insufficient() -> None:
-    d = placement.place(placement.demand(klass(2, "32Gi")), [node("a")], [], [])
+    d = placement.place(placement.demand(klass(2, "32Gi")), [node("a")], taken())
     assert d.host is None and d.reason == placement.INSUFFICIENT and "32768 MiB" in d.message
     # more vCPUs than host CPUs is overcommit, not a misfit (without a reservation)
-    assert placement.place(placement.demand(klass(8, "2Gi")), [node("a")], [], []).host == "a"
+    assert placement.place(placement.demand(klass(8, "2Gi")), [node("a")], taken()).host == "a"
 
 
 def test_guaranteed_reservations_count_pods_and_other_vms() -> None:
     want = placement.demand(klass(2, "8Gi", guaranteed=True))
     reserved = placement.demand(klass(2, "8Gi", guaranteed=True)).reserved
-    d = placement.place(want, [node("a")], [pod("a", "100m", "1Gi")], [("a", reserved)])
+    d = placement.place(want, [node("a")], taken([pod("a", "100m", "1Gi")], [("a", reserved)]))
     assert d.host is None and d.reason == placement.INSUFFICIENT
     best_effort = placement.demand(klass(2, "8Gi"))
-    assert placement.place(best_effort, [node("a")], [pod("a", "100m", "1Gi")],
-                           [("a", reserved)]).host == "a"
+    assert placement.place(best_effort, [node("a")],
+                           taken([pod("a", "100m", "1Gi")], [("a", reserved)])).host == "a"
 
 
 def test_no_ready_or_schedulable_host() -> None:
     nodes = [node("a", ready=False), node("b", unschedulable=True),
              node("c", taints=[{"key": "k", "effect": "NoSchedule"}])]
-    d = placement.place(placement.demand(klass(1, "1Gi")), nodes, [], [])
+    d = placement.place(placement.demand(klass(1, "1Gi")), nodes, taken())
     assert d.host is None and d.reason == placement.NO_HOSTS
-    assert placement.place(placement.demand(klass(1, "1Gi")), [], [], []).reason == \
+    assert placement.place(placement.demand(klass(1, "1Gi")), [], taken()).reason == \
         placement.NO_HOSTS

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import aiohttp
 import pytest
 
-from atoll.agent.vmimages import BlobCache
+from atoll.agent.vms.images import BlobCache
 from atoll.api import errors
 from atoll.client import content, kubeconfig
 from atoll.client.rest import ApiClient

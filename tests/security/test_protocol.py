@@ -371,6 +371,26 @@ def test_an_eviction_body_must_be_an_eviction_of_the_pod(tenant) -> None:
         "GET", f"/api/v1/namespaces/{ns}/pods/ev")[0] == 404, timeout=30)
 
 
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "GET", "DELETE"])
+@pytest.mark.parametrize("subresource", ["binding", "eviction"])
+def test_pod_create_only_subresources_refuse_other_methods(tenant, method: str,
+                                                           subresource: str) -> None:
+    """As upstream: binding and eviction are create-only; an update there never reaches the
+    pod's update path (which would otherwise be reached with a Binding body)."""
+    ns, mallory, admin = tenant  # the administrator: the method, not RBAC, must refuse it
+    name = f"sub-{subresource}-{method.lower()}"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    assert mallory.status("POST", f"/api/v1/namespaces/{ns}/pods", pod)[0] == 201
+    body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+            "target": {"kind": "Node", "name": "elsewhere"}}
+    code, doc = admin.status(method, f"/api/v1/namespaces/{ns}/pods/{name}/{subresource}",
+                             body if method in ("PUT", "PATCH") else None)
+    assert (code, doc.get("reason")) == (405, "MethodNotAllowed"), doc
+    code, got = mallory.status("GET", f"/api/v1/namespaces/{ns}/pods/{name}")
+    assert code == 200 and got["spec"].get("nodeName") != "elsewhere", got["spec"]
+
+
 def test_the_write_path_still_answers_after_all_this(tenant) -> None:
     """A last check that the server took every hostile request above in its stride."""
     ns, mallory, _ = tenant

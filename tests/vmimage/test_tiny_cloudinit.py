@@ -6,7 +6,7 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from atoll.agent import vmbootstrap
+from atoll.agent.vms import bootstrap as vmbootstrap
 
 AWK = resources.files("atoll.vmimage").joinpath("tiny_cloudinit.awk")
 

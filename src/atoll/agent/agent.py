@@ -16,18 +16,19 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from atoll.agent.images import ImageStore
-from atoll.agent.network import CNI, NetworkSettings
-from atoll.agent.node import NodeAgent, NodeSettings, runc_version
-from atoll.agent.podworker import PodWorker, WorkerSettings
+from atoll.agent.host.network import CNI, NetworkSettings
+from atoll.agent.host.node import NodeAgent, NodeSettings, runc_version
+from atoll.agent.host.routes import PodRoutes
+from atoll.agent.host.stats import StatsCollector
+from atoll.agent.images.store import ImageStore
+from atoll.agent.pods.worker import PodWorker, WorkerSettings
 from atoll.agent.runtime.containers import ContainerMeta, ContainerRuntime
-from atoll.agent.server import AgentServer
-from atoll.agent.podroutes import PodRoutes
-from atoll.agent.stats import StatsCollector
-from atoll.agent.vms import VMManager
-from atoll.agent.vmworker import VMWorkerSettings
+from atoll.agent.runtime.mounts import unmount_all_under
+from atoll.agent.streams.server import AgentServer, Identity, Lookups
+from atoll.agent.vms.manager import VMManager
+from atoll.agent.vms.worker import VMWorker, VMWorkerSettings
 from atoll.client import kubeconfig
-from atoll.client.informer import Informer
+from atoll.client.factory import InformerFactory
 from atoll.client.rest import ApiClient
 from atoll.settings import AgentSettings
 
@@ -62,14 +63,17 @@ class Agent:
                                               backoff_base=s.backoff_base,
                                               backoff_max=s.backoff_max,
                                               api_host=api_host, api_port=api_port)
-        self.pods = Informer(self.client, "", "v1", "pods", field_selector=f"spec.nodeName={s.name}")
+        #: one informer per resource for the whole agent, as in the controller manager
+        self.informers = InformerFactory(self.client)
+        self.pods = self.informers.informer("", "v1", "pods",
+                                            field_selector=f"spec.nodeName={s.name}")
         self.pods.add_handler(self._on_pod)
         self.workers: dict[str, PodWorker] = {}
         #: containers on disk at start, by pod uid: adopted by the first worker of each pod
         self._found: dict[str, list[ContainerMeta]] = {}
         for meta in self.runtime.list():
             self._found.setdefault(meta.pod_uid, []).append(meta)
-        self.vms = VMManager(self.client, VMWorkerSettings(
+        self.vms = VMManager(self.client, self.informers, VMWorkerSettings(
             node_name=s.name, data_dir=s.data_dir / "vms", run_dir=run_dir / "vms",
             soft_timeout=s.vm_soft_timeout, silent_boot_timeout=s.vm_silent_boot_timeout),
             self.cni, s.data_dir / "vmimages")
@@ -82,25 +86,37 @@ class Agent:
         if self.images.ensure_busybox() is None:
             log.warning("no busybox binary on this host: the built-in busybox image is missing")
         await self.cni.ensure_masquerade()
-        self.server = AgentServer(self, self.settings.port)
+        lookups = Lookups(pod=self.pod_worker, vm=self.vm_worker,
+                          stats=lambda: self.stats.summary(self.settings.name))
+        self.server = AgentServer(lookups, self.runtime, self.settings.port, Identity(
+            self.settings.data_dir / "pki", self.settings.name, self.settings.host_ip))
         await self.server.start(self.ca_pem)
         await self.node.register()
-        informer = asyncio.create_task(self.pods.run(), name="pod-informer")
+        self.informers.start()
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
         vms = asyncio.create_task(self.vms.run(), name="vms")
-        tasks = [informer, heartbeat, vms,
-                 asyncio.create_task(self.stats.run(), name="stats")]
+        tasks = [heartbeat, vms, asyncio.create_task(self.stats.run(), name="stats")]
         if self.settings.pod_routes:
             tasks.append(asyncio.create_task(PodRoutes(
-                self.client, self.settings.name, self.settings.host_ip,
+                self.client, self.informers, self.settings.name, self.settings.host_ip,
                 self.settings.pod_cidr).run(), name="pod-routes"))
-        await self.pods.synced.wait()
-        await self._collect_orphans()
         try:
+            await self.informers.wait_for_sync([self.pods])
+            await self._collect_orphans()
             await asyncio.gather(*tasks)
         finally:
             for t in tasks:
                 t.cancel()
+            await self.informers.stop()
+
+    def pod_worker(self, namespace: str, name: str) -> PodWorker | None:
+        """The worker of the pod ``namespace/name`` (the first, while an old one finishes)."""
+        return next((w for w in self.workers.values()
+                     if w.pod["metadata"].get("namespace") == namespace
+                     and w.pod["metadata"].get("name") == name), None)
+
+    def vm_worker(self, uid: str) -> VMWorker | None:
+        return self.vms.workers.get(uid)
 
     def _running_containers(self) -> list[tuple[str, str, str, str, str]]:
         """(namespace, pod, pod uid, container, cgroup) of each running container, for stats."""
@@ -156,7 +172,17 @@ class Agent:
             worker._adopt(self._found.pop(uid, []))
             worker.deleted_from_api = True
             await worker.sync()
-            shutil.rmtree(pods_dir / uid, ignore_errors=True)
+            self._remove_pod_dir(pods_dir / uid)
+
+    @staticmethod
+    def _remove_pod_dir(path: Path) -> None:
+        """Delete a gone pod's directory, never through a mount: a bind-mounted volume or
+        subPath still attached below it would otherwise have its host files deleted."""
+        left = unmount_all_under(str(path))
+        if left:
+            log.warning("not removing %s: still mounted at %s", path, ", ".join(left))
+            return
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def api_endpoint_for_pods(server: str, host_ip: str) -> tuple[str, int]:

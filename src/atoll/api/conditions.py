@@ -8,12 +8,14 @@ its conditions into the list it last read, keeping the others untouched and
 
 from __future__ import annotations
 
-import time
 from typing import Any
+
+from atoll.api.timestamps import rfc3339
 
 
 def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """Now as a condition's ``lastTransitionTime`` (metav1.Time: whole seconds, UTC)."""
+    return rfc3339()
 
 
 def condition(type_: str, ok: bool | None, reason: str, message: str = "",

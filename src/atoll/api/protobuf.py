@@ -14,7 +14,6 @@ converted here.  Responses are always JSON, which those clients accept.
 from __future__ import annotations
 
 import base64
-import datetime
 import functools
 import importlib.resources
 import json
@@ -22,6 +21,7 @@ import struct
 from typing import Any
 
 from atoll.api import errors
+from atoll.api.timestamps import rfc3339
 
 MAGIC = b"k8s\x00"
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
@@ -236,11 +236,9 @@ def _time(micro: bool) -> Any:
         seconds = fields.get("seconds", 0)
         if seconds == _GO_ZERO_TIME or (not fields):
             return _UNSET
-        when = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
         if micro:
-            micros = fields.get("nanos", 0) // 1000
-            return when.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
-        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+            return rfc3339(seconds + fields.get("nanos", 0) // 1000 / 1e6, digits=6)
+        return rfc3339(seconds)
     return convert
 
 

@@ -1,528 +1,28 @@
-"""Label and field selectors, parsed and matched the way apimachinery does.
+"""Label and field selectors, parsed and matched the way apimachinery does, and the fields
+each kind exposes to field selectors.
 
-Label selectors follow ``k8s.io/apimachinery/pkg/labels``: a small lexer and a
-recursive-descent parser whose error messages clients see verbatim
-(``unable to parse requirement: ...``).  Field selectors follow
-``k8s.io/apimachinery/pkg/fields``: ``,``-separated ``=``/``==``/``!=`` terms
-with ``\\`` escapes.  ``field_set`` says which fields each built-in kind exposes
-to field selectors, with Go's zero values for missing fields (``"0"``,
-``"false"``, ``""``) because JSON omits exactly those.
+The grammars live in ``atoll.api.labelselector`` (``k8s.io/apimachinery/pkg/labels``)
+and ``atoll.api.fieldselector`` (``pkg/fields``); this module is their common face.
+Which fields a built-in kind exposes is declared beside the kind
+(``atoll.api.resources``), with Go's zero values for missing fields (``"0"``,
+``"false"``, ``""``) because JSON omits exactly those; ``field_set`` adds the
+metadata fields every kind has.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
-from atoll.api import errors, validation
-from atoll.api.validation import is_qualified_name, is_valid_label_value
+from atoll.api import resources
+from atoll.api.fieldselector import FieldSelector, parse_field_selector, unescape_field_value
+from atoll.api.labelselector import (
+    EXISTS, DOES_NOT_EXIST, EQUALS, DOUBLE_EQUALS, NOT_EQUALS, IN, NOT_IN, GREATER_THAN,
+    LESS_THAN, BINARY_OPERATORS, Requirement, LabelSelector, new_requirement,
+    parse_label_selector, label_selector_from_dict, selector_to_string, format_label_selector,
+    validate_label_selector,
+)
 
-# -- label selector: requirements ------------------------------------------------------------------
-EXISTS, DOES_NOT_EXIST = "exists", "!"
-EQUALS, DOUBLE_EQUALS, NOT_EQUALS = "=", "==", "!="
-IN, NOT_IN, GREATER_THAN, LESS_THAN = "in", "notin", "gt", "lt"
-#: the order upstream lists binary operators in its "expected:" message
-BINARY_OPERATORS = (IN, NOT_IN, EQUALS, DOUBLE_EQUALS, NOT_EQUALS, GREATER_THAN, LESS_THAN)
 
-_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-
-
-def _parse_go_int(s: str) -> int | None:
-    """strconv.ParseInt(s, 10, 64): optional sign, ASCII digits, int64 range."""
-    body = s[1:] if s[:1] in ("+", "-") else s
-    if not body or not body.isascii() or not body.isdigit():
-        return None
-    n = int(s)
-    return n if _INT64_MIN <= n <= _INT64_MAX else None
-
-
-@dataclass(frozen=True)
-class Requirement:
-    key: str
-    operator: str
-    values: tuple[str, ...] = ()
-
-    def matches(self, labels: dict[str, str]) -> bool:
-        has = self.key in labels
-        value = labels.get(self.key)
-        op = self.operator
-        if op in (IN, EQUALS, DOUBLE_EQUALS):
-            return has and value in self.values
-        if op in (NOT_IN, NOT_EQUALS):
-            return not has or value not in self.values
-        if op == EXISTS:
-            return has
-        if op == DOES_NOT_EXIST:
-            return not has
-        if op in (GREATER_THAN, LESS_THAN):
-            return self._compare(value)
-        return False
-
-    def _compare(self, value: str | None) -> bool:
-        if value is None or len(self.values) != 1:
-            return False
-        have, want = _parse_go_int(value), _parse_go_int(self.values[0])
-        if have is None or want is None:
-            return False
-        return have > want if self.operator == GREATER_THAN else have < want
-
-    def __str__(self) -> str:
-        op = self.operator
-        if op == EXISTS:
-            return self.key
-        if op == DOES_NOT_EXIST:
-            return "!" + self.key
-        if op in (IN, NOT_IN):
-            return f"{self.key} {op} ({','.join(sorted(self.values))})"
-        symbol = {GREATER_THAN: ">", LESS_THAN: "<"}.get(op, op)
-        return f"{self.key}{symbol}{self.values[0] if self.values else ''}"
-
-
-@dataclass(frozen=True)
-class LabelSelector:
-    """AND of requirements.  ``nothing`` is the selector of a nil metav1.LabelSelector."""
-
-    requirements: tuple[Requirement, ...] = ()
-    nothing: bool = False
-
-    @property
-    def empty(self) -> bool:
-        """True when the selector matches everything."""
-        return not self.nothing and not self.requirements
-
-    def matches(self, labels: dict[str, str] | None) -> bool:
-        if self.nothing:
-            return False
-        labels = labels if isinstance(labels, dict) else {}
-        return all(r.matches(labels) for r in self.requirements)
-
-    def __str__(self) -> str:
-        return ",".join(str(r) for r in self.requirements)
-
-
-def _requirement_errors(key: str, op: str, values: list[str]) -> list[str]:
-    """labels.NewRequirement's checks, as ``field.Error`` strings with a nil path."""
-    errs = []
-    key_msgs = is_qualified_name(key)
-    if key_msgs:
-        errs.append(f'key: Invalid value: "{key}": {"; ".join(key_msgs)}')
-    if op in (IN, NOT_IN) and not values:
-        errs.append("values: Invalid value: " + _go_list(values)
-                    + ": for 'in', 'notin' operators, values set can't be empty")
-    elif op in (EQUALS, DOUBLE_EQUALS, NOT_EQUALS) and len(values) != 1:
-        errs.append("values: Invalid value: " + _go_list(values)
-                    + ": exact-match compatibility requires one single value")
-    elif op in (EXISTS, DOES_NOT_EXIST) and values:
-        errs.append("values: Invalid value: " + _go_list(values)
-                    + ": values set must be empty for exists and does not exist")
-    elif op in (GREATER_THAN, LESS_THAN):
-        if len(values) != 1:
-            errs.append("values: Invalid value: " + _go_list(values)
-                        + ": for 'Gt', 'Lt' operators, exactly one value is required")
-        for i, v in enumerate(values):
-            if _parse_go_int(v) is None:
-                errs.append(f'values[{i}]: Invalid value: "{v}": for \'Gt\', \'Lt\' operators, '
-                            "the value must be an integer")
-    for i, v in enumerate(values):
-        msgs = is_valid_label_value(v)
-        if msgs:
-            errs.append(f'values[{i}][{key}]: Invalid value: "{v}": {"; ".join(msgs)}')
-    return errs
-
-
-def _go_list(values: Iterable[str]) -> str:
-    """How Go's %#v prints a []string inside field errors."""
-    return "[]string{" + ", ".join(f'"{v}"' for v in values) + "}"
-
-
-def _aggregate(errs: list[str]) -> str:
-    """utilerrors.NewAggregate(...).Error(): one message, or ``[a, b]``."""
-    return errs[0] if len(errs) == 1 else "[" + ", ".join(errs) + "]"
-
-
-def new_requirement(key: str, op: str, values: Iterable[str]) -> Requirement:
-    """Build a validated requirement; BadRequest carrying upstream's message otherwise."""
-    vals = list(values)
-    errs = _requirement_errors(key, op, vals)
-    if errs:
-        raise errors.BadRequest(_aggregate(errs))
-    return Requirement(key, op, tuple(vals))
-
-
-# -- label selector: lexer -----------------------------------------------------------------------
-_ERROR, _EOS, _CLOSE, _COMMA, _NOT, _DEQ, _EQ, _GT, _ID, _IN, _LT, _NEQ, _NOTIN, _OPEN = range(14)
-_SYMBOLS = {")": _CLOSE, ",": _COMMA, "!": _NOT, "==": _DEQ, "=": _EQ, ">": _GT, "in": _IN,
-            "<": _LT, "!=": _NEQ, "notin": _NOTIN, "(": _OPEN}
-_SPECIAL = frozenset("=!(),><")
-_WHITESPACE = frozenset(" \t\r\n")
-
-
-def _lex(text: str) -> list[tuple[int, str]]:
-    """Split into (token, literal) pairs; a NUL byte ends input as in the Go lexer."""
-    out: list[tuple[int, str]] = []
-    i, n = 0, len(text)
-    while True:
-        while i < n and text[i] in _WHITESPACE:
-            i += 1
-        if i >= n or text[i] == "\0":
-            out.append((_EOS, ""))
-            return out
-        if text[i] in _SPECIAL:
-            tok, lit, i = _lex_symbol(text, i)
-        else:
-            start = i
-            while i < n and text[i] != "\0" and text[i] not in _SPECIAL and text[i] not in _WHITESPACE:
-                i += 1
-            lit = text[start:i]
-            tok = _SYMBOLS.get(lit, _ID)
-        out.append((tok, lit))
-        if tok == _ERROR:
-            return out
-
-
-def _lex_symbol(text: str, i: int) -> tuple[int, str, int]:
-    """Longest run of special characters that still forms a known operator."""
-    buf = ""
-    best: tuple[int, str, int] | None = None
-    while i < len(text) and text[i] in _SPECIAL:
-        buf += text[i]
-        i += 1
-        if buf in _SYMBOLS:
-            best = (_SYMBOLS[buf], buf, i)
-        elif best is not None:
-            return best
-    if best is None:
-        return _ERROR, f"error expected: keyword found '{buf}'", i
-    return best
-
-
-# -- label selector: parser ----------------------------------------------------------------------
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.items = _lex(text)
-        self.pos = 0
-
-    def lookahead(self, values: bool = True) -> tuple[int, str]:
-        tok, lit = self.items[min(self.pos, len(self.items) - 1)]
-        if values and tok in (_IN, _NOTIN):
-            tok = _ID  # in a value position "in"/"notin" are ordinary words
-        return tok, lit
-
-    def consume(self, values: bool = True) -> tuple[int, str]:
-        item = self.lookahead(values)
-        self.pos += 1
-        return item
-
-    def parse(self) -> list[Requirement]:
-        reqs: list[Requirement] = []
-        while True:
-            tok, lit = self.lookahead()
-            if tok == _EOS:
-                return reqs
-            if tok not in (_ID, _NOT):
-                raise errors.BadRequest(
-                    f"found '{lit}', expected: !, identifier, or 'end of string'")
-            try:
-                reqs.append(self.requirement())
-            except errors.BadRequest as e:
-                raise errors.BadRequest(f"unable to parse requirement: {e.message}") from None
-            tok, lit = self.consume()
-            if tok == _EOS:
-                return reqs
-            if tok != _COMMA:
-                raise errors.BadRequest(f"found '{lit}', expected: ',' or 'end of string'")
-            tok, lit = self.lookahead()
-            if tok not in (_ID, _NOT):
-                raise errors.BadRequest(f"found '{lit}', expected: identifier after ','")
-
-    def requirement(self) -> Requirement:
-        key, op = self.key_and_unary_operator()
-        if op:
-            return new_requirement(key, op, [])
-        op = self.binary_operator()
-        if op in (IN, NOT_IN):
-            values = self.value_set()
-        else:
-            values = self.exact_value()
-        return new_requirement(key, op, sorted(values))
-
-    def key_and_unary_operator(self) -> tuple[str, str]:
-        op = ""
-        tok, lit = self.consume()
-        if tok == _NOT:
-            op = DOES_NOT_EXIST
-            tok, lit = self.consume()
-        if tok != _ID:
-            raise errors.BadRequest(f"found '{lit}', expected: identifier")
-        msgs = is_qualified_name(lit)
-        if msgs:
-            raise errors.BadRequest(f'<nil>: Invalid value: "{lit}": {"; ".join(msgs)}')
-        if not op and self.lookahead()[0] in (_EOS, _COMMA):
-            op = EXISTS
-        return lit, op
-
-    def binary_operator(self) -> str:
-        tok, lit = self.consume(values=False)
-        ops = {_IN: IN, _EQ: EQUALS, _DEQ: DOUBLE_EQUALS, _GT: GREATER_THAN, _LT: LESS_THAN,
-               _NOTIN: NOT_IN, _NEQ: NOT_EQUALS}
-        if tok not in ops:
-            raise errors.BadRequest(f"found '{lit}', expected: {', '.join(BINARY_OPERATORS)}")
-        return ops[tok]
-
-    def value_set(self) -> set[str]:
-        tok, lit = self.consume()
-        if tok != _OPEN:
-            raise errors.BadRequest(f"found '{lit}' expected: '('")
-        tok, lit = self.lookahead()
-        if tok == _CLOSE:
-            self.consume()
-            return {""}
-        if tok not in (_ID, _COMMA):
-            raise errors.BadRequest(f"found '{lit}', expected: ',', ')' or identifier")
-        values = self.identifier_list()
-        if self.consume()[0] != _CLOSE:
-            raise errors.BadRequest(f"found '{lit}', expected: ')'")
-        return values
-
-    def identifier_list(self) -> set[str]:
-        """Values inside ``( )``; empty slots (``(a,,b)``, ``(,a)``) mean the empty value."""
-        values: set[str] = set()
-        while True:
-            tok, lit = self.consume()
-            if tok == _ID:
-                values.add(lit)
-                nxt, nlit = self.lookahead()
-                if nxt == _COMMA:
-                    continue
-                if nxt == _CLOSE:
-                    return values
-                raise errors.BadRequest(f"found '{nlit}', expected: ',' or ')'")
-            if tok == _COMMA:
-                if not values:
-                    values.add("")
-                nxt, _ = self.lookahead()
-                if nxt == _CLOSE:
-                    values.add("")
-                    return values
-                if nxt == _COMMA:
-                    self.consume()
-                    values.add("")
-                continue
-            raise errors.BadRequest(f"found '{lit}', expected: ',', or identifier")
-
-    def exact_value(self) -> set[str]:
-        tok, _ = self.lookahead()
-        if tok in (_EOS, _COMMA):
-            return {""}
-        tok, lit = self.consume()
-        if tok == _ID:
-            return {lit}
-        raise errors.BadRequest(f"found '{lit}', expected: identifier")
-
-
-def parse_label_selector(text: str) -> LabelSelector:
-    """labels.Parse: ``a=b,c in (x,y),!d``; raises errors.BadRequest with upstream's message."""
-    if not isinstance(text, str):
-        raise errors.BadRequest("label selector must be a string")
-    if "\0" in text:
-        # Go's lexer takes NUL for the end of input, so "a=\0b" would quietly mean "a=";
-        # refuse it rather than select something the client did not write
-        raise errors.BadRequest("unable to parse requirement: found NUL, expected: identifier "
-                                "or 'end of string'")
-    reqs = _Parser(text).parse()
-    return LabelSelector(tuple(sorted(reqs, key=lambda r: r.key)))
-
-
-# -- metav1.LabelSelector objects -------------------------------------------------------------------
-_EXPRESSION_OPS = {"In": IN, "NotIn": NOT_IN, "Exists": EXISTS, "DoesNotExist": DOES_NOT_EXIST}
-
-
-def label_selector_from_dict(sel: dict[str, Any] | None) -> LabelSelector:
-    """metav1.LabelSelectorAsSelector: nil matches nothing, ``{}`` matches everything."""
-    if sel is None:
-        return LabelSelector(nothing=True)
-    if not isinstance(sel, dict):
-        raise errors.BadRequest("label selector must be an object")
-    match_labels = sel.get("matchLabels") or {}
-    expressions = sel.get("matchExpressions") or []
-    if not isinstance(match_labels, dict) or not isinstance(expressions, list):
-        raise errors.BadRequest("label selector: matchLabels must be a map and matchExpressions "
-                                "a list")
-    reqs: list[Requirement] = []
-    for k, v in match_labels.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise errors.BadRequest("label selector: matchLabels must map strings to strings")
-        reqs.append(new_requirement(k, EQUALS, [v]))
-    for expr in expressions:
-        reqs.append(_expression_requirement(expr))
-    return LabelSelector(tuple(sorted(reqs, key=lambda r: r.key)))
-
-
-def _expression_requirement(expr: Any) -> Requirement:
-    if not isinstance(expr, dict):
-        raise errors.BadRequest("label selector: matchExpressions items must be objects")
-    op_name = expr.get("operator")
-    if op_name not in _EXPRESSION_OPS:
-        raise errors.BadRequest(f'"{op_name}" is not a valid label selector operator')
-    key, values = expr.get("key"), expr.get("values") or []
-    if not isinstance(key, str) or not isinstance(values, list) or not all(
-            isinstance(v, str) for v in values):
-        raise errors.BadRequest("label selector: key must be a string and values a list of strings")
-    return new_requirement(key, _EXPRESSION_OPS[op_name], values)
-
-
-def selector_to_string(sel: dict[str, Any] | None) -> str:
-    """The canonical string form (Scale ``status.selector``): ``app=x,tier in (a,b)``."""
-    return str(label_selector_from_dict(sel))
-
-
-def format_label_selector(sel: dict[str, Any] | None) -> str:
-    """metav1.FormatLabelSelector as printers show it: ``<none>`` / ``<error>`` for the odd cases."""
-    try:
-        text = selector_to_string(sel)
-    except errors.ApiError:
-        return "<error>"
-    return text or "<none>"
-
-
-def validate_label_selector(sel: Any, path: str) -> list[errors.Cause]:
-    """Field-level validation of a metav1.LabelSelector in a spec (workloads, PDBs, ...)."""
-    if sel is None:
-        return []
-    if not isinstance(sel, dict):
-        return [errors.Cause("FieldValueTypeInvalid", "Invalid value: must be an object", path)]
-    causes = validation.validate_labels(sel.get("matchLabels"), f"{path}.matchLabels")
-    exprs = sel.get("matchExpressions")
-    if exprs is None:
-        return causes
-    if not isinstance(exprs, list):
-        return causes + [errors.Cause("FieldValueTypeInvalid", "Invalid value: must be a list",
-                                      f"{path}.matchExpressions")]
-    for i, expr in enumerate(exprs):
-        causes.extend(_validate_expression(expr, f"{path}.matchExpressions[{i}]"))
-    return causes
-
-
-def _validate_expression(expr: Any, path: str) -> list[errors.Cause]:
-    if not isinstance(expr, dict):
-        return [errors.Cause("FieldValueTypeInvalid", "Invalid value: must be an object", path)]
-    causes: list[errors.Cause] = []
-    op, values = expr.get("operator"), expr.get("values")
-    if op in ("In", "NotIn"):
-        if not values:
-            causes.append(errors.Cause(
-                "FieldValueRequired",
-                "Required value: must be specified when `operator` is 'In' or 'NotIn'",
-                f"{path}.values"))
-    elif op in ("Exists", "DoesNotExist"):
-        if values:
-            causes.append(errors.forbidden_field(
-                f"{path}.values", "may not be specified when `operator` is 'Exists' or "
-                "'DoesNotExist'"))
-    else:
-        causes.append(errors.not_supported(f"{path}.operator", op,
-                                           ["In", "NotIn", "Exists", "DoesNotExist"]))
-    key = expr.get("key")
-    if not isinstance(key, str):
-        causes.append(errors.Cause("FieldValueTypeInvalid", "Invalid value: must be a string",
-                                   f"{path}.key"))
-    else:
-        causes.extend(errors.invalid_value(f"{path}.key", key, m) for m in is_qualified_name(key))
-    return causes
-
-
-# -- field selectors ------------------------------------------------------------------------------
-_TERM_OPERATORS = ("!=", "==", "=")
-
-
-@dataclass(frozen=True)
-class FieldSelector:
-    requirements: tuple[tuple[str, str, str], ...] = ()
-
-    @property
-    def fields(self) -> set[str]:
-        return {f for f, _, _ in self.requirements}
-
-    @property
-    def empty(self) -> bool:
-        return not self.requirements
-
-    def matches(self, fields: dict[str, str]) -> bool:
-        for name, op, value in self.requirements:
-            equal = fields.get(name, "") == value
-            if equal if op == "!=" else not equal:
-                return False
-        return True
-
-    def exact_value(self, field_name: str) -> str | None:
-        """The value ``field_name`` is pinned to by ``=``/``==`` (lets a list fetch one key)."""
-        for name, op, value in self.requirements:
-            if name == field_name and op in ("=", "=="):
-                return value
-        return None
-
-
-def _split_terms(text: str) -> list[str]:
-    """Split on commas that are not escaped with a backslash."""
-    terms, start, escaped = [], 0, False
-    for i, c in enumerate(text):
-        if escaped:
-            escaped = False
-        elif c == "\\":
-            escaped = True
-        elif c == ",":
-            terms.append(text[start:i])
-            start = i + 1
-    terms.append(text[start:])
-    return terms
-
-
-def _split_term(term: str) -> tuple[str, str, str] | None:
-    for i in range(len(term)):
-        for op in _TERM_OPERATORS:
-            if term.startswith(op, i):
-                return term[:i], op, term[i + len(op):]
-    return None
-
-
-def unescape_field_value(value: str) -> str:
-    r"""fields.UnescapeValue: ``\\``, ``\,`` and ``\=`` are the only escapes."""
-    out: list[str] = []
-    escaped = False
-    for c in value:
-        if escaped:
-            if c not in "\\,=":
-                raise errors.BadRequest(f"invalid field selector: invalid escape sequence: \\{c}")
-            out.append(c)
-            escaped = False
-        elif c == "\\":
-            escaped = True
-        elif c in ",=":
-            raise errors.BadRequest(f"invalid field selector: unescaped character in value: {c}")
-        else:
-            out.append(c)
-    if escaped:
-        raise errors.BadRequest("invalid field selector: invalid escape sequence: \\")
-    return "".join(out)
-
-
-def parse_field_selector(text: str) -> FieldSelector:
-    """fields.ParseSelector; errors.BadRequest with upstream's message on bad input."""
-    if not isinstance(text, str):
-        raise errors.BadRequest("field selector must be a string")
-    reqs: list[tuple[str, str, str]] = []
-    for term in sorted(_split_terms(text)) if text else []:
-        if not term:
-            continue
-        split = _split_term(term)
-        if split is None:
-            raise errors.BadRequest(f"invalid selector: '{text}'; can't understand '{term}'")
-        name, op, value = split
-        reqs.append((name, op, unescape_field_value(value)))
-    return FieldSelector(tuple(reqs))
-
-
-# -- selectable fields per kind ---------------------------------------------------------------------
 def _get(obj: Any, *path: str | int) -> Any:
     for part in path:
         if isinstance(part, int):
@@ -541,68 +41,6 @@ def _s(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _b(value: Any) -> str:
-    return "true" if value is True else "false"
-
-
-def _i(value: Any) -> str:
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "0"
-
-
-def _pod_fields(obj: dict[str, Any]) -> dict[str, str]:
-    pod_ip = _s(_get(obj, "status", "podIPs", 0, "ip")) or _s(_get(obj, "status", "podIP"))
-    return {
-        "spec.nodeName": _s(_get(obj, "spec", "nodeName")),
-        "spec.restartPolicy": _s(_get(obj, "spec", "restartPolicy")),
-        "spec.schedulerName": _s(_get(obj, "spec", "schedulerName")),
-        "spec.serviceAccountName": _s(_get(obj, "spec", "serviceAccountName")),
-        "spec.hostNetwork": _b(_get(obj, "spec", "hostNetwork")),
-        "status.phase": _s(_get(obj, "status", "phase")),
-        "status.podIP": pod_ip,
-        "status.nominatedNodeName": _s(_get(obj, "status", "nominatedNodeName")),
-    }
-
-
-_OBJECT_REF_FIELDS = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion",
-                      "fieldPath")
-
-
-def _core_event_fields(obj: dict[str, Any]) -> dict[str, str]:
-    out = {f"involvedObject.{f}": _s(_get(obj, "involvedObject", f)) for f in _OBJECT_REF_FIELDS}
-    reporting = _s(obj.get("reportingComponent")) or _s(obj.get("reportingController"))
-    out.update({
-        "reason": _s(obj.get("reason")),
-        "reportingComponent": reporting,
-        "source": _s(_get(obj, "source", "component")) or reporting,
-        "type": _s(obj.get("type")),
-    })
-    return out
-
-
-def _events_v1_fields(obj: dict[str, Any]) -> dict[str, str]:
-    out = {f"regarding.{f}": _s(_get(obj, "regarding", f)) for f in _OBJECT_REF_FIELDS}
-    out.update({
-        "reason": _s(obj.get("reason")),
-        "type": _s(obj.get("type")),
-        "reportingController": _s(obj.get("reportingController")),
-    })
-    return out
-
-
-_KIND_FIELDS: dict[str, Any] = {
-    "/Pod": _pod_fields,
-    "/Event": _core_event_fields,
-    "events.k8s.io/Event": _events_v1_fields,
-    "/Secret": lambda o: {"type": _s(o.get("type"))},
-    "/Namespace": lambda o: {"status.phase": _s(_get(o, "status", "phase")),
-                             "name": _s(_get(o, "metadata", "name"))},
-    "/Node": lambda o: {"spec.unschedulable": _b(_get(o, "spec", "unschedulable"))},
-    "apps/ReplicaSet": lambda o: {"status.replicas": _i(_get(o, "status", "replicas"))},
-    "/ReplicationController": lambda o: {"status.replicas": _i(_get(o, "status", "replicas"))},
-    "batch/Job": lambda o: {"status.successful": _i(_get(o, "status", "succeeded"))},
-    "certificates.k8s.io/CertificateSigningRequest":
-        lambda o: {"spec.signerName": _s(_get(o, "spec", "signerName"))},
-}
 _META_FIELDS = ("metadata.name", "metadata.namespace")
 
 
@@ -614,7 +52,7 @@ def _meta_fields(obj: Any) -> dict[str, str]:
 def field_set(kind_key: str, obj: dict[str, Any]) -> dict[str, str]:
     """Everything a field selector may test on ``obj`` (kind_key is ``<group>/<Kind>``)."""
     out = _meta_fields(obj)
-    extra = _KIND_FIELDS.get(kind_key)
+    extra = resources.fields_for(kind_key)
     if extra is not None and isinstance(obj, dict):
         out.update(extra(obj))
     return out
@@ -651,8 +89,28 @@ def _scalar_text(value: Any) -> str:
 
 
 __all__ = [
-    "LabelSelector", "Requirement", "FieldSelector", "parse_label_selector",
-    "label_selector_from_dict", "selector_to_string", "format_label_selector",
-    "validate_label_selector", "new_requirement", "parse_field_selector", "unescape_field_value",
-    "field_set", "supported_fields", "custom_field_set",
+    "BINARY_OPERATORS",
+    "DOES_NOT_EXIST",
+    "DOUBLE_EQUALS",
+    "EQUALS",
+    "EXISTS",
+    "GREATER_THAN",
+    "IN",
+    "LESS_THAN",
+    "NOT_EQUALS",
+    "NOT_IN",
+    "FieldSelector",
+    "LabelSelector",
+    "Requirement",
+    "custom_field_set",
+    "field_set",
+    "format_label_selector",
+    "label_selector_from_dict",
+    "new_requirement",
+    "parse_field_selector",
+    "parse_label_selector",
+    "selector_to_string",
+    "supported_fields",
+    "unescape_field_value",
+    "validate_label_selector"
 ]

@@ -30,6 +30,7 @@ from atoll.apiserver.admission.serviceaccount import ServiceAccountAdmission
 from atoll.apiserver.admission.vmbindings import VMBindings
 from atoll.apiserver.audit import AuditLog
 from atoll.apiserver.contentlibrary import ContentLibrary
+from atoll.apiserver.crd_cleanup import CRDCleanup
 from atoll.apiserver.errors import error_middleware
 from atoll.apiserver.handlers import ResourceHandler
 from atoll.apiserver.metricsapi import MetricsAPI
@@ -129,7 +130,8 @@ class ApiServer:
         self.handler.subresource_proxy = self.node_proxy
         await self.cacher.start()
         heap.HeapKeeper(lambda: len(self.cacher.objects)).watch(self.cacher)
-        self.trimmer = heap.Trimmer(lambda: self.cacher.watcher_count)
+        self.trimmer = heap.Trimmer(lambda: self.cacher.watcher_count,
+                                    departures=lambda: self.cacher.departures)
         self.trimmer.start()
         crds.CRDWatcher(self.registry, self.cacher).start()
         await self._bootstrap()
@@ -143,8 +145,6 @@ class ApiServer:
         site = web.TCPSite(self.runner, self.settings.bind_address, self.settings.port,
                            ssl_context=ctx, backlog=1024, reuse_address=True)
         await site.start()
-        from atoll.apiserver.crd_cleanup import CRDCleanup
-
         self._tasks.append(asyncio.create_task(CRDCleanup(self.svc, self.registry).run(),
                                                name="crd-cleanup"))
         csr_type = self.registry.lookup(certificates.GROUP, "v1", "certificatesigningrequests")

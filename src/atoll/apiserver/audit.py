@@ -10,7 +10,6 @@ Denied and failed requests are logged too: they are what an auditor looks for.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import queue
@@ -23,14 +22,11 @@ import orjson
 from aiohttp import web
 
 from atoll.api import errors
+from atoll.api.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class AuditLog:
@@ -80,7 +76,7 @@ class AuditLog:
                         ) -> web.StreamResponse:
             if request.method not in MUTATING:
                 return await handler(request)
-            received = _now()
+            received = rfc3339(digits=6)
             code = 500
             try:
                 response = await handler(request)
@@ -109,7 +105,7 @@ class AuditLog:
             "sourceIPs": [request.remote or ""],
             "userAgent": request.headers.get("User-Agent", ""),
             "responseStatus": {"metadata": {}, "code": code},
-            "requestReceivedTimestamp": received, "stageTimestamp": _now()}
+            "requestReceivedTimestamp": received, "stageTimestamp": rfc3339(digits=6)}
         by = request.get("impersonated_by")
         if by is not None:
             event["impersonatedUser"] = event["user"]

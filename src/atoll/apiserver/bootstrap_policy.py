@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 from atoll.api import errors
+from atoll.api.resources.rbac_v1 import CLUSTERROLEBINDINGS, CLUSTERROLES
 from atoll.api.vmoperator.names import GROUP as VM_GROUP
 from atoll.apiserver.objects import ObjectService, WriteOptions, semantically_equal
 from atoll.apiserver.registry import Registry
@@ -224,10 +225,8 @@ class Keeper:
     def __init__(self, svc: ObjectService, registry: Registry, cacher: Any) -> None:
         self.svc = svc
         self.registry = registry
-        self.keys = {f"/registry/{RBAC}/clusterroles/{o['metadata']['name']}"
-                     for o in cluster_roles()} | \
-            {f"/registry/{RBAC}/clusterrolebindings/{o['metadata']['name']}"
-             for o in cluster_role_bindings()}
+        self.keys = {CLUSTERROLES.key("", o["metadata"]["name"]) for o in cluster_roles()} | \
+            {CLUSTERROLEBINDINGS.key("", o["metadata"]["name"]) for o in cluster_role_bindings()}
         self._pending: asyncio.Task[None] | None = None
         cacher.listeners.append(self._on_event)
 
@@ -244,4 +243,3 @@ class Keeper:
             await ensure(self.svc, self.registry)
         except Exception:
             log.exception("cannot restore the default RBAC policy")
-

@@ -11,20 +11,18 @@ fields as Go decoding would.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from atoll.api import errors, schemas
-from atoll.api.kinds import ResourceType
-
-if TYPE_CHECKING:
-    from atoll.apiserver.objects import WriteOptions
+from atoll.api.resourcetype import ResourceType
+from atoll.api.strategy import WriteOptions
 
 MAX_DEPTH = 64
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
                float: "number", type(None): "null"}
 
 
-def check(rt: ResourceType, obj: dict[str, Any], opts: "WriteOptions") -> None:
+def check(rt: ResourceType, obj: dict[str, Any], opts: WriteOptions) -> None:
 
     root = schemas.schema_for(rt.group, rt.version, rt.kind)
     if root is None:

@@ -1,7 +1,8 @@
-"""CustomResourceDefinitions: their status, and turning them into served resource types.
+"""CustomResourceDefinitions: turning them into served resource types.
 
 A CRD is established as it is written: names are checked and the status
-conditions filled in the same write, and the registry follows the watch cache,
+conditions filled in the same write (``atoll.api.resources.apiextensions_v1``, the
+kind's own rules), and the registry follows the watch cache,
 so a custom resource can be created as soon as its CRD's create returns (and
 every API server over the same store serves it).
 """
@@ -13,17 +14,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from atoll.api import crdschema, errors
-from atoll.api.kinds import ResourceType, Subresource, SUB_VERBS
+from atoll.api.resources.apiextensions_v1 import CLEANUP_FINALIZER, CUSTOMRESOURCEDEFINITIONS
+from atoll.api.resourcetype import SUB_VERBS, ResourceType, Subresource
+from atoll.api.strategy import WriteOptions
 from atoll.apiserver.registry import Registry
 
 if TYPE_CHECKING:
-    from atoll.apiserver.objects import WriteOptions
     from atoll.storage.cacher import CacheEvent, Cacher
 
 log = logging.getLogger(__name__)
 
-CRD_PREFIX = "/registry/apiextensions.k8s.io/customresourcedefinitions/"
-CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+CRD_PREFIX = CUSTOMRESOURCEDEFINITIONS.store_prefix
 #: subresources of Atoll's own CRDs that a host agent serves (through the node proxy), as
 #: pods/exec is: the VM's serial console
 AGENT_SUBRESOURCES = {("vmoperator.vmware.com", "virtualmachines"): ("console",)}
@@ -41,7 +42,7 @@ class CustomInfo:
     scale: dict[str, str] | None = None
     deprecation_warning: str = ""
 
-    def admit(self, rt: ResourceType, obj: dict[str, Any], opts: "WriteOptions") -> None:
+    def admit(self, rt: ResourceType, obj: dict[str, Any], opts: WriteOptions) -> None:
         """Prune unknown fields (or refuse them), default, validate: as apiextensions does."""
         if self.schema is None:
             return
@@ -58,45 +59,6 @@ class CustomInfo:
         causes = self.schema.validate(obj)
         if causes:
             raise errors.invalid(rt.kind, name, causes, rt.group)
-
-
-def prepare(crd: dict[str, Any], old: dict[str, Any] | None) -> None:
-    """Defaults and status on every write: names accepted, Established, storedVersions."""
-    if isinstance(crd.get("spec"), dict):
-        defaulted = crdschema.default_crd(crd)
-        crd.clear()
-        crd.update(defaulted)
-    spec = crd.get("spec") or {}
-    names = spec.get("names") or {}
-    status = crd.setdefault("status", {}) if old is None else dict(old.get("status") or {})
-    stored = list(status.get("storedVersions") or [])
-    for v in spec.get("versions") or []:
-        if isinstance(v, dict) and v.get("storage") and v.get("name") not in stored:
-            stored.append(v["name"])
-    from atoll.apiserver.objects import now_rfc3339
-
-    now = now_rfc3339()
-    prev = {c.get("type"): c for c in status.get("conditions") or [] if isinstance(c, dict)}
-
-    def cond(type_: str, reason: str, message: str) -> dict[str, Any]:
-        old_c = prev.get(type_)
-        when = old_c.get("lastTransitionTime", now) if old_c and old_c.get("status") == "True" else now
-        return {"type": type_, "status": "True", "lastTransitionTime": when, "reason": reason,
-                "message": message}
-
-    status.update({
-        "acceptedNames": {k: v for k, v in names.items()},
-        "conditions": [
-            cond("NamesAccepted", "NoConflicts", "no conflicts found"),
-            cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
-        ],
-        "storedVersions": stored,
-    })
-    crd["status"] = status
-
-
-def validate(crd: dict[str, Any]) -> list[errors.Cause]:
-    return crdschema.check_crd(crd)
 
 
 def types_for(crd: dict[str, Any]) -> list[ResourceType]:
@@ -174,3 +136,7 @@ class CRDWatcher:
             self.registry.set_custom(crd["metadata"]["name"], types_for(crd))
         except Exception:
             log.exception("cannot serve CRD %s", crd.get("metadata", {}).get("name"))
+
+
+__all__ = ["AGENT_SUBRESOURCES", "CLEANUP_FINALIZER", "CRD_PREFIX", "CRDWatcher", "CustomInfo",
+           "types_for"]

@@ -13,11 +13,12 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
-from atoll.api import errors, patch as patching, printers, selectors
+from atoll.api import errors, managedfields, patch as patching, printers, selectors
 from atoll.api.kinds import ResourceType
-from atoll.apiserver import http, listoptions, scale, strategy, watch
+from atoll.api.timestamps import rfc3339
+from atoll.apiserver import http, listoptions, scale, strategy, subresources, watch
 from atoll.apiserver.admission import noderestriction
-from atoll.apiserver.objects import ObjectService, WriteOptions, now_rfc3339
+from atoll.apiserver.objects import ObjectService, WriteOptions, check_type_meta, conflict
 from atoll.apiserver.registry import Registry
 from atoll.apiserver.routing import ResourcePath
 from atoll.storage.cacher import CachedObject
@@ -36,6 +37,9 @@ UNSUPPORTED_PATCH = ("the body of the request was in an unknown format - accepte
 IMMORTAL_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 CUSTOM_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                       "application/apply-patch+yaml")
+#: the verb each HTTP method asks of a named object or its subresource
+METHOD_VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "POST": "create",
+                "DELETE": "delete"}
 #: subresources served here; the others (exec, log, ...) belong to the agent proxy
 LOCAL_SUBRESOURCES = {"", "status", "scale", "finalize", "binding", "eviction", "approval",
                       "token"}
@@ -61,6 +65,11 @@ class ResourceHandler:
                 raise errors.ServiceUnavailable(
                     f"{path.subresource} is served by the host agent, which is not available")
             return await self.subresource_proxy(request, rt, path)
+        if path.subresource and METHOD_VERBS.get(request.method) not in \
+                rt.subresource(path.subresource).verbs:
+            # e.g. PUT or PATCH on pods/binding: upstream serves only what the endpoint declares
+            raise errors.MethodNotAllowed("the server does not allow this method on the requested "
+                                          "resource")
         if rt.group == "metrics.k8s.io":
             metrics_api = request.app.get("metrics_api")
             if metrics_api is None:
@@ -272,7 +281,6 @@ class ResourceHandler:
 
     def _to_storage(self, rt: ResourceType, obj: dict[str, Any]) -> tuple[ResourceType, dict[str, Any]]:
         """Check a body against the served version, then address the storage version."""
-        from atoll.apiserver.objects import check_type_meta
 
         check_type_meta(rt, obj)
         st = self.registry.storage_type(rt)
@@ -353,12 +361,9 @@ class ResourceHandler:
                 raise errors.BadRequest("the patched object must be a JSON object")
             want_rv = (new.get("metadata") or {}).get("resourceVersion")
             if pinned and want_rv != current["metadata"].get("resourceVersion"):
-                from atoll.apiserver.objects import conflict
                 raise conflict(rt, path.name)
             if kind == "json" and want_rv and want_rv != current["metadata"].get("resourceVersion"):
-                from atoll.apiserver.objects import conflict
                 raise conflict(rt, path.name)
-            from atoll.apiserver.objects import check_type_meta
             check_type_meta(rt, new)
             if st is not rt:
                 new["apiVersion"] = st.group_version
@@ -371,7 +376,6 @@ class ResourceHandler:
 
     async def _apply(self, request: web.Request, rt: ResourceType, st: ResourceType,
                      path: ResourcePath, applied: Any, opts: WriteOptions) -> web.Response:
-        from atoll.api import managedfields
 
         if not isinstance(applied, dict):
             raise errors.BadRequest("the apply configuration must be an object")
@@ -387,7 +391,6 @@ class ResourceHandler:
                                     f"the name on the URL ({path.name})")
         if "managedFields" in meta:
             raise errors.BadRequest("metadata.managedFields must be nil")
-        from atoll.apiserver.objects import check_type_meta
 
         check_type_meta(rt, applied)
         schema = strategy.schema_for(rt)
@@ -396,7 +399,7 @@ class ResourceHandler:
         if self.svc.cacher.get(key) is None and not path.subresource:
             new = managedfields.apply(None, applied, manager=opts.field_manager, force=force,
                                       schema=schema, api_version=rt.group_version,
-                                      now=now_rfc3339(), ignore_status=ignore_status)
+                                      now=rfc3339(), ignore_status=ignore_status)
             new.setdefault("metadata", {})["name"] = path.name
             if st is not rt:
                 new["apiVersion"] = st.group_version
@@ -415,7 +418,7 @@ class ResourceHandler:
             live = self._serve_version(rt, current)
             new = managedfields.apply(live, applied, manager=opts.field_manager, force=force,
                                       schema=schema, api_version=rt.group_version,
-                                      now=now_rfc3339(), ignore_status=ignore_status)
+                                      now=rfc3339(), ignore_status=ignore_status)
             if st is not rt:
                 new["apiVersion"] = st.group_version
             return new
@@ -500,46 +503,13 @@ class ResourceHandler:
                                    "metadata": {"resourceVersion": str(self.svc.cacher.revision)},
                                    "items": deleted})
 
-    # -- pods/binding, pods/eviction -------------------------------------------------------------
+    # -- pods/binding, pods/eviction, serviceaccounts/token (apiserver.subresources) ----------
     async def _bind_or_evict(self, request: web.Request, rt: ResourceType,
                              path: ResourcePath) -> web.Response:
         body = await self._body(request)
-        opts = self._write_options(request)
-        if path.subresource == "binding":
-            target = body.get("target") or {}
-            node = target.get("name") if isinstance(target, dict) else None
-            if not node or not isinstance(node, str):
-                raise errors.invalid("Binding", path.name, [errors.required("target.name")])
+        return await subresources.bind_or_evict(self.svc, rt, path, body,
+                                                self._write_options(request))
 
-            def bind(current: dict[str, Any]) -> dict[str, Any]:
-                spec = current.setdefault("spec", {})
-                if spec.get("nodeName"):
-                    raise errors.Conflict(f'pod {path.name} is already assigned to node '
-                                          f'"{spec["nodeName"]}"', name=path.name, kind="pods")
-                if current["metadata"].get("deletionTimestamp"):
-                    raise errors.Conflict(f"pod {path.name} is being deleted, cannot be assigned "
-                                          "to a host", name=path.name, kind="pods")
-                spec["nodeName"] = node
-                status = current.setdefault("status", {})
-                conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
-                conds.append({"type": "PodScheduled", "status": "True",
-                              "lastTransitionTime": now_rfc3339(), "lastProbeTime": None})
-                status["conditions"] = conds
-                return current
-            # binding writes spec.nodeName (not allowed through ordinary updates) and status
-            await self.svc.guaranteed_update(rt, path.namespace, path.name, bind, opts,
-                                             subresource="binding")
-            return http.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                       "status": "Success", "code": 201}, status=201)
-        # eviction: delete with the eviction's options (PodDisruptionBudgets: not yet)
-        delete_opts = eviction_options(body, path)
-        await self.svc.delete(rt, path.namespace, path.name,
-                              grace_seconds=delete_opts.get("gracePeriodSeconds"),
-                              opts=WriteOptions(dry_run=bool(delete_opts.get("dryRun"))))
-        return http.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                   "status": "Success", "code": 201}, status=201)
-
-    # -- serviceaccounts/token ---------------------------------------------------------------------
     async def _token_request(self, request: web.Request, rt: ResourceType,
                              path: ResourcePath) -> web.Response:
         issuer = request.app.get("token_issuer")
@@ -547,19 +517,8 @@ class ResourceHandler:
             raise errors.ServiceUnavailable("no token issuer is configured")
         sa = self.svc.get(rt, path.namespace, path.name).obj
         body = await self._body(request)
-        node = noderestriction.node_name(request.get("user"))
-        if node is not None:  # a host asks only for tokens of pods it runs
-            ref = ((body.get("spec") or {}).get("boundObjectRef") or {}) \
-                if isinstance(body.get("spec"), dict) else {}
-            pod = self.svc.cacher.get(f"/registry/core/pods/{path.namespace}/"
-                                      f"{ref.get('name', '')}") if ref.get("kind") == "Pod" \
-                else None
-            if pod is None or (pod.obj.get("spec") or {}).get("nodeName") != node:
-                raise errors.Forbidden(f'serviceaccounts "{path.name}" is forbidden: node '
-                                       f'"{node}" may only request tokens bound to pods it runs',
-                                       name=path.name, kind="serviceaccounts")
-        answer, warnings = issuer.token_request(sa, body)
-        return http.json_response(answer, status=201, headers=http.warning_headers(warnings))
+        return subresources.token_request(self.svc, issuer, sa, path, body,
+                                          noderestriction.node_name(request.get("user")))
 
     # -- reviews -----------------------------------------------------------------------------
     async def _review(self, request: web.Request, rt: ResourceType, path: ResourcePath) -> web.Response:
@@ -572,33 +531,6 @@ class ResourceHandler:
             raise errors.ServiceUnavailable("access reviews are not available")
         result = await reviewer(request, rt, path, body)
         return http.json_response(result, status=201)
-
-
-def eviction_options(body: dict[str, Any], path: ResourcePath) -> dict[str, Any]:
-    """The deleteOptions of a body that must be an Eviction of this pod (400 otherwise)."""
-    kind, api = body.get("kind"), body.get("apiVersion")
-    if kind not in (None, "", "Eviction"):
-        raise errors.BadRequest(f"not a Eviction object: {str(kind)[:64]}")
-    if api not in (None, "", "policy/v1", "policy/v1beta1"):
-        raise errors.BadRequest(f'no kind "Eviction" is registered for version "{str(api)[:64]}"')
-    meta = body.get("metadata")
-    if not isinstance(meta, dict) or meta.get("name") != path.name:
-        raise errors.BadRequest("name in URL does not match name in Eviction object")
-    if meta.get("namespace") not in (None, "", path.namespace):
-        raise errors.BadRequest("the namespace of the provided object does not match the "
-                                "namespace sent on the request")
-    opts = body.get("deleteOptions")
-    if opts is None:
-        return {}
-    if not isinstance(opts, dict):
-        raise errors.BadRequest("deleteOptions must be an object")
-    grace = opts.get("gracePeriodSeconds")
-    if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
-        raise errors.BadRequest("deleteOptions.gracePeriodSeconds must be an integer")
-    dry = opts.get("dryRun")
-    if dry is not None and (not isinstance(dry, list) or any(d != "All" for d in dry)):
-        raise errors.BadRequest('deleteOptions.dryRun: supported values: "All"')
-    return opts
 
 
 def object_items(cached: list[CachedObject]) -> list[dict[str, Any]]:

@@ -116,8 +116,12 @@ class Trimmer:
     """Calls ``trim`` after watchers leave or a transient burst, never more than every interval."""
 
     def __init__(self, watchers: Callable[[], int], interval: float = TRIM_INTERVAL_SECONDS,
-                 watcher_drop: int = WATCHER_DROP, rss_growth: int = RSS_GROWTH_BYTES) -> None:
+                 watcher_drop: int = WATCHER_DROP, rss_growth: int = RSS_GROWTH_BYTES,
+                 departures: Callable[[], int] | None = None) -> None:
         self.watchers = watchers
+        #: a running count of watchers that left: catches bursts the 5 s look misses
+        self.departures = departures or (lambda: 0)
+        self.departures_at_trim = self.departures()
         self.interval = interval
         self.watcher_drop = watcher_drop
         self.rss_growth = rss_growth
@@ -157,6 +161,7 @@ class Trimmer:
         self.peak_watchers = max(self.peak_watchers, now)
         rss = rss_bytes()
         if (self.peak_watchers - now >= self.watcher_drop
+                or self.departures() - self.departures_at_trim >= self.watcher_drop
                 or rss - self.rss_after_trim >= self.rss_growth):
             return True
         self.rss_after_trim = min(self.rss_after_trim, rss)
@@ -165,6 +170,7 @@ class Trimmer:
     def trimmed(self, before: int, started: float) -> None:
         self.trims += 1
         self.peak_watchers = self.watchers()
+        self.departures_at_trim = self.departures()
         self.rss_after_trim = rss_bytes()
         log.debug("heap trimmed: %d watchers, RSS %d -> %d MiB in %.0f ms", self.peak_watchers,
                   before >> 20, self.rss_after_trim >> 20, (time.perf_counter() - started) * 1000)

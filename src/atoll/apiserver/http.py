@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from atoll.api import decoding, errors, protobuf
+from atoll.apiserver import headers
 
 T = TypeVar("T")
 
@@ -194,7 +195,5 @@ def wants_partial_metadata(request: web.Request) -> bool:
 
 def warning_headers(warnings: list[str]) -> dict[str, str] | None:
     """``Warning`` as upstream's recorder writes it: escaped, deduplicated, size-bounded."""
-    from atoll.apiserver import headers
-
     value = headers.warning_value(warnings)
     return {"Warning": value} if value else None

@@ -11,7 +11,6 @@ started) is left out too.  Read-only: get and list, with label selectors.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import aiohttp
@@ -19,6 +18,7 @@ from aiohttp import web
 
 from atoll.api import errors, selectors
 from atoll.api.kinds import ResourceType
+from atoll.api.timestamps import rfc3339
 from atoll.apiserver import http
 from atoll.apiserver.nodeproxy import NodeProxy
 from atoll.apiserver.routing import ResourcePath
@@ -67,7 +67,7 @@ class MetricsAPI:
                 continue
             out.append({"kind": "NodeMetrics", "apiVersion": GROUP_VERSION,
                         "metadata": {"name": node["metadata"]["name"],
-                                     "creationTimestamp": _now(),
+                                     "creationTimestamp": rfc3339(),
                                      "labels": node["metadata"].get("labels") or {}},
                         "timestamp": usage["time"], "window": _window(usage["window"]),
                         "usage": _usage(usage)})
@@ -95,7 +95,7 @@ class MetricsAPI:
             out.append({"kind": "PodMetrics", "apiVersion": GROUP_VERSION,
                         "metadata": {"name": pod["metadata"]["name"],
                                      "namespace": pod["metadata"]["namespace"],
-                                     "creationTimestamp": _now(),
+                                     "creationTimestamp": rfc3339(),
                                      "labels": pod["metadata"].get("labels") or {}},
                         "timestamp": max(c["time"] for c in containers),
                         "window": _window(max(c["window"] for c in containers)),
@@ -132,7 +132,3 @@ def _usage(stats: dict[str, Any]) -> dict[str, str]:
 
 def _window(seconds: float) -> str:
     return f"{seconds:.3f}s".replace(".000s", "s")
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from atoll.api.vmoperator.names import GROUP as VM_GROUP, HOST_LABEL
+from atoll.api.resources.core_v1_pods import PODS
+from atoll.api.resources.vmoperator import VIRTUALMACHINES
+from atoll.api.vmoperator.names import HOST_LABEL
 from atoll.apiserver.attributes import Attributes
 from atoll.storage.cacher import Cacher
 
@@ -35,11 +37,11 @@ def may_read(cacher: Cacher, node: str, a: Attributes) -> bool:
     if a.verb != "get" or not a.name or not a.namespace:
         return False
     kind = GUARDED[a.resource]
-    for pod in cacher.list(f"/registry/core/pods/{a.namespace}/"):
+    for pod in cacher.list(PODS.prefix(a.namespace)):
         if (pod.obj.get("spec") or {}).get("nodeName") == node and \
                 (kind, a.name) in set(pod_references(pod.obj)):
             return True
-    for vm in cacher.list(f"/registry/{VM_GROUP}/virtualmachines/{a.namespace}/"):
+    for vm in cacher.list(VIRTUALMACHINES.prefix(a.namespace)):
         if (vm.obj["metadata"].get("labels") or {}).get(HOST_LABEL) == node and \
                 (kind, a.name) in set(vm_references(vm.obj)):
             return True

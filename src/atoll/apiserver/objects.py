@@ -3,7 +3,8 @@
 This is where the Kubernetes API conventions live: uid, creationTimestamp,
 generation, resourceVersion preconditions (409), finalizers and
 deletionTimestamp, status subresources, dry runs and field managers.  Kind
-specific rules come from ``apiserver.strategy``; the HTTP layer only parses
+specific rules come from each kind's strategy (``atoll.api.resources``, through
+``apiserver.strategy``); the HTTP layer only parses
 requests and renders results.
 """
 
@@ -11,20 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import orjson
 
 from atoll.api import errors
-from atoll.api.kinds import ResourceType
+from atoll.api.resources.core_v1 import NAMESPACES
+from atoll.api.resourcetype import ResourceType
+from atoll.api.strategy import WriteOptions
+from atoll.api.timestamps import rfc3339
 from atoll.apiserver import strategy
 from atoll.apiserver.admission import Admission
 from atoll.apiserver.registry import Registry
-from atoll.storage.cacher import CachedObject, Cacher
+from atoll.storage.cacher import CachedObject, Cacher, decode
 from atoll.storage.store import (KeyExists, KeyNotFound, RevisionMismatch, Store, Compacted,
                                  FutureRevision, TxnOp)
 
@@ -33,23 +36,8 @@ MAX_OBJECT_BYTES = 1536 * 1024
 MAX_UPDATE_RETRIES = 20
 
 
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def deepcopy(obj: Any) -> Any:
     return orjson.loads(orjson.dumps(obj))
-
-
-@dataclass
-class WriteOptions:
-    dry_run: bool = False
-    field_manager: str = ""
-    field_validation: str = "Warn"  # Strict | Warn | Ignore
-    warnings: list[str] = field(default_factory=list)
-    user: str = ""
-    #: who asks (authn.UserInfo); None for the server's own writes, which admission trusts
-    user_info: Any = None
 
 
 @dataclass
@@ -61,6 +49,9 @@ class ListResult:
 
 
 class ObjectService:
+    """The generic object operations; also the ``ObjectReader`` that strategies and admission
+    plugins read other objects through (``read``, ``read_list``, ``resource``)."""
+
     def __init__(self, store: Store, cacher: Cacher, registry: Registry, *,
                  pod_toleration_seconds: int = 300) -> None:
         self.store = store
@@ -70,6 +61,16 @@ class ObjectService:
         self.pod_toleration_seconds = pod_toleration_seconds
         self.admission = Admission()
         self._quota_locks: dict[str, asyncio.Lock] = {}
+
+    # -- the read-only view (atoll.api.strategy.ObjectReader) ----------------------------------
+    def read(self, rt: ResourceType, namespace: str, name: str) -> CachedObject | None:
+        return self.cacher.get(rt.key(namespace, name))
+
+    def read_list(self, rt: ResourceType, namespace: str = "") -> list[CachedObject]:
+        return self.cacher.list(rt.prefix(namespace))
+
+    def resource(self, group: str, plural: str) -> ResourceType | None:
+        return self.registry.lookup_plural(group, plural)
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, rt: ResourceType, namespace: str, name: str) -> CachedObject:
@@ -115,8 +116,6 @@ class ObjectService:
                                start_after: str, limit: int,
                                matches: Callable[[dict], bool] | None) -> ListResult:
         """Serve a page at a past revision from the store's history (continue tokens, Exact)."""
-        from atoll.storage.cacher import decode
-
         out: list[CachedObject] = []
         cursor = start_after
         while True:
@@ -189,7 +188,7 @@ class ObjectService:
                              "deletionGracePeriodSeconds", "selfLink"):
             meta.pop(server_field, None)
         meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = now_rfc3339()
+        meta["creationTimestamp"] = rfc3339()
         if rt.generation or rt.custom is not None:
             meta["generation"] = 1
         else:
@@ -247,7 +246,7 @@ class ObjectService:
     def _check_namespace(self, rt: ResourceType, namespace: str) -> None:
         if not rt.namespaced:
             return
-        ns = self.cacher.get(f"/registry/core/namespaces/{namespace}")
+        ns = self.read(NAMESPACES, "", namespace)
         if ns is None:
             raise errors.NotFound(f'namespaces "{namespace}" not found', name=namespace,
                                   kind="namespaces")
@@ -401,7 +400,7 @@ class ObjectService:
                     return obj, False  # already being deleted: idempotent
                 meta["finalizers"] = finalizers
                 if not marked:
-                    meta["deletionTimestamp"] = now_rfc3339()
+                    meta["deletionTimestamp"] = rfc3339()
                     meta["deletionGracePeriodSeconds"] = strat.deletion_grace(obj, grace_seconds)
                 strat.on_delete_marked(rt, obj)
                 if opts.dry_run:

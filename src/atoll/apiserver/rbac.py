@@ -17,17 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from atoll.api.resources import rbac_v1
 from atoll.apiserver import nodeauthz
 from atoll.apiserver.attributes import Attributes
 from atoll.apiserver.authn import UserInfo
 from atoll.storage.cacher import CacheEvent, Cacher
 
-RBAC_GROUP = "rbac.authorization.k8s.io"
-PREFIX = f"/registry/{RBAC_GROUP}/"
-ROLES = PREFIX + "roles/"
-CLUSTER_ROLES = PREFIX + "clusterroles/"
-ROLE_BINDINGS = PREFIX + "rolebindings/"
-CLUSTER_ROLE_BINDINGS = PREFIX + "clusterrolebindings/"
+RBAC_GROUP = rbac_v1.GROUP
+#: key prefixes of the objects that decide what anyone may do
+_RBAC_PREFIXES = tuple(rt.store_prefix for rt in (rbac_v1.ROLES, rbac_v1.CLUSTERROLES,
+                                                  rbac_v1.ROLEBINDINGS,
+                                                  rbac_v1.CLUSTERROLEBINDINGS))
 SUPERUSER_GROUP = "system:masters"
 #: verbs that cannot be limited to resourceNames (there is no name when they are asked)
 UNNAMED_VERBS = frozenset({"create", "deletecollection"})
@@ -120,7 +120,7 @@ class RuleResolver:
         cacher.listeners.append(self._on_event)
 
     def _on_event(self, event: CacheEvent) -> None:
-        if event.key.startswith(PREFIX):
+        if event.key.startswith(_RBAC_PREFIXES):
             self.generation += 1
             self._memo.clear()
 
@@ -131,7 +131,7 @@ class RuleResolver:
         if hit is not None and hit[0] == self.generation:
             return hit[1]
         found: list[tuple[Rule, str]] = []
-        for cached in self.cacher.list(CLUSTER_ROLE_BINDINGS):
+        for cached in self.cacher.list(rbac_v1.CLUSTERROLEBINDINGS.prefix()):
             b = cached.obj
             if self._binds(b, user, ""):
                 role = self._role(b, "")
@@ -139,7 +139,7 @@ class RuleResolver:
                         f'"{(b.get("roleRef") or {}).get("name", "")}"'
                 found.extend((r, label) for r in rules_of(role))
         if namespace:
-            for cached in self.cacher.list(f"{ROLE_BINDINGS}{namespace}/"):
+            for cached in self.cacher.list(rbac_v1.ROLEBINDINGS.prefix(namespace)):
                 b = cached.obj
                 if self._binds(b, user, namespace):
                     role = self._role(b, namespace)
@@ -163,9 +163,9 @@ class RuleResolver:
         if not isinstance(name, str):
             return None
         if ref.get("kind") == "ClusterRole":
-            cached = self.cacher.get(CLUSTER_ROLES + name)
+            cached = self.cacher.get(rbac_v1.CLUSTERROLES.key("", name))
         elif ref.get("kind") == "Role" and namespace:
-            cached = self.cacher.get(f"{ROLES}{namespace}/{name}")
+            cached = self.cacher.get(rbac_v1.ROLES.key(namespace, name))
         else:
             return None
         return cached.obj if cached else None

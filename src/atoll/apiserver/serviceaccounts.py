@@ -15,7 +15,6 @@ outside systems can verify Atoll's tokens too.
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import hashlib
 import json
 import os
@@ -33,7 +32,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from atoll.api import errors
-from atoll.api.printers import parse_time
+from atoll.api.resources import builtin_type
+from atoll.api.resources.core_v1 import NODES, SERVICEACCOUNTS
+from atoll.api.timestamps import parse_rfc3339, rfc3339
 from atoll.apiserver import http
 from atoll.apiserver.authn import UserInfo
 from atoll.settings import ServerSettings
@@ -179,10 +180,10 @@ class TokenIssuer:
             "jti": str(uuid.uuid4()), "kubernetes.io": private}
         token = jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.kid})
         answer = {"apiVersion": f"{GROUP}/v1", "kind": "TokenRequest",
-                  "metadata": {"name": name, "namespace": ns, "creationTimestamp": _rfc3339(now)},
+                  "metadata": {"name": name, "namespace": ns, "creationTimestamp": rfc3339(now)},
                   "spec": {"audiences": audiences, "expirationSeconds": seconds,
                            "boundObjectRef": spec.get("boundObjectRef")},
-                  "status": {"token": token, "expirationTimestamp": _rfc3339(now + seconds)}}
+                  "status": {"token": token, "expirationTimestamp": rfc3339(now + seconds)}}
         return answer, warnings
 
     def _bound_objects(self, ref: Any, ns: str, sa_name: str) -> dict[str, dict[str, str]]:
@@ -200,9 +201,7 @@ class TokenIssuer:
         if not isinstance(name, str) or not name:
             raise errors.BadRequest("spec.boundObjectRef.name is required")
         plural = BINDABLE[kind]
-        key = f"/registry/core/{plural}/{name}" if kind == "Node" else \
-            f"/registry/core/{plural}/{ns}/{name}"
-        cached = self.cacher.get(key)
+        cached = self.cacher.get(builtin_type("", plural).key(ns, name))
         if cached is None:
             raise errors.NotFound(f'{plural} "{name}" not found', name=name, kind=plural)
         obj = cached.obj
@@ -219,7 +218,7 @@ class TokenIssuer:
         claims = {kind.lower(): {"name": name, "uid": uid}}
         node = (obj.get("spec") or {}).get("nodeName") if kind == "Pod" else None
         if isinstance(node, str) and node:
-            found = self.cacher.get(f"/registry/core/nodes/{node}")
+            found = self.cacher.get(NODES.key("", node))
             claims["node"] = {"name": node}
             if found is not None:
                 claims["node"]["uid"] = found.obj["metadata"].get("uid", "")
@@ -242,7 +241,7 @@ class TokenIssuer:
         ns = info["namespace"]
         sa = info.get("serviceaccount")
         if not isinstance(sa, dict) or not self._alive(
-                f"/registry/core/serviceaccounts/{ns}/{sa.get('name')}", sa, now):
+                SERVICEACCOUNTS.key(ns, sa.get("name")), sa, now):
             return None  # the ServiceAccount is gone (or was recreated): its tokens with it
         extra: dict[str, list[str]] = {}
         for kind in ("secret", "pod", "node"):
@@ -253,8 +252,7 @@ class TokenIssuer:
                 return None
             # a pod-bound token names its node for information only: the pod is what binds it
             checked = kind != "node" or "pod" not in info
-            key = f"/registry/core/nodes/{ref.get('name')}" if kind == "node" else \
-                f"/registry/core/{kind}s/{ns}/{ref.get('name')}"
+            key = builtin_type("", f"{kind}s").key(ns, ref.get("name"))
             if checked and not self._alive(key, ref, now):
                 return None
             if kind != "secret":
@@ -292,7 +290,7 @@ class TokenIssuer:
         cached = self.cacher.get(key)
         if cached is None or cached.obj["metadata"].get("uid") != ref.get("uid"):
             return False
-        deleted = parse_time(cached.obj["metadata"].get("deletionTimestamp"))
+        deleted = parse_rfc3339(cached.obj["metadata"].get("deletionTimestamp"))
         return deleted is None or deleted >= now - LEEWAY
 
     # -- discovery -------------------------------------------------------------------------------
@@ -315,7 +313,3 @@ class TokenIssuer:
     async def _jwks(self, request: web.Request) -> web.Response:
         return http.json_response({"keys": [self.jwk]}, content_type="application/jwk-set+json",
                                   headers={"Cache-Control": "public, max-age=3600"})
-
-
-def _rfc3339(epoch: int) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> AgentSettings:
-    from atoll.agent.node import host_ip
+    from atoll.agent.host.node import host_ip
 
     labels = []
     for item in args.label:

@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a leader that could not renew for this long steps down (default 10)")
     p.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="SECONDS",
                    help="how often to renew or try to acquire (default 2)")
+    p.add_argument("--metrics-bind-address", default="127.0.0.1:10257", metavar="HOST:PORT",
+                   help="serve work-queue metrics on http://HOST:PORT/metrics; '' turns it off "
+                        "(default 127.0.0.1:10257)")
     p.set_defaults(func=run)
 
 
@@ -48,5 +51,6 @@ def run(args: argparse.Namespace) -> int:
                                   leader_elect=args.leader_elect,
                                   lease_duration_seconds=args.leader_elect_lease_duration,
                                   renew_deadline_seconds=args.leader_elect_renew_deadline,
-                                  retry_period_seconds=args.leader_elect_retry_period)
+                                  retry_period_seconds=args.leader_elect_retry_period,
+                                  metrics_bind_address=args.metrics_bind_address)
     return asyncio.run(_main(settings))

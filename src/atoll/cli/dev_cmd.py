@@ -19,7 +19,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from atoll.agent.teardown import teardown_host
+from atoll.agent.host.teardown import teardown_host
 from atoll.apiserver import pki
 from atoll.cli import supervisor
 from atoll.cli.common import admin_kubeconfig_path

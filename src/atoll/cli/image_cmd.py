@@ -70,7 +70,7 @@ def _is_container_image(path: Path) -> bool:
 
 
 def _store(data_dir: Path | None):  # type: ignore[no-untyped-def]
-    from atoll.agent.images import ImageStore
+    from atoll.agent.images.store import ImageStore
 
     return ImageStore((data_dir or default_data_dir() / "agent") / "images")
 
@@ -78,7 +78,7 @@ def _store(data_dir: Path | None):  # type: ignore[no-untyped-def]
 def run_import(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from atoll.agent.imageimport import ImageImportError, import_file
+    from atoll.agent.images.importer import ImageImportError, import_file
 
     if not args.file.exists():
         print(f"error: {args.file} does not exist", file=sys.stderr)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from atoll.api import errors
+from atoll.api.timestamps import rfc3339
 from atoll.client.rest import ApiClient, MERGE_PATCH
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,6 @@ class _Pending:
 class _Seen:
     name: str
     count: int
-
-
-def rfc3339(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def involved_object(obj: dict[str, Any]) -> dict[str, Any]:

@@ -1,14 +1,20 @@
 """Informer: list, then watch from that resourceVersion, into a local cache; relist on 410.
 
 Handlers get (event type, object, old object) for every change, including the
-synthetic ones a relist finds; ``synced`` is set after the first list.
+synthetic ones a relist finds; ``synced`` is set after the first list.  Indexers (named
+functions from an object to index values, as client-go's) keep reverse maps so a controller
+asks "pods on node n" or "objects owned by uid u" without scanning the cache.
+
+Informers are shared: build them through ``client.factory.InformerFactory``, one per resource
+per process, and let the factory run them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from atoll.api import errors
 from atoll.client.rest import ApiClient, resource_path
@@ -16,6 +22,7 @@ from atoll.client.rest import ApiClient, resource_path
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, dict[str, Any], dict[str, Any] | None], None]
+Indexer = Callable[[dict[str, Any]], Iterable[str]]
 METADATA_ACCEPT = ("application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,"
                    "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io,application/json")
 
@@ -41,15 +48,61 @@ class Informer:
         self.handlers: list[Handler] = []
         self.synced = asyncio.Event()
         self.resource_version = ""
+        self._indexers: dict[str, Indexer] = {}
+        self._indices: dict[str, dict[str, set[str]]] = {}
 
     def add_handler(self, handler: Handler) -> None:
         self.handlers.append(handler)
+
+    def add_indexer(self, name: str, indexer: Indexer) -> None:
+        """Keep an index ``name``; adding the same name again is a no-op (shared informers)."""
+        if name in self._indexers:
+            return
+        self._indexers[name] = indexer
+        index: dict[str, set[str]] = {}
+        self._indices[name] = index
+        for key, obj in self.cache.items():
+            for value in self._values(indexer, obj):
+                index.setdefault(value, set()).add(key)
+
+    def by_index(self, name: str, value: str) -> list[dict[str, Any]]:
+        """Cached objects whose index ``name`` holds ``value`` (KeyError for an unknown index)."""
+        keys = self._indices[name].get(value) or ()
+        return [self.cache[k] for k in keys if k in self.cache]
+
+    def index_keys(self, name: str, value: str) -> set[str]:
+        return set(self._indices[name].get(value) or ())
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.cache.get(key)
 
     def list(self) -> list[dict[str, Any]]:
         return list(self.cache.values())
+
+    async def wait_for_sync(self) -> None:
+        await self.synced.wait()
+
+    @staticmethod
+    def _values(indexer: Indexer, obj: dict[str, Any]) -> Iterable[str]:
+        try:
+            return [v for v in indexer(obj) if isinstance(v, str)]
+        except Exception:  # objects come from the API: a surprising one is not indexed
+            log.debug("indexer failed on %s", object_key(obj), exc_info=True)
+            return []
+
+    def _reindex(self, key: str, obj: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
+        for name, indexer in self._indexers.items():
+            index = self._indices[name]
+            before = set(self._values(indexer, old)) if old is not None else set()
+            after = set(self._values(indexer, obj)) if obj is not None else set()
+            for value in before - after:
+                keys = index.get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del index[value]
+            for value in after - before:
+                index.setdefault(value, set()).add(key)
 
     def _emit(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         for h in self.handlers:
@@ -85,6 +138,8 @@ class Informer:
         old = self.cache
         self.cache = items
         self.resource_version = rv
+        for key in set(old) | set(items):
+            self._reindex(key, items.get(key), old.get(key))
         for key, obj in items.items():
             prev = old.get(key)
             if prev is None:
@@ -134,8 +189,10 @@ class Informer:
         old = self.cache.get(key)
         if kind == "DELETED":
             self.cache.pop(key, None)
+            self._reindex(key, None, old)
         else:
             self.cache[key] = obj
+            self._reindex(key, obj, old)
         if rv:
             self.resource_version = rv
         self._emit(kind or "MODIFIED", obj, old)

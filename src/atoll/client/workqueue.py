@@ -1,32 +1,52 @@
 """A fair and stingy work queue, as client-go's: a key queued twice runs once, never on two
 workers at once; a key re-added while being processed runs again after ``done``.
-Failed keys come back after a per-key exponential back-off; ``forget`` resets it."""
+Failed keys come back after the rate limiter's delay (per-key back-off and a global bucket);
+``forget`` resets a key's back-off.  ``stats`` counts what the controller metrics report."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Generic, Hashable, TypeVar
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from atoll.client.metrics import Histogram
+from atoll.client.ratelimit import RateLimiter
 
 K = TypeVar("K", bound=Hashable)
 
 
+@dataclass
+class QueueStats:
+    """Running totals for the metrics endpoint (client-go's workqueue metric names)."""
+
+    adds: int = 0
+    retries: int = 0
+    #: seconds keys waited in the queue before a worker took them
+    queue_seconds: Histogram = field(default_factory=Histogram)
+
+
 class WorkQueue(Generic[K]):
-    def __init__(self, *, base_delay: float = 0.05, max_delay: float = 30.0) -> None:
+    def __init__(self, *, base_delay: float = 0.05, max_delay: float = 30.0,
+                 limiter: RateLimiter | None = None) -> None:
         self._queue: collections.deque[K] = collections.deque()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
-        self._failures: dict[K, int] = {}
         self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._added_at: dict[K, float] = {}
         self._cond = asyncio.Condition()
         self._shutdown = False
-        self.base_delay = base_delay
-        self.max_delay = max_delay
+        self.limiter = limiter or RateLimiter(base_delay=base_delay, max_delay=max_delay)
+        self.stats = QueueStats()
 
     def add(self, key: K) -> None:
         if self._shutdown or key in self._dirty:
             return
         self._dirty.add(key)
+        self.stats.adds += 1
+        self._added_at.setdefault(key, time.monotonic())
         if key not in self._processing:
             self._queue.append(key)
             self._notify()
@@ -56,12 +76,18 @@ class WorkQueue(Generic[K]):
         self.add(key)
 
     def add_rate_limited(self, key: K) -> None:
-        n = self._failures.get(key, 0)
-        self._failures[key] = n + 1
-        self.add_after(key, min(self.base_delay * (2 ** n), self.max_delay))
+        self.stats.retries += 1
+        self.add_after(key, self.limiter.when(key))
 
     def forget(self, key: K) -> None:
-        self._failures.pop(key, None)
+        self.limiter.forget(key)
+
+    def retries(self, key: K) -> int:
+        return self.limiter.retries(key)
+
+    @property
+    def processing(self) -> int:
+        return len(self._processing)
 
     async def get(self) -> K | None:
         async with self._cond:
@@ -71,6 +97,9 @@ class WorkQueue(Generic[K]):
                 return None
             key = self._queue.popleft()
             self._dirty.discard(key)
+            added = self._added_at.pop(key, None)
+            if added is not None:
+                self.stats.queue_seconds.observe(time.monotonic() - added)
             self._processing.add(key)
             return key
 

@@ -9,54 +9,48 @@ the default roles.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from atoll.api import errors, selectors
-from atoll.client.informer import Informer
-from atoll.client.rest import ApiClient, resource_path
-from atoll.client.workqueue import WorkQueue
-from atoll.controllers.runner import run_workers
+from atoll.client.controller import DONE, Builder, Controller, Result
+from atoll.client.rest import resource_path
 
 log = logging.getLogger(__name__)
 RBAC = "rbac.authorization.k8s.io"
+#: index of the roles that aggregate others (value "true"), so a change finds them at once
+AGGREGATING = "aggregating"
 
 
-class ClusterRoleAggregationController:
+def by_aggregation(role: dict[str, Any]) -> Iterable[str]:
+    return ["true"] if role.get("aggregationRule") else []
+
+
+class ClusterRoleAggregationController(Controller):
     name = "clusterrole-aggregation"
+    backoff = (0.05, 5.0)
 
-    def __init__(self, client: ApiClient) -> None:
-        self.client = client
-        self.roles = Informer(client, RBAC, "v1", "clusterroles")
-        self.roles.add_handler(self._on_role)
-        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=5.0)
+    def declare(self, b: Builder) -> None:
+        # any change may feed an aggregated role: every aggregating role looks again (few)
+        self.roles = b.watches(RBAC, "v1", "clusterroles", self._aggregating,
+                               indexers={AGGREGATING: by_aggregation})
 
-    def _on_role(self, kind: str, role: dict[str, Any], old: dict[str, Any] | None) -> None:
-        # any change may feed an aggregated role: look at every one (there are few)
-        for candidate in self.roles.list():
-            if candidate.get("aggregationRule"):
-                self.queue.add(candidate["metadata"]["name"])
+    def _aggregating(self, kind: str, role: dict[str, Any],
+                     old: dict[str, Any] | None) -> Iterable[str]:
+        return self.roles.index_keys(AGGREGATING, "true")
 
-    async def run(self) -> None:
-        await asyncio.gather(self.roles.run(),
-                             run_workers(self.name, self.queue, self.reconcile, 1))
-
-    async def reconcile(self, name: str) -> float | None:
+    async def reconcile(self, name: str) -> Result:
         role = self.roles.get(name)
         if role is None or not role.get("aggregationRule"):
-            return None
+            return DONE
         wanted = self.aggregate(role)
         if wanted == (role.get("rules") or []):
-            return None
-        body = dict(role, rules=wanted)
-        try:
-            await self.client.update(resource_path(RBAC, "v1", "clusterroles", name=name), body)
-        except errors.Conflict:
-            return 0.1  # the informer will hand us the newer one
-        except errors.NotFound:
-            pass
-        return None
+            return DONE
+        # a Conflict is retried by the framework: the informer will have the newer role
+        await self.client.update(resource_path(RBAC, "v1", "clusterroles", name=name),
+                                 dict(role, rules=wanted))
+        return DONE
 
     def aggregate(self, role: dict[str, Any]) -> list[dict[str, Any]]:
         """Matching roles' rules, in name order, without duplicates (as upstream)."""

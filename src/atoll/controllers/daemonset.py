@@ -16,15 +16,14 @@ import copy
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from atoll.api import errors, selectors
-from atoll.client.informer import Informer, object_key
-from atoll.client.rest import ApiClient
-from atoll.client.workqueue import WorkQueue
+from atoll.client.controller import DONE, Builder, Controller, Result
+from atoll.client.informer import object_key
 from atoll.controllers import podcontrol
 from atoll.controllers.deployment import resolve
-from atoll.controllers.runner import run_workers
 from atoll.controllers.scheduler.podinfo import parse_pod, parse_taints, tolerated
 
 log = logging.getLogger(__name__)
@@ -89,70 +88,46 @@ def should_run(ds: dict[str, Any], node: dict[str, Any]) -> bool:
                if taint.effect in ("NoSchedule", "NoExecute"))
 
 
-class DaemonSetController:
+class DaemonSetController(Controller):
+    """DaemonSets (primary); pods watched for their owner's expectations; nodes watched, since
+    a node's arrival, labels or taints change where every DaemonSet runs."""
+
     name = "daemonset"
+    default_workers = 2
+    backoff = (0.05, 10.0)
 
-    def __init__(self, client: ApiClient, *, workers: int = 2, pods: Informer | None = None) -> None:
-        self.client = client
-        self.workers = workers
-        self.sets = Informer(client, "apps", "v1", "daemonsets")
-        self.nodes = Informer(client, "", "v1", "nodes")
-        self.pods = pods or Informer(client, "", "v1", "pods")
-        self._own_pods = pods is None
-        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=10.0)
+    def declare(self, b: Builder) -> None:
         self.expectations = podcontrol.Expectations()
-        self.sets.add_handler(lambda kind, obj, old: self.queue.add(object_key(obj)))
-        self.nodes.add_handler(self._on_node)
-        self.pods.add_handler(self._on_pod)
+        self.sets = b.primary("apps", "v1", "daemonsets")
+        self.nodes = b.watches("", "v1", "nodes", self._map_node)
+        self.pods = b.watches("", "v1", "pods",
+                              podcontrol.observe_pods(self.expectations, "DaemonSet"))
 
-    def _on_node(self, kind: str, node: dict[str, Any], old: dict[str, Any] | None) -> None:
+    def _map_node(self, kind: str, node: dict[str, Any], old: dict[str, Any] | None
+                  ) -> Iterable[str]:
+        """Every DaemonSet, when a node comes, goes, or changes its labels or taints."""
         if old is not None and kind == "MODIFIED" and \
                 (old.get("spec") or {}).get("taints") == (node.get("spec") or {}).get("taints") \
                 and old["metadata"].get("labels") == node["metadata"].get("labels"):
-            return  # heartbeats do not change where daemons run
-        for ds in self.sets.list():
-            self.queue.add(object_key(ds))
+            return ()  # heartbeats do not change where daemons run
+        return [object_key(ds) for ds in self.sets.list()]
 
-    def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
-        ref = podcontrol.controller_ref(pod)
-        if ref is None or ref.get("kind") != "DaemonSet":
-            return
-        key = f"{pod['metadata'].get('namespace')}/{ref.get('name')}"
-        if kind == "ADDED":
-            self.expectations.created(key)
-        if kind == "DELETED" or pod["metadata"].get("deletionTimestamp"):
-            self.expectations.deleted(key, object_key(pod))
-        self.queue.add(key)
-
-    async def run(self) -> None:
-        tasks = [asyncio.create_task(self.sets.run()), asyncio.create_task(self.nodes.run())]
-        if self._own_pods:
-            tasks.append(asyncio.create_task(self.pods.run()))
-        await asyncio.gather(self.sets.synced.wait(), self.nodes.synced.wait(),
-                             self.pods.synced.wait())
-        await asyncio.gather(*tasks, run_workers(self.name, self.queue, self.reconcile,
-                                                 self.workers))
-
-    async def reconcile(self, key: str) -> float | None:
+    async def reconcile(self, key: str) -> Result:
         ds = self.sets.get(key)
         if ds is None:
             self.expectations.forget(key)
-            return None
+            return DONE
         spec = ds.get("spec") or {}
         try:
             selector = selectors.label_selector_from_dict(spec.get("selector"))
         except errors.ApiError:
-            return None
-        ns, uid = ds["metadata"]["namespace"], ds["metadata"]["uid"]
+            return DONE
+        ns = ds["metadata"]["namespace"]
         revision = template_hash(spec.get("template") or {})
         owned: dict[str, list[dict[str, Any]]] = {}
-        for pod in self.pods.list():
-            if pod["metadata"].get("namespace") != ns or \
-                    (podcontrol.controller_ref(pod) or {}).get("uid") != uid or \
-                    not selector.matches(pod["metadata"].get("labels")) or \
-                    not podcontrol.is_active(pod):
-                continue
-            owned.setdefault(_target_node(pod), []).append(pod)
+        for pod in podcontrol.controlled_by(self.pods, ds):
+            if selector.matches(pod["metadata"].get("labels")) and podcontrol.is_active(pod):
+                owned.setdefault(_target_node(pod), []).append(pod)
         nodes = {n["metadata"]["name"]: n for n in self.nodes.list()}
         wanted = {name for name, node in nodes.items() if should_run(ds, node)}
         creates, deletes = [], []
@@ -180,7 +155,7 @@ class DaemonSetController:
                 self.expectations.forget(key)
                 raise failures[0]
         await self._status(ds, owned, wanted, revision)
-        return None
+        return DONE
 
     def _rollout(self, ds: dict[str, Any], owned: dict[str, list[dict[str, Any]]],
                  wanted: set[str], revision: str, desired: int) -> list[dict[str, Any]]:

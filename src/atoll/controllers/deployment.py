@@ -13,21 +13,17 @@ reads.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import json
 import logging
 import math
-import time
 from typing import Any
 
 from atoll.api import errors, selectors
-from atoll.client.informer import Informer, object_key
-from atoll.client.rest import ApiClient
-from atoll.client.workqueue import WorkQueue
+from atoll.api.timestamps import parse_rfc3339, rfc3339
+from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
 from atoll.controllers import podcontrol
-from atoll.controllers.runner import run_workers
 
 log = logging.getLogger(__name__)
 HASH_LABEL = "pod-template-hash"
@@ -65,50 +61,30 @@ def resolve(value: Any, total: int, round_up: bool) -> int:
     return 0
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+class DeploymentController(Controller):
+    """Deployments (primary) own ReplicaSets: a ReplicaSet's change wakes its Deployment."""
 
-
-class DeploymentController:
     name = "deployment"
+    default_workers = 4
+    backoff = (0.05, 10.0)
 
-    def __init__(self, client: ApiClient, *, workers: int = 4) -> None:
-        self.client = client
-        self.workers = workers
-        self.deployments = Informer(client, "apps", "v1", "deployments")
-        self.sets = Informer(client, "apps", "v1", "replicasets")
-        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=10.0)
-        self.deployments.add_handler(lambda kind, obj, old: self.queue.add(object_key(obj)))
-        self.sets.add_handler(self._on_set)
+    def declare(self, b: Builder) -> None:
+        self.deployments = b.primary("apps", "v1", "deployments")
+        self.sets = b.owns("apps", "v1", "replicasets", owner_kind="Deployment")
 
-    def _on_set(self, kind: str, rs: dict[str, Any], old: dict[str, Any] | None) -> None:
-        ref = podcontrol.controller_ref(rs)
-        if ref is not None and ref.get("kind") == "Deployment":
-            self.queue.add(f"{rs['metadata'].get('namespace')}/{ref.get('name')}")
+    def _now(self) -> str:
+        return rfc3339(self.clock())
 
-    async def run(self) -> None:
-        tasks = [asyncio.create_task(self.deployments.run()),
-                 asyncio.create_task(self.sets.run())]
-        await asyncio.gather(self.deployments.synced.wait(), self.sets.synced.wait())
-        await asyncio.gather(*tasks, run_workers(self.name, self.queue, self.reconcile,
-                                                 self.workers))
-
-    def _owned(self, d: dict[str, Any]) -> list[dict[str, Any]]:
-        uid, ns = d["metadata"]["uid"], d["metadata"]["namespace"]
-        return [rs for rs in self.sets.list()
-                if rs["metadata"].get("namespace") == ns
-                and (podcontrol.controller_ref(rs) or {}).get("uid") == uid]
-
-    async def reconcile(self, key: str) -> float | None:
+    async def reconcile(self, key: str) -> Result:
         d = self.deployments.get(key)
         if d is None or d["metadata"].get("deletionTimestamp"):
-            return None
+            return DONE
         spec = d.get("spec") or {}
         try:
             selectors.label_selector_from_dict(spec.get("selector"))
         except errors.ApiError:
-            return None
-        sets = self._owned(d)
+            return DONE
+        sets = podcontrol.controlled_by(self.sets, d)
         template = spec.get("template") or {}
         wanted_hash = template_hash(_strip_hash(template),
                                     int((d.get("status") or {}).get("collisionCount") or 0))
@@ -121,7 +97,7 @@ class DeploymentController:
         if new is None:
             new = await self._create_new(d, wanted_hash, old, replicas)
             if new is None:
-                return 0.5
+                return requeue_after(0.5)
         else:
             await self._sync_revision(d, new, old)
         strategy = (spec.get("strategy") or {}).get("type") or "RollingUpdate"
@@ -267,7 +243,7 @@ class DeploymentController:
 
     # -- status -----------------------------------------------------------------------------------------
     async def _status(self, d: dict[str, Any], new: dict[str, Any] | None,
-                      old: list[dict[str, Any]]) -> float | None:
+                      old: list[dict[str, Any]]) -> Result:
         spec = d.get("spec") or {}
         replicas = int(spec.get("replicas", 1) or 0)
         sets = ([new] if new else []) + old
@@ -286,8 +262,9 @@ class DeploymentController:
                     and available >= replicas
                     and int(((new.get("status") or {}).get("observedGeneration")) or 0)
                     >= int(new["metadata"].get("generation") or 1))
+        now = self._now()
         conditions = [
-            _condition(previous.get("Available"), "Available",
+            _condition(now, previous.get("Available"), "Available",
                        available >= replicas - max_unavailable,
                        "MinimumReplicasAvailable" if available >= replicas - max_unavailable
                        else "MinimumReplicasUnavailable",
@@ -308,32 +285,33 @@ class DeploymentController:
         await self._patch_status(d, status)
         deadline = spec.get("progressDeadlineSeconds")
         if not complete and isinstance(deadline, int):
-            return float(min(deadline, 30))  # look again for the progress deadline
-        return None
+            return requeue_after(min(deadline, 30))  # look again for the progress deadline
+        return DONE
 
     def _progressing(self, d: dict[str, Any], new: dict[str, Any] | None,
                      old: dict[str, Any] | None, complete: bool, *,
                      progressed: bool) -> dict[str, Any]:
         """Progressing, as upstream: its lastUpdateTime moves whenever the rollout moves."""
         name = (new or {}).get("metadata", {}).get("name", "")
+        now = self._now()
         if d["spec"].get("paused"):
-            paused = _condition(old, "Progressing", True, "DeploymentPaused",
+            paused = _condition(now, old, "Progressing", True, "DeploymentPaused",
                                 "Deployment is paused")
             paused["status"] = "Unknown"
             return paused
         if complete:
-            return _condition(old, "Progressing", True, "NewReplicaSetAvailable",
+            return _condition(now, old, "Progressing", True, "NewReplicaSetAvailable",
                               f'ReplicaSet "{name}" has successfully progressed.')
         deadline = d["spec"].get("progressDeadlineSeconds")
         if old and isinstance(deadline, int) and old.get("status") == "True":
-            since = _ts(old.get("lastUpdateTime"))
-            if since is not None and time.time() - since > deadline:
-                return _condition(old, "Progressing", False, "ProgressDeadlineExceeded",
+            since = parse_rfc3339(old.get("lastUpdateTime"))
+            if since is not None and self.clock() - since > deadline:
+                return _condition(now, old, "Progressing", False, "ProgressDeadlineExceeded",
                                   f'ReplicaSet "{name}" has timed out progressing.')
-        cond = _condition(old, "Progressing", True, "ReplicaSetUpdated",
+        cond = _condition(now, old, "Progressing", True, "ReplicaSetUpdated",
                           f'ReplicaSet "{name}" is progressing.')
         if progressed:
-            cond["lastUpdateTime"] = _now()
+            cond["lastUpdateTime"] = now
         return cond
 
     async def _patch_status(self, d: dict[str, Any], status: dict[str, Any]) -> None:
@@ -349,7 +327,7 @@ class DeploymentController:
 
     async def _emit(self, d: dict[str, Any], type_: str, reason: str, message: str) -> None:
         ns = d["metadata"]["namespace"]
-        now = _now()
+        now = self._now()
         event = {"apiVersion": "v1", "kind": "Event",
                  "metadata": {"generateName": f"{d['metadata']['name']}.", "namespace": ns},
                  "involvedObject": {"apiVersion": "apps/v1", "kind": "Deployment",
@@ -364,26 +342,17 @@ class DeploymentController:
             log.debug("event not recorded: %s", e)
 
 
-def _condition(old: dict[str, Any] | None, type_: str, ok: bool, reason: str,
+def _condition(now: str, old: dict[str, Any] | None, type_: str, ok: bool, reason: str,
                message: str) -> dict[str, Any]:
-    """A condition keeping its times while nothing about it changes."""
+    """A condition keeping its times while nothing about it changes (a Deployment's carry
+    ``lastUpdateTime`` too, which ``atoll.api.conditions`` does not keep)."""
     status = "True" if ok else "False"
-    now = _now()
     same_status = old is not None and old.get("status") == status
     unchanged = same_status and old is not None and old.get("reason") == reason
     return {"type": type_, "status": status, "reason": reason, "message": message,
             "lastUpdateTime": (old or {}).get("lastUpdateTime", now) if unchanged else now,
             "lastTransitionTime": (old or {}).get("lastTransitionTime", now) if same_status
             else now}
-
-
-def _ts(value: Any) -> float | None:
-    import datetime as dt
-
-    try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _counts(d: dict[str, Any]) -> tuple[int, int, int]:

@@ -11,97 +11,59 @@ first, then ``Complete``/``Failed`` once no pod is left running.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
-import time
 from typing import Any
 
+from atoll.api import conditions as cond
 from atoll.api import errors, selectors
-from atoll.client.informer import Informer, object_key
-from atoll.client.rest import ApiClient
-from atoll.client.workqueue import WorkQueue
+from atoll.api.timestamps import parse_rfc3339, rfc3339
+from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
+from atoll.client.informer import object_key
 from atoll.controllers import podcontrol
-from atoll.controllers.runner import run_workers
 
 log = logging.getLogger(__name__)
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 360.0
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+class JobController(Controller):
+    """Jobs (primary); pods watched for their owner's expectations (generated names)."""
 
-
-def _parse(value: Any) -> float | None:
-    try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-class JobController:
     name = "job"
+    default_workers = 4
+    backoff = (0.05, 10.0)
 
-    def __init__(self, client: ApiClient, *, workers: int = 4, pods: Informer | None = None) -> None:
-        self.client = client
-        self.workers = workers
-        self.jobs = Informer(client, "batch", "v1", "jobs")
-        self.pods = pods or Informer(client, "", "v1", "pods")
-        self._own_pods = pods is None
-        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=10.0)
+    def declare(self, b: Builder) -> None:
         self.expectations = podcontrol.Expectations()
-        self.jobs.add_handler(lambda kind, obj, old: self.queue.add(object_key(obj)))
-        self.pods.add_handler(self._on_pod)
-
-    def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
-        ref = podcontrol.controller_ref(pod)
-        if ref is None or ref.get("kind") != "Job":
-            return
-        key = f"{pod['metadata'].get('namespace')}/{ref.get('name')}"
-        if kind == "ADDED":
-            self.expectations.created(key)
-        if kind == "DELETED" or pod["metadata"].get("deletionTimestamp"):
-            self.expectations.deleted(key, object_key(pod))
-        self.queue.add(key)
-
-    async def run(self) -> None:
-        tasks = [asyncio.create_task(self.jobs.run())]
-        if self._own_pods:
-            tasks.append(asyncio.create_task(self.pods.run()))
-        await asyncio.gather(self.jobs.synced.wait(), self.pods.synced.wait())
-        await asyncio.gather(*tasks, run_workers(self.name, self.queue, self.reconcile,
-                                                 self.workers))
+        self.jobs = b.primary("batch", "v1", "jobs")
+        self.pods = b.watches("", "v1", "pods", podcontrol.observe_pods(self.expectations, "Job"))
 
     def _pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
-        uid, ns = job["metadata"]["uid"], job["metadata"]["namespace"]
         try:
             selector = selectors.label_selector_from_dict((job.get("spec") or {}).get("selector"))
         except errors.ApiError:
             return []
-        return [p for p in self.pods.list()
-                if p["metadata"].get("namespace") == ns
-                and (podcontrol.controller_ref(p) or {}).get("uid") == uid
-                and selector.matches(p["metadata"].get("labels"))]
+        return [p for p in podcontrol.controlled_by(self.pods, job)
+                if selector.matches(p["metadata"].get("labels"))]
 
-    async def reconcile(self, key: str) -> float | None:
+    async def reconcile(self, key: str) -> Result:
         job = self.jobs.get(key)
         if job is None:
             self.expectations.forget(key)
-            return None
+            return DONE
         spec, status = job.get("spec") or {}, dict(job.get("status") or {})
         conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
         pods = self._pods(job)
         active = [p for p in pods if podcontrol.is_active(p)]
         succeeded = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
         failed = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Failed")
-        now = time.time()
-        start = _parse(status.get("startTime")) if status.get("startTime") else None
-        finished = _condition(conditions, "Complete") or _condition(conditions, "Failed")
-        if finished:
+        now = self.clock()
+        start = parse_rfc3339(status.get("startTime")) if status.get("startTime") else None
+        if cond.is_true(conditions, "Complete") or cond.is_true(conditions, "Failed"):
             return await self._after_finish(job, status)
         if start is None and not spec.get("suspend"):
             start = now
-            status["startTime"] = _now()
+            status["startTime"] = rfc3339(now)
         completions = spec.get("completions")
         parallelism = int(spec.get("parallelism", 1) or 0)
         backoff_limit = int(spec.get("backoffLimit", 6))
@@ -116,21 +78,21 @@ class JobController:
         again: float | None = None
         if failure or done:
             target = "FailureTarget" if failure else "SuccessCriteriaMet"
-            if not _condition(conditions, target):
+            if not cond.is_true(conditions, target):
                 message = {"BackoffLimitExceeded": "Job has reached the specified backoff limit",
                            "DeadlineExceeded": "Job was active longer than specified deadline",
                            }.get(failure, "Reached expected number of succeeded pods")
-                conditions.append(_new_condition(target, failure or "CompletionsReached",
+                conditions.append(_new_condition(now, target, failure or "CompletionsReached",
                                                  message))
             if active:
                 await asyncio.gather(*(podcontrol.delete_pod(self.client, p) for p in active))
             else:
                 final = "Failed" if failure else "Complete"
                 source = next(c for c in conditions if c["type"] == target)
-                conditions.append(_new_condition(final, source.get("reason", ""),
+                conditions.append(_new_condition(now, final, source.get("reason", ""),
                                                  source.get("message", "")))
                 if not failure:
-                    status["completionTime"] = _now()
+                    status["completionTime"] = rfc3339(now)
         elif not spec.get("suspend") and self.expectations.satisfied(key):
             wanted = parallelism
             if isinstance(completions, int):
@@ -153,13 +115,13 @@ class JobController:
                        "ready": sum(1 for p in active if podcontrol.is_ready(p)),
                        "conditions": conditions or None})
         await self._write_status(job, status)
-        return again
+        return DONE if again is None else requeue_after(again)
 
     def _backoff(self, failed: int, pods: list[dict[str, Any]], now: float) -> float:
         """Seconds to wait before replacing failed pods: doubling with each failure."""
         if failed == 0:
             return 0.0
-        last = max((_parse(((p.get("status") or {}).get("containerStatuses") or [{}])[0]
+        last = max((parse_rfc3339(((p.get("status") or {}).get("containerStatuses") or [{}])[0]
                            .get("state", {}).get("terminated", {}).get("finishedAt")) or 0.0
                     for p in pods if (p.get("status") or {}).get("phase") == "Failed"),
                    default=0.0)
@@ -180,15 +142,18 @@ class JobController:
         if failures:
             raise failures[0]
 
-    async def _after_finish(self, job: dict[str, Any], status: dict[str, Any]) -> float | None:
+    async def _after_finish(self, job: dict[str, Any], status: dict[str, Any]) -> Result:
+        """A finished Job waits out ``ttlSecondsAfterFinished`` (a delayed requeue), then goes."""
         ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
         if not isinstance(ttl, int):
-            return None
-        finished = next((_parse(c.get("lastTransitionTime")) for c in status.get("conditions")
-                         or [] if c.get("type") in ("Complete", "Failed")), None) or time.time()
-        remaining = finished + ttl - time.time()
+            return DONE
+        now = self.clock()
+        finished = next((parse_rfc3339(c.get("lastTransitionTime"))
+                         for c in status.get("conditions") or []
+                         if c.get("type") in ("Complete", "Failed")), None) or now
+        remaining = finished + ttl - now
         if remaining > 0:
-            return remaining
+            return requeue_after(remaining)
         ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
         try:
             await self.client.delete(f"/apis/batch/v1/namespaces/{ns}/jobs/{name}",
@@ -196,7 +161,7 @@ class JobController:
                                       "propagationPolicy": "Background"})
         except errors.NotFound:
             pass
-        return None
+        return DONE
 
     async def _write_status(self, job: dict[str, Any], status: dict[str, Any]) -> None:
         current = job.get("status") or {}
@@ -211,12 +176,9 @@ class JobController:
             pass
 
 
-def _condition(conditions: list[dict[str, Any]], type_: str) -> bool:
-    return any(c.get("type") == type_ and c.get("status") == "True" for c in conditions)
-
-
-def _new_condition(type_: str, reason: str, message: str) -> dict[str, Any]:
-    now = _now()
-    return {"type": type_, "status": "True", "reason": reason, "message": message,
-            "lastProbeTime": now, "lastTransitionTime": now}
+def _new_condition(now: float, type_: str, reason: str, message: str) -> dict[str, Any]:
+    """A True JobCondition as of ``now`` (JobConditions carry ``lastProbeTime`` too)."""
+    stamp = rfc3339(now)
+    return {**cond.condition(type_, True, reason, message),
+            "lastProbeTime": stamp, "lastTransitionTime": stamp}
 

@@ -1,31 +1,37 @@
-"""The controller manager: builds one API client and runs every controller as a named,
-guarded task; if one ends unexpectedly it is logged and restarted."""
+"""The controller manager: one API client, one informer factory (so one watch per resource
+for the whole process), every controller as a named, guarded task (if one ends unexpectedly it
+is logged and restarted), and their work-queue metrics on ``/metrics``."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
 import uuid
 from typing import Any
 
+from aiohttp import web
+
 from atoll.client import kubeconfig
+from atoll.client.controller import Controller, register_metrics
+from atoll.client.factory import InformerFactory
 from atoll.client.leaderelection import ElectionConfig, LeaderElector
-from atoll.client.informer import Informer
+from atoll.client.metrics import Registry
 from atoll.client.rest import ApiClient
 from atoll.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from atoll.controllers.csrcleaner import CSRCleaner
-from atoll.controllers.garbagecollector import GarbageCollector
-from atoll.controllers.namespace import NamespaceController
-from atoll.controllers.nodelifecycle import NodeLifecycleController
 from atoll.controllers.daemonset import DaemonSetController
 from atoll.controllers.deployment import DeploymentController
+from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.job import JobController
+from atoll.controllers.namespace import NamespaceController
+from atoll.controllers.nodelifecycle import NodeLifecycleController
 from atoll.controllers.replicaset import ReplicaSetController
 from atoll.controllers.resourcequota import ResourceQuotaController
-from atoll.controllers.statefulset import StatefulSetController
 from atoll.controllers.scheduler import Scheduler
 from atoll.controllers.serviceaccounts import ServiceAccountsController
+from atoll.controllers.statefulset import StatefulSetController
 from atoll.controllers.vmoperator.classes import DefaultClassesController
 from atoll.controllers.vmoperator.virtualmachine import VirtualMachineController
 from atoll.controllers.vmoperator.vmservice import VirtualMachineServiceController
@@ -35,17 +41,6 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "atoll-controller-manager"
 
 
-class SharedInformer:
-    """Runs an informer several controllers read, guarded like a controller."""
-
-    def __init__(self, name: str, informer: Informer) -> None:
-        self.name = name
-        self.informer = informer
-
-    async def run(self) -> None:
-        await self.informer.run()
-
-
 class ControllerManager:
     def __init__(self, settings: ControllerSettings) -> None:
         self.settings = settings
@@ -53,28 +48,42 @@ class ControllerManager:
         if settings.server:
             config.server = settings.server
         self.client = ApiClient(config, user_agent="atoll-controller-manager")
-        pods = Informer(self.client, "", "v1", "pods")  # one pod cache for the workload controllers
+        self.factory = InformerFactory(self.client)
+        workers = settings.workers
         self.controllers: list[Any] = [
-            GarbageCollector(self.client, workers=settings.workers),
-            NamespaceController(self.client, workers=max(1, settings.workers // 2)),
-            NodeLifecycleController(self.client),
-            SharedInformer("pod-informer", pods),
-            ReplicaSetController(self.client, workers=settings.workers, pods=pods),
-            JobController(self.client, workers=settings.workers, pods=pods),
-            DeploymentController(self.client, workers=settings.workers),
-            DaemonSetController(self.client, pods=pods),
-            StatefulSetController(self.client, pods=pods),
-            Scheduler(self.client),
-            VirtualMachineController(self.client, pods=pods),
-            DefaultClassesController(self.client),
-            VirtualMachineServiceController(self.client),
-            ResourceQuotaController(self.client),
-            ClusterRoleAggregationController(self.client),
-            CSRCleaner(self.client),
+            self._make(GarbageCollector, workers),
+            self._make(NamespaceController, max(1, workers // 2)),
+            self._make(NodeLifecycleController),
+            self._make(ReplicaSetController, workers),
+            self._make(JobController, workers),
+            self._make(DeploymentController, workers),
+            self._make(DaemonSetController),
+            self._make(StatefulSetController),
+            self._make(Scheduler),
+            self._make(VirtualMachineController),
+            self._make(DefaultClassesController),
+            self._make(VirtualMachineServiceController),
+            self._make(ResourceQuotaController),
+            self._make(ClusterRoleAggregationController),
+            self._make(CSRCleaner),
         ]
         if config.ca_pem:  # the CA to publish in every namespace (kube-root-ca.crt)
-            self.controllers.append(ServiceAccountsController(self.client, config.ca_pem))
+            self.controllers.append(self._make(ServiceAccountsController, ca_pem=config.ca_pem))
         self.tasks: list[asyncio.Task[None]] = []
+        self.metrics = Registry()
+        register_metrics(self.metrics, self.controllers)
+        self._metrics_runner: web.AppRunner | None = None
+
+    def _make(self, cls: type, workers: int | None = None, **extra: Any) -> Any:
+        if issubclass(cls, Controller):
+            return cls(self.client, self.factory, workers=workers,
+                       settings=self.settings.reconcile, **extra)
+        # the scheduler has its own queue; it takes what its constructor names
+        params = inspect.signature(cls).parameters
+        offered = {"factory": self.factory, "workers": workers,
+                   "pods": self.factory.informer("", "v1", "pods"), **extra}
+        return cls(self.client, **{k: v for k, v in offered.items()
+                                   if k in params and v is not None})
 
     async def run_until(self, stop: asyncio.Event) -> int:
         """Run the controllers until ``stop``; with leader election only while leading.
@@ -110,8 +119,36 @@ class ControllerManager:
         return 1 if lost else 0
 
     async def start(self) -> None:
+        await self._serve_metrics()
+        self.factory.start()
         for c in self.controllers:
             self.tasks.append(asyncio.create_task(self._guard(c), name=c.name))
+
+    async def _serve_metrics(self) -> None:
+        address = self.settings.metrics_bind_address
+        if not address:
+            return
+        host, _, port = address.rpartition(":")
+
+        async def metrics(request: web.Request) -> web.Response:
+            return web.Response(text=self.metrics.render(),
+                                content_type="text/plain", charset="utf-8")
+
+        async def healthz(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port)).start()
+        except (OSError, ValueError) as exc:
+            log.warning("metrics not served on %s: %s", address, exc)
+            await runner.cleanup()
+            return
+        self._metrics_runner = runner
 
     async def _guard(self, controller: Any) -> None:
         delay = 0.5
@@ -130,4 +167,7 @@ class ControllerManager:
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.factory.stop()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         await self.client.close()

@@ -4,70 +4,56 @@ As upstream's namespace controller: delete every namespaced collection in it,
 wait for the objects to go (their own finalizers may take time), then remove
 the ``kubernetes`` finalizer through ``/finalize``; the API server then
 deletes the namespace.
+
+What is left is counted by live reads, not from caches: a cache that lags could miss an
+object still held by its finalizers and let the namespace go before it.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from atoll.api import errors
+from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
 from atoll.client.discovery import server_resources
-from atoll.client.informer import Informer
-from atoll.client.rest import ApiClient, resource_path
-from atoll.client.workqueue import WorkQueue
-from atoll.controllers.runner import run_workers
+from atoll.client.rest import resource_path
 
 log = logging.getLogger(__name__)
 FINALIZER = "kubernetes"
 
 
-class NamespaceController:
+class NamespaceController(Controller):
     name = "namespace"
+    default_workers = 2
+    backoff = (0.1, 5.0)
 
-    def __init__(self, client: ApiClient, *, workers: int = 2) -> None:
-        self.client = client
-        self.workers = workers
-        self.informer = Informer(client, "", "v1", "namespaces")
-        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.1, max_delay=5.0)
-        self.informer.add_handler(self._on_event)
+    def declare(self, b: Builder) -> None:
+        self.namespaces = b.primary("", "v1", "namespaces")
         #: consecutive passes that found content left, per namespace (for the recheck delay)
         self._passes: dict[str, int] = {}
 
-    def _on_event(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        if kind != "DELETED" and obj["metadata"].get("deletionTimestamp"):
-            self.queue.add(obj["metadata"]["name"])
-
-    async def run(self) -> None:
-        import asyncio
-
-        await asyncio.gather(self.informer.run(),
-                             run_workers(self.name, self.queue, self.reconcile, self.workers))
-
-    async def reconcile(self, name: str) -> float | None:
-        ns = self.informer.get(name)
+    async def reconcile(self, name: str) -> Result:
+        ns = self.namespaces.get(name)
         if ns is None or not ns["metadata"].get("deletionTimestamp"):
             self._passes.pop(name, None)
-            return None
+            return DONE
         finalizers = (ns.get("spec") or {}).get("finalizers") or []
         if FINALIZER not in finalizers:
-            return None
+            return DONE
         remaining = await self._delete_content(name)
         if remaining:
             n = self._passes.get(name, 0) + 1
             self._passes[name] = n
             # objects with finalizers are finished by others; look again soon, then less often
-            return min(0.2 * (2 ** min(n, 5)), 5.0)
+            return requeue_after(min(0.2 * (2 ** min(n, 5)), 5.0))
         self._passes.pop(name, None)
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
                 "spec": {"finalizers": [f for f in finalizers if f != FINALIZER]}}
-        try:
-            await self.client.update(f"/api/v1/namespaces/{name}/finalize", body)
-        except errors.NotFound:
-            pass
-        return None
+        await self.client.update(f"/api/v1/namespaces/{name}/finalize", body)
+        return DONE
 
     async def _delete_content(self, namespace: str) -> int:
+        """Delete every namespaced collection in ``namespace``; how many objects are left."""
         remaining = 0
         for r in await server_resources(self.client):
             if not r.namespaced or not {"list", "deletecollection"} <= r.verbs:

@@ -17,36 +17,22 @@ are left alone.  Pods bound to a deleted Node are deleted (upstream's pod GC).
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import logging
-import time
+from collections.abc import Iterable
 from typing import Any
 
 from atoll.api import errors
-from atoll.client.informer import Informer
-from atoll.client.rest import ApiClient
-from atoll.client.workqueue import WorkQueue
-from atoll.controllers.runner import run_workers
+from atoll.api.timestamps import parse_rfc3339, rfc3339
+from atoll.client import indexers as ix
+from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
 
 log = logging.getLogger(__name__)
 LEASE_NAMESPACE = "kube-node-lease"
 UNREACHABLE = "node.kubernetes.io/unreachable"
 #: extra time past a Lease's duration before a node counts as gone (absorbs a slow renewal)
 GRACE_SECONDS = 1.0
-
-
-def _parse_time(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _rfc3339(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+#: past a due time before looking again, so the check lands after it, not just before
+SLACK_SECONDS = 0.05
 
 
 def toleration_seconds(pod: dict[str, Any], effect: str = "NoExecute") -> float | None:
@@ -68,66 +54,57 @@ def toleration_seconds(pod: dict[str, Any], effect: str = "NoExecute") -> float 
     return best
 
 
-class NodeLifecycleController:
+class NodeLifecycleController(Controller):
     name = "node-lifecycle"
+    default_workers = 2
+    backoff = (0.2, 5.0)
 
-    def __init__(self, client: ApiClient, *, workers: int = 2) -> None:
-        self.client = client
-        self.workers = workers
-        self.nodes = Informer(client, "", "v1", "nodes")
-        self.leases = Informer(client, "coordination.k8s.io", "v1", "leases",
-                               namespace=LEASE_NAMESPACE)
-        self.pods = Informer(client, "", "v1", "pods")
-        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.2, max_delay=5.0)
-        self.pods_by_node: dict[str, set[str]] = {}
-        self.nodes.add_handler(lambda kind, obj, old: self.queue.add(obj["metadata"]["name"]))
-        self.leases.add_handler(lambda kind, obj, old: self.queue.add(obj["metadata"]["name"]))
-        self.pods.add_handler(self._on_pod)
+    def declare(self, b: Builder) -> None:
+        self.nodes = b.primary("", "v1", "nodes")
+        # every namespace's Leases (a few beside the nodes'): the process's one leases watch,
+        # which the garbage collector shares
+        self.leases = b.watches("coordination.k8s.io", "v1", "leases", self._lease_changed)
+        self.pods = b.watches("", "v1", "pods", self._pod_changed,
+                              indexers={ix.NODE_NAME: ix.by_node_name})
 
-    def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
-        key = f"{pod['metadata'].get('namespace')}/{pod['metadata'].get('name')}"
-        before = ((old or {}).get("spec") or {}).get("nodeName")
+    @staticmethod
+    def _lease_changed(kind: str, lease: dict[str, Any],
+                       old: dict[str, Any] | None) -> Iterable[str]:
+        meta = lease.get("metadata") or {}
+        return [meta["name"]] if meta.get("namespace") == LEASE_NAMESPACE else []
+
+    def _pod_changed(self, kind: str, pod: dict[str, Any],
+                     old: dict[str, Any] | None) -> Iterable[str]:
+        """A pod arriving on an unreachable node is looked at (evicted when due)."""
         node = (pod.get("spec") or {}).get("nodeName")
-        if before and before != node:
-            self.pods_by_node.get(before, set()).discard(key)
-        if node:
-            if kind == "DELETED":
-                self.pods_by_node.get(node, set()).discard(key)
-            else:
-                self.pods_by_node.setdefault(node, set()).add(key)
-                if self._tainted(node):
-                    self.queue.add(node)
+        if kind != "DELETED" and node and self._tainted(node):
+            return [node]
+        return []
 
     def _tainted(self, name: str) -> bool:
         node = self.nodes.get(name)
         return any(t.get("key") == UNREACHABLE for t in ((node or {}).get("spec") or {})
                    .get("taints") or [])
 
-    async def run(self) -> None:
-        informers = [asyncio.create_task(i.run()) for i in (self.nodes, self.leases, self.pods)]
-        await asyncio.gather(*(i.synced.wait() for i in (self.nodes, self.leases, self.pods)))
-        await asyncio.gather(*informers,
-                             run_workers(self.name, self.queue, self.reconcile, self.workers))
-
-    async def reconcile(self, name: str) -> float | None:
+    async def reconcile(self, name: str) -> Result:
         node = self.nodes.get(name)
         if node is None:
             await self._collect_pods(name)
-            return None
+            return DONE
         lease = self.leases.get(f"{LEASE_NAMESPACE}/{name}")
         if lease is None:
-            return None
+            return DONE
         spec = lease.get("spec") or {}
-        renewed = _parse_time(spec.get("renewTime"))
+        renewed = parse_rfc3339(spec.get("renewTime"))
         duration = spec.get("leaseDurationSeconds")
         if renewed is None or not isinstance(duration, int):
-            return None
+            return DONE
         expires = renewed + duration + GRACE_SECONDS
-        now = time.time()
+        now = self.clock()
         if now < expires:
             if self._tainted(name):
                 await self._set_taints(node, reachable=True)
-            return expires - now + 0.05
+            return requeue_after(expires - now + SLACK_SECONDS)
         if not self._tainted(name):
             log.info("node %s: Lease expired %.1fs ago; marking it unreachable", name,
                      now - expires)
@@ -136,7 +113,7 @@ class NodeLifecycleController:
         return await self._evict(name, node, now)
 
     async def _mark_unknown(self, node: dict[str, Any]) -> None:
-        now = _rfc3339(time.time())
+        now = rfc3339(self.clock())
         conditions = []
         for c in (node.get("status") or {}).get("conditions") or []:
             if not isinstance(c, dict):
@@ -161,7 +138,7 @@ class NodeLifecycleController:
         taints = [t for t in (node.get("spec") or {}).get("taints") or []
                   if isinstance(t, dict) and t.get("key") != UNREACHABLE]
         if not reachable:
-            added = _rfc3339(time.time())
+            added = rfc3339(self.clock())
             taints += [{"key": UNREACHABLE, "effect": "NoSchedule", "timeAdded": added},
                        {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": added}]
         else:
@@ -173,15 +150,15 @@ class NodeLifecycleController:
         except errors.NotFound:
             return None
 
-    async def _evict(self, name: str, node: dict[str, Any], now: float) -> float | None:
-        tainted_at = next((_parse_time(t.get("timeAdded"))
+    async def _evict(self, name: str, node: dict[str, Any], now: float) -> Result:
+        """Delete the pods whose toleration of the taint has run out; look again at the next."""
+        tainted_at = next((parse_rfc3339(t.get("timeAdded"))
                            for t in (node.get("spec") or {}).get("taints") or []
                            if t.get("key") == UNREACHABLE and t.get("effect") == "NoExecute"),
                           None) or now
         next_check: float | None = None
-        for key in list(self.pods_by_node.get(name, ())):
-            pod = self.pods.get(key)
-            if pod is None or pod["metadata"].get("deletionTimestamp"):
+        for pod in self.pods.by_index(ix.NODE_NAME, name):
+            if pod["metadata"].get("deletionTimestamp"):
                 continue
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 continue
@@ -190,26 +167,23 @@ class NodeLifecycleController:
                 continue
             due = tainted_at + tolerated
             if due > now:
-                next_check = min(next_check or due - now, due - now)
+                next_check = due - now if next_check is None else min(next_check, due - now)
                 continue
             ns, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-            log.info("evicting pod %s from unreachable node %s", key, name)
+            log.info("evicting pod %s/%s from unreachable node %s", ns, pod_name, name)
             try:
                 await self.client.delete(f"/api/v1/namespaces/{ns}/pods/{pod_name}",
                                          {"apiVersion": "v1", "kind": "DeleteOptions",
                                           "preconditions": {"uid": pod["metadata"]["uid"]}})
             except (errors.NotFound, errors.Conflict):
                 continue
-        return next_check + 0.05 if next_check is not None else None
+        return requeue_after(next_check + SLACK_SECONDS) if next_check is not None else DONE
 
     async def _collect_pods(self, name: str) -> None:
         """Pods bound to a node that no longer exists are deleted at once (upstream's pod GC)."""
-        for key in list(self.pods_by_node.get(name, ())):
-            pod = self.pods.get(key)
-            if pod is None:
-                continue
+        for pod in self.pods.by_index(ix.NODE_NAME, name):
             ns, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-            log.info("deleting pod %s: its node %s is gone", key, name)
+            log.info("deleting pod %s/%s: its node %s is gone", ns, pod_name, name)
             try:
                 await self.client.delete(f"/api/v1/namespaces/{ns}/pods/{pod_name}",
                                          {"apiVersion": "v1", "kind": "DeleteOptions",

@@ -3,16 +3,26 @@
 Expectations are upstream's answer to a controller racing its own informer:
 after asking for N creations, a controller must not count again until its
 informer has seen them (or a timeout passed), or it would create them twice.
+``observe_pods`` is the pod-watch mapper that records what the informer saw.
+
+Owned pods are found through the informer's controller-uid index and adoptable
+ones through ``ORPHANS`` (pods without a controller, by namespace), never by
+scanning every pod.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from atoll.api import errors
+from atoll.api.timestamps import parse_rfc3339
+from atoll.client import indexers as ix
+from atoll.client.controller import Mapper, controller_owner
+from atoll.client.informer import Informer, object_key
 from atoll.client.rest import ApiClient
 
 EXPECTATIONS_TTL = 30.0
@@ -50,6 +60,45 @@ class Expectations:
 
     def forget(self, key: str) -> None:
         self._by_key.pop(key, None)
+
+
+def observe_pods(expectations: Expectations, owner_kind: str) -> Mapper:
+    """A pod-watch mapper: the controlling owners (of ``owner_kind``) before and after the
+    change, with the pod's arrival or departure counted against its owner's expectations."""
+
+    def mapper(kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> Iterable[str]:
+        keys = set()
+        ns = pod["metadata"].get("namespace", "")
+        ref = controller_owner(pod, owner_kind)
+        if ref is not None:
+            key = f"{ns}/{ref.get('name')}"
+            if kind == "ADDED":
+                expectations.created(key)
+            if kind == "DELETED" or pod["metadata"].get("deletionTimestamp"):
+                expectations.deleted(key, object_key(pod))
+            keys.add(key)
+        ref = controller_owner(old, owner_kind)
+        if ref is not None:
+            keys.add(f"{ns}/{ref.get('name')}")
+        return keys
+
+    return mapper
+
+
+#: pods without a controller, by namespace: what a ReplicaSet may adopt
+ORPHANS = "orphans-by-namespace"
+
+
+def by_orphan_namespace(pod: dict[str, Any]) -> Iterable[str]:
+    meta = pod.get("metadata") or {}
+    return [meta["namespace"]] if meta.get("namespace") and controller_ref(pod) is None else []
+
+
+def controlled_by(informer: Informer, owner: dict[str, Any]) -> list[dict[str, Any]]:
+    """Objects in ``owner``'s namespace whose controller is ``owner`` (by uid, from the index)."""
+    ns, uid = owner["metadata"].get("namespace"), owner["metadata"]["uid"]
+    return [o for o in informer.by_index(ix.CONTROLLER_UID, uid)
+            if o["metadata"].get("namespace") == ns]
 
 
 def controller_ref(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -111,35 +160,25 @@ def is_ready(pod: dict[str, Any]) -> bool:
                for c in (pod.get("status") or {}).get("conditions") or [] if isinstance(c, dict))
 
 
-def ready_since(pod: dict[str, Any]) -> float | None:
-    import datetime as dt
-
+def ready_since(pod: dict[str, Any], now: float) -> float | None:
+    """When the pod became ready (``now`` if its condition has no readable time)."""
     for c in (pod.get("status") or {}).get("conditions") or []:
         if isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True":
-            try:
-                return dt.datetime.fromisoformat(str(c.get("lastTransitionTime"))
-                                                 .replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                return time.time()
+            since = parse_rfc3339(c.get("lastTransitionTime"))
+            return now if since is None else since
     return None
 
 
 def is_available(pod: dict[str, Any], min_ready_seconds: int, now: float) -> bool:
-    since = ready_since(pod)
+    since = ready_since(pod, now)
     return since is not None and (min_ready_seconds <= 0 or now - since >= min_ready_seconds)
 
 
 def deletion_rank(pod: dict[str, Any]) -> tuple[int, int, int, int, float]:
     """Upstream's order for scale-down: unscheduled, pending, not ready, restarts, newest."""
-    import datetime as dt
-
     spec, status = pod.get("spec") or {}, pod.get("status") or {}
     phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}.get(status.get("phase", ""), 0)
     restarts = sum(int(c.get("restartCount", 0)) for c in status.get("containerStatuses") or [])
-    try:
-        created = dt.datetime.fromisoformat(str(pod["metadata"].get("creationTimestamp"))
-                                            .replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        created = 0.0
+    created = parse_rfc3339(pod["metadata"].get("creationTimestamp")) or 0.0
     return (1 if spec.get("nodeName") else 0, phase_rank, 1 if is_ready(pod) else 0, -restarts,
             -created)

@@ -11,71 +11,57 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections.abc import Iterable
 from typing import Any
 
 from atoll.api import errors, selectors
-from atoll.client.informer import Informer, object_key
-from atoll.client.rest import ApiClient
-from atoll.client.workqueue import WorkQueue
+from atoll.client import indexers as ix
+from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
+from atoll.client.informer import object_key
 from atoll.controllers import podcontrol
-from atoll.controllers.runner import run_workers
 
 log = logging.getLogger(__name__)
 BURST = 500
 
 
-class ReplicaSetController:
+class ReplicaSetController(Controller):
+    """ReplicaSets (primary); pods watched for their owner's expectations and, for orphans,
+    the sets of their namespace whose selector matches (adoption)."""
+
     name = "replicaset"
+    default_workers = 4
+    backoff = (0.05, 10.0)
 
-    def __init__(self, client: ApiClient, *, workers: int = 4, pods: Informer | None = None) -> None:
-        self.client = client
-        self.workers = workers
-        self.sets = Informer(client, "apps", "v1", "replicasets")
-        self.pods = pods or Informer(client, "", "v1", "pods")
-        self._own_pods = pods is None
-        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=10.0)
+    def declare(self, b: Builder) -> None:
         self.expectations = podcontrol.Expectations()
-        self.sets.add_handler(lambda kind, obj, old: self.queue.add(object_key(obj)))
-        self.pods.add_handler(self._on_pod)
+        self.sets = b.primary("apps", "v1", "replicasets")
+        self._owned_pods = podcontrol.observe_pods(self.expectations, "ReplicaSet")
+        self.pods = b.watches("", "v1", "pods", self._map_pod,
+                              indexers={podcontrol.ORPHANS: podcontrol.by_orphan_namespace})
 
-    def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
-        ns = pod["metadata"].get("namespace", "")
-        for obj, is_new in ((pod, True), (old, False)):
-            if obj is None:
-                continue
-            ref = podcontrol.controller_ref(obj)
-            if ref is None or ref.get("kind") != "ReplicaSet":
-                continue
-            key = f"{ns}/{ref.get('name')}"
-            if is_new and kind == "ADDED":
-                self.expectations.created(key)
-            if is_new and (kind == "DELETED" or pod["metadata"].get("deletionTimestamp")):
-                self.expectations.deleted(key, object_key(pod))
-            self.queue.add(key)
+    def _map_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None
+                 ) -> Iterable[str]:
+        """The pod's owners, or for an orphan the sets of its namespace that may adopt it."""
+        keys = set(self._owned_pods(kind, pod, old))
         if podcontrol.controller_ref(pod) is None and kind != "DELETED":
-            for rs in self.sets.list():  # an orphan: a ReplicaSet may adopt it
-                if rs["metadata"].get("namespace") == ns and _selector(rs).matches(
-                        pod["metadata"].get("labels")):
-                    self.queue.add(object_key(rs))
+            labels = pod["metadata"].get("labels")
+            for rs in self.sets.by_index(ix.NAMESPACE, pod["metadata"].get("namespace", "")):
+                try:
+                    if _selector(rs).matches(labels):
+                        keys.add(object_key(rs))
+                except errors.ApiError:
+                    continue
+        return keys
 
-    async def run(self) -> None:
-        tasks = [asyncio.create_task(self.sets.run())]
-        if self._own_pods:
-            tasks.append(asyncio.create_task(self.pods.run()))
-        await asyncio.gather(self.sets.synced.wait(), self.pods.synced.wait())
-        await asyncio.gather(*tasks, run_workers(self.name, self.queue, self.reconcile,
-                                                 self.workers))
-
-    async def reconcile(self, key: str) -> float | None:
+    async def reconcile(self, key: str) -> Result:
         rs = self.sets.get(key)
         if rs is None:
             self.expectations.forget(key)
-            return None
+            return DONE
         try:
             selector = _selector(rs)
         except errors.ApiError:
-            return None  # the API server validates selectors; nothing sane to do here
+            return DONE  # the API server validates selectors; nothing sane to do here
         pods = await self._claim(rs, selector)
         active = [p for p in pods if podcontrol.is_active(p)]
         wanted = int((rs.get("spec") or {}).get("replicas", 1) or 0)
@@ -92,22 +78,19 @@ class ReplicaSetController:
     async def _claim(self, rs: dict[str, Any], selector: selectors.LabelSelector
                      ) -> list[dict[str, Any]]:
         """Pods this ReplicaSet controls, adopting matching orphans and releasing strays."""
-        ns, uid = rs["metadata"]["namespace"], rs["metadata"]["uid"]
         out = []
-        for pod in self.pods.list():
-            if pod["metadata"].get("namespace") != ns:
-                continue
-            ref = podcontrol.controller_ref(pod)
-            matches = selector.matches(pod["metadata"].get("labels"))
-            if ref is not None and ref.get("uid") == uid:
-                if matches:
-                    out.append(pod)
-                elif not pod["metadata"].get("deletionTimestamp"):
-                    await self._set_owner(pod, None)
-            elif ref is None and matches and not pod["metadata"].get("deletionTimestamp") \
-                    and not rs["metadata"].get("deletionTimestamp"):
-                if await self._set_owner(pod, rs):
-                    out.append(pod)
+        for pod in podcontrol.controlled_by(self.pods, rs):
+            if selector.matches(pod["metadata"].get("labels")):
+                out.append(pod)
+            elif not pod["metadata"].get("deletionTimestamp"):
+                await self._set_owner(pod, None)
+        if rs["metadata"].get("deletionTimestamp"):
+            return out
+        for pod in self.pods.by_index(podcontrol.ORPHANS, rs["metadata"]["namespace"]):
+            if selector.matches(pod["metadata"].get("labels")) and \
+                    not pod["metadata"].get("deletionTimestamp") and \
+                    await self._set_owner(pod, rs):
+                out.append(pod)
         return out
 
     async def _set_owner(self, pod: dict[str, Any], rs: dict[str, Any] | None) -> bool:
@@ -145,11 +128,10 @@ class ReplicaSetController:
                 raise failures[0] if isinstance(failures[0], Exception) else RuntimeError()
             batch *= 2
 
-    async def _update_status(self, rs: dict[str, Any], active: list[dict[str, Any]]
-                             ) -> float | None:
+    async def _update_status(self, rs: dict[str, Any], active: list[dict[str, Any]]) -> Result:
         spec = rs.get("spec") or {}
         min_ready = int(spec.get("minReadySeconds") or 0)
-        now = time.time()
+        now = self.clock()
         template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         ready = [p for p in active if podcontrol.is_ready(p)]
         available = [p for p in ready if podcontrol.is_available(p, min_ready, now)]
@@ -171,11 +153,10 @@ class ReplicaSetController:
                     f"/apis/apps/v1/namespaces/{ns}/replicasets/{name}/status",
                     {"status": status})
             except errors.NotFound:
-                return None
+                return DONE
         if len(available) < len(ready) and min_ready:
-            return min_ready / 2  # pods become available with time alone
-        return None
-
+            return requeue_after(min_ready / 2)  # pods become available with time alone
+        return DONE
 
 
 def _selector(rs: dict[str, Any]) -> selectors.LabelSelector:

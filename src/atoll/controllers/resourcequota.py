@@ -12,16 +12,17 @@ fail (409) and the count is simply done again: no charge is ever lost.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Iterable
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from atoll.api import errors, quotausage
-from atoll.client.informer import Informer
-from atoll.client.rest import ApiClient, resource_path
-from atoll.client.workqueue import WorkQueue
-from atoll.controllers.runner import run_workers
+from atoll.client import indexers as ix
+from atoll.client.controller import DONE, Builder, Controller, Result
+from atoll.client.informer import object_key
+from atoll.client.rest import resource_path
 
 log = logging.getLogger(__name__)
 
@@ -32,71 +33,60 @@ RELEASING = (("", "v1", "pods"), ("", "v1", "services"), ("", "v1", "configmaps"
              ("apps", "v1", "replicasets"), ("apps", "v1", "statefulsets"),
              ("apps", "v1", "daemonsets"), ("batch", "v1", "jobs"),
              ("vmoperator.vmware.com", "v1alpha3", "virtualmachines"))
+#: of those, the ones other controllers cache in full (the workload controllers, the root CA
+#: publisher, this controller's quotas): the same informers, so one watch per resource; the
+#: rest are metadata-only, as the garbage collector's
+FULL = {"pods", "configmaps", "resourcequotas", "deployments", "replicasets", "statefulsets",
+        "daemonsets", "jobs", "virtualmachines"}
 
 
-class ResourceQuotaController:
+class ResourceQuotaController(Controller):
+    """Usage is counted by live lists, not from the caches: the count must see every object
+    admission charged before the quota was read, which a lagging cache may not hold yet."""
+
     name = "resourcequota"
+    default_workers = 2
+    backoff = (0.05, 5.0)
 
-    def __init__(self, client: ApiClient, *, workers: int = 2) -> None:
-        self.client = client
-        self.workers = workers
-        self.quotas = Informer(client, "", "v1", "resourcequotas")
-        self.quotas.add_handler(self._on_quota)
-        self.watched = [Informer(client, g, v, p, metadata_only=(p != "pods"))
-                        for g, v, p in RELEASING]
-        for informer in self.watched:
-            is_pod = informer.gvr == ("", "v1", "pods")
-            informer.add_handler(lambda kind, obj, old, is_pod=is_pod:
-                                 self._on_object(kind, obj, old, is_pod))
-        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=5.0)
+    def declare(self, b: Builder) -> None:
+        self.quotas = b.watches("", "v1", "resourcequotas", self._quota_changed)
+        for group, version, plural in RELEASING:
+            b.watches(group, version, plural, partial(self._released, is_pod=plural == "pods"),
+                      metadata_only=plural not in FULL)
         self._versions: dict[tuple[str, str], str] = {(g, p): v for g, v, p in RELEASING}
 
-    def _on_quota(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    def _quota_changed(self, kind: str, obj: dict[str, Any],
+                       old: dict[str, Any] | None) -> Iterable[str]:
+        """A new or changed quota is counted; admission's own charges are not recounted."""
         if kind == "DELETED":
-            return
+            return []
         status = obj.get("status") or {}
         hard = (obj.get("spec") or {}).get("hard") or {}
         if status.get("hard") != hard or set(status.get("used") or {}) != set(hard) or \
                 (old is not None and (old.get("spec") or {}) != (obj.get("spec") or {})):
-            self.queue.add(_key(obj))
+            return [object_key(obj)]
+        return []
 
-    def _on_object(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None,
-                   is_pod: bool) -> None:
-        meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace")
+    def _released(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None, *,
+                  is_pod: bool) -> Iterable[str]:
+        """An object gone, or a pod finished: every quota of its namespace counts again."""
+        namespace = (obj.get("metadata") or {}).get("namespace")
         if not namespace:
-            return
+            return []
         releases = kind == "DELETED" or (
             is_pod and old is not None and
             quotausage.pod_counts(old) and not quotausage.pod_counts(obj))
         if not releases:
-            return
-        for quota in self.quotas.list():
-            if quota["metadata"].get("namespace") == namespace:
-                self.queue.add(_key(quota))
+            return []
+        return self.quotas.index_keys(ix.NAMESPACE, namespace)
 
-    async def run(self) -> None:
-        await asyncio.gather(self.quotas.run(), *(self._run_quietly(i) for i in self.watched),
-                             run_workers(self.name, self.queue, self.reconcile, self.workers))
-
-    @staticmethod
-    async def _run_quietly(informer: Informer) -> None:
-        """A kind that is not served (the VM Operator CRDs before they exist) is retried."""
-        delay = 1.0
-        while True:
-            try:
-                await informer.run()
-            except errors.NotFound:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-
-    async def reconcile(self, key: str) -> float | None:
+    async def reconcile(self, key: str) -> Result:
         namespace, _, name = key.partition("/")
         path = resource_path("", "v1", "resourcequotas", namespace, name)
         try:
             quota = await self.client.get(path)
         except errors.NotFound:
-            return None
+            return DONE
         hard = (quota.get("spec") or {}).get("hard") or {}
         used = await self.count(namespace, quota, list(hard))
         status = quota.get("status") or {}
@@ -104,15 +94,12 @@ class ResourceQuotaController:
                                          for k in hard}}
         if status.get("hard") == wanted["hard"] and _same_amounts(status.get("used"),
                                                                   wanted["used"]):
-            return None
+            return DONE
         quota["status"] = wanted
-        try:
-            await self.client.update(path + "/status", quota)
-        except errors.Conflict:
-            self.queue.add_rate_limited(key)  # a charge landed meanwhile: count again
-        except errors.NotFound:
-            pass
-        return None
+        # written with the read's resourceVersion: a charge that landed meanwhile makes it a
+        # Conflict, which the framework retries (the count is done again)
+        await self.client.update(path + "/status", quota)
+        return DONE
 
     async def count(self, namespace: str, quota: dict[str, Any], keys: list[str]
                     ) -> dict[str, Decimal]:
@@ -131,7 +118,7 @@ class ResourceQuotaController:
                         continue
                     amount = quotausage.usage(
                         group, plural, obj,
-                        lambda _ns, n: (classes or {}).get(n)).get(key, Decimal(0))
+                        lambda _ns, n, found=classes or {}: found.get(n)).get(key, Decimal(0))
                     totals[key] = totals.get(key, Decimal(0)) + amount
         return totals
 
@@ -155,10 +142,6 @@ class ResourceQuotaController:
                 self._versions[(group, plural)] = r.version
                 return r.version
         return None
-
-
-def _key(obj: dict[str, Any]) -> str:
-    return f'{obj["metadata"].get("namespace", "")}/{obj["metadata"]["name"]}'
 
 
 def _same_amounts(a: Any, b: dict[str, str]) -> bool:

@@ -8,59 +8,65 @@ Namespaces being deleted are left alone.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from atoll.api import errors
-from atoll.client.informer import Informer
+from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
+from atoll.client.factory import InformerFactory
 from atoll.client.rest import ApiClient
-from atoll.client.workqueue import WorkQueue
-from atoll.controllers.runner import run_workers
+from atoll.settings import ReconcileSettings
 
 log = logging.getLogger(__name__)
 ROOT_CA = "kube-root-ca.crt"
 DESCRIPTION = "kubernetes.io/description"
+#: seconds before a namespace that refused our objects (terminating, quota) is tried again
+FORBIDDEN_RETRY = 30.0
 
 
-class ServiceAccountsController:
+class ServiceAccountsController(Controller):
     name = "serviceaccounts"
+    default_workers = 2
+    backoff = (0.05, 10.0)
 
-    def __init__(self, client: ApiClient, ca_pem: bytes, *, workers: int = 2) -> None:
-        self.client = client
+    def __init__(self, client: ApiClient, factory: InformerFactory, *, ca_pem: bytes,
+                 workers: int | None = None, settings: ReconcileSettings | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.ca = ca_pem.decode()
-        self.workers = workers
-        self.namespaces = Informer(client, "", "v1", "namespaces")
-        self.accounts = Informer(client, "", "v1", "serviceaccounts",
-                                 field_selector="metadata.name=default", metadata_only=True)
-        self.configmaps = Informer(client, "", "v1", "configmaps",
-                                   field_selector=f"metadata.name={ROOT_CA}")
-        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=10.0)
-        self.namespaces.add_handler(lambda kind, ns, old: kind != "DELETED" and
-                                    self.queue.add(ns["metadata"]["name"]))
-        for informer in (self.accounts, self.configmaps):
-            informer.add_handler(self._on_object)
+        super().__init__(client, factory, workers=workers, settings=settings, clock=clock)
 
-    def _on_object(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        ns = obj["metadata"].get("namespace")
-        if ns and (kind == "DELETED" or obj.get("data", {}).get("ca.crt", self.ca) != self.ca):
-            self.queue.add(ns)
+    def declare(self, b: Builder) -> None:
+        self.namespaces = b.primary("", "v1", "namespaces")
+        # the garbage collector's metadata cache of every account: one watch, not two
+        self.accounts = b.watches("", "v1", "serviceaccounts", self._account_changed,
+                                  metadata_only=True)
+        # every ConfigMap in full, as upstream's root CA publisher: the process's one
+        # configmaps watch (the quota controller and the garbage collector share it)
+        self.configmaps = b.watches("", "v1", "configmaps", self._configmap_changed)
 
-    async def run(self) -> None:
-        informers = (self.namespaces, self.accounts, self.configmaps)
-        tasks = [asyncio.create_task(i.run()) for i in informers]
-        try:
-            await asyncio.gather(*(i.synced.wait() for i in informers))
-            await run_workers(self.name, self.queue, self.reconcile, self.workers)
-        finally:
-            for t in tasks:
-                t.cancel()
+    @staticmethod
+    def _account_changed(kind: str, obj: dict[str, Any],
+                         old: dict[str, Any] | None) -> Iterable[str]:
+        meta = obj.get("metadata") or {}
+        ns = meta.get("namespace")
+        return [ns] if ns and meta.get("name") == "default" and kind == "DELETED" else []
 
-    async def reconcile(self, namespace: str) -> float | None:
+    def _configmap_changed(self, kind: str, obj: dict[str, Any],
+                           old: dict[str, Any] | None) -> Iterable[str]:
+        meta = obj.get("metadata") or {}
+        ns = meta.get("namespace")
+        if ns and meta.get("name") == ROOT_CA and (
+                kind == "DELETED" or (obj.get("data") or {}).get("ca.crt", self.ca) != self.ca):
+            return [ns]
+        return []
+
+    async def reconcile(self, namespace: str) -> Result:
         ns = self.namespaces.get(namespace)
         if ns is None or ns["metadata"].get("deletionTimestamp") or \
                 (ns.get("status") or {}).get("phase") == "Terminating":
-            return None
+            return DONE
         try:
             if self.accounts.get(f"{namespace}/default") is None:
                 await self._create(f"/api/v1/namespaces/{namespace}/serviceaccounts", {
@@ -83,8 +89,8 @@ class ServiceAccountsController:
         except errors.Forbidden as err:
             # a terminating namespace, or a quota that leaves no room: say so, try later
             log.info("namespace %s: %s", namespace, err)
-            return 30.0
-        return None
+            return requeue_after(FORBIDDEN_RETRY)
+        return DONE
 
     async def _create(self, path: str, body: dict[str, Any]) -> None:
         try:

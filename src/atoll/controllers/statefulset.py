@@ -11,20 +11,15 @@ time, each after the others are ready.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import json
 import logging
-import time
 from typing import Any
 
 from atoll.api import errors, selectors
-from atoll.client.informer import Informer, object_key
-from atoll.client.rest import ApiClient
-from atoll.client.workqueue import WorkQueue
+from atoll.client.controller import DONE, Builder, Controller, Result
 from atoll.controllers import podcontrol
-from atoll.controllers.runner import run_workers
 
 log = logging.getLogger(__name__)
 HASH_LABEL = "controller-revision-hash"
@@ -42,55 +37,37 @@ def claim_name(template: dict[str, Any], sts: dict[str, Any], ordinal: int) -> s
     return f"{(template.get('metadata') or {}).get('name')}-{sts['metadata']['name']}-{ordinal}"
 
 
-class StatefulSetController:
+class StatefulSetController(Controller):
+    """StatefulSets (primary) own pods; no expectations: pod names are fixed, so a second
+    create of the same ordinal is an AlreadyExists, not a duplicate."""
+
     name = "statefulset"
+    default_workers = 2
+    backoff = (0.05, 10.0)
 
-    def __init__(self, client: ApiClient, *, workers: int = 2, pods: Informer | None = None) -> None:
-        self.client = client
-        self.workers = workers
-        self.sets = Informer(client, "apps", "v1", "statefulsets")
-        self.pods = pods or Informer(client, "", "v1", "pods")
-        self._own_pods = pods is None
-        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.05, max_delay=10.0)
-        self.sets.add_handler(lambda kind, obj, old: self.queue.add(object_key(obj)))
-        self.pods.add_handler(self._on_pod)
-
-    def _on_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
-        ref = podcontrol.controller_ref(pod)
-        if ref is not None and ref.get("kind") == "StatefulSet":
-            self.queue.add(f"{pod['metadata'].get('namespace')}/{ref.get('name')}")
-
-    async def run(self) -> None:
-        tasks = [asyncio.create_task(self.sets.run())]
-        if self._own_pods:
-            tasks.append(asyncio.create_task(self.pods.run()))
-        await asyncio.gather(self.sets.synced.wait(), self.pods.synced.wait())
-        await asyncio.gather(*tasks, run_workers(self.name, self.queue, self.reconcile,
-                                                 self.workers))
+    def declare(self, b: Builder) -> None:
+        self.sets = b.primary("apps", "v1", "statefulsets")
+        self.pods = b.owns("", "v1", "pods", owner_kind="StatefulSet")
 
     def _pods(self, sts: dict[str, Any]) -> dict[int, dict[str, Any]]:
-        ns, uid, name = (sts["metadata"]["namespace"], sts["metadata"]["uid"],
-                         sts["metadata"]["name"])
+        """The set's pods by ordinal (``<set>-<i>``)."""
+        name = sts["metadata"]["name"]
         out = {}
-        for pod in self.pods.list():
-            meta = pod["metadata"]
-            if meta.get("namespace") != ns or (podcontrol.controller_ref(pod) or {}).get(
-                    "uid") != uid:
-                continue
-            prefix, _, ordinal = meta.get("name", "").rpartition("-")
+        for pod in podcontrol.controlled_by(self.pods, sts):
+            prefix, _, ordinal = pod["metadata"].get("name", "").rpartition("-")
             if prefix == name and ordinal.isdigit():
                 out[int(ordinal)] = pod
         return out
 
-    async def reconcile(self, key: str) -> float | None:
+    async def reconcile(self, key: str) -> Result:
         sts = self.sets.get(key)
         if sts is None or sts["metadata"].get("deletionTimestamp"):
-            return None
+            return DONE
         spec = sts.get("spec") or {}
         try:
             selectors.label_selector_from_dict(spec.get("selector"))
         except errors.ApiError:
-            return None
+            return DONE
         replicas = int(spec.get("replicas", 1) or 0)
         start = int(((spec.get("ordinals") or {}).get("start")) or 0)
         wanted = range(start, start + replicas)
@@ -102,7 +79,7 @@ class StatefulSetController:
             if (pod.get("status") or {}).get("phase") == "Failed" and \
                     not pod["metadata"].get("deletionTimestamp"):
                 await podcontrol.delete_pod(self.client, pod)
-                return None
+                return DONE
         for i in wanted:
             pod = pods.get(i)
             if pod is None:
@@ -123,7 +100,7 @@ class StatefulSetController:
             elif all(_running_and_ready(pods[i]) for i in wanted if i in pods):
                 await self._roll(sts, pods, wanted, update)
         await self._status(sts, pods, update)
-        return None
+        return DONE
 
     async def _create(self, sts: dict[str, Any], ordinal: int, revision: str) -> None:
         spec = sts["spec"]
@@ -177,7 +154,7 @@ class StatefulSetController:
                       update: str) -> None:
         live = [p for p in pods.values() if podcontrol.is_active(p)]
         min_ready = int((sts.get("spec") or {}).get("minReadySeconds") or 0)
-        now = time.time()
+        now = self.clock()
         updated = sum(1 for p in live if (p["metadata"].get("labels") or {}).get(HASH_LABEL)
                       == update)
         current = dict(sts.get("status") or {})

@@ -127,6 +127,9 @@ class Cacher:
         #: a revision >= this are served; older ones are Expired
         self.oldest_servable = 0
         self._watchers: set[Watcher] = set()
+        #: watchers that have left since start: the heap trimmer reads it, since a burst of
+        #: watches can open and close between two of its looks at the count
+        self.departures = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -303,7 +306,9 @@ class Cacher:
         return w
 
     def unsubscribe(self, w: Watcher) -> None:
-        self._watchers.discard(w)
+        if w in self._watchers:
+            self._watchers.discard(w)
+            self.departures += 1
 
     @property
     def watcher_count(self) -> int:

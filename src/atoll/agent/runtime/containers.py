@@ -25,13 +25,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from atoll.agent.images import Image
 from atoll.agent.runtime import mounts
 
 log = logging.getLogger(__name__)
 SHIM = Path(__file__).with_name("shim.py")
+
+
+class Layered(Protocol):
+    """An image as the runtime sees it: its unpacked layers, bottom to top (``images.Image``)."""
+
+    layers: list[Path]
 
 
 class ContainerError(Exception):
@@ -107,7 +112,7 @@ class ContainerRuntime:
         return int(data["pid"]) if data and isinstance(data.get("pid"), int) else None
 
     # -- lifecycle ------------------------------------------------------------------------------
-    async def run(self, meta: ContainerMeta, image: Image, spec: dict[str, Any],
+    async def run(self, meta: ContainerMeta, image: Layered, spec: dict[str, Any],
                   stdin: bool = False) -> int:
         """Create and start a container; returns its init pid once it runs.  With ``stdin``
         its stdin stays open for attach sessions (the shim's ``stdin`` FIFO)."""

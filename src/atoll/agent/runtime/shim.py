@@ -20,12 +20,16 @@ containerd's shims do).  It imports only the standard library.  It:
 
 Everything it knows is in its state directory, so a restarted agent adopts
 a running container by reading that directory and the shim's pid.
+
+It runs as ``python -I -S shim.py`` (no site-packages, no ``atoll`` on the path), so the
+shared timestamp module (itself standard library only) is loaded from its file.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib.util
 import json
 import os
 import selectors
@@ -35,15 +39,25 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 PR_SET_CHILD_SUBREAPER = 36
 MAX_LINE = 16 * 1024  # kubelet splits longer lines into partial (P) records
 
 
-def rfc3339nano(t: float | None = None) -> str:
-    t = time.time() if t is None else t
-    secs = int(t)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{int((t - secs) * 1e9):09d}Z"
+def _load_api_module(name: str) -> types.ModuleType:
+    """``atoll.api.<name>`` (a standard-library-only module), from its file beside this
+    package: the shim cannot import ``atoll`` (see the module doc)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "api",
+                        f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"atoll_shim_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rfc3339 = _load_api_module("timestamps").rfc3339
 
 
 def write_json(path: str, data: dict) -> None:
@@ -67,7 +81,7 @@ class LogWriter:
         lines = buf.split(b"\n")
         self.partial[stream] = lines.pop()
         out = []
-        stamp = rfc3339nano().encode()
+        stamp = rfc3339(digits=9).encode()
         for line in lines:
             while len(line) > MAX_LINE:
                 out.append(stamp + b" " + stream.encode() + b" P " + line[:MAX_LINE] + b"\n")
@@ -81,7 +95,7 @@ class LogWriter:
             self.file.write(b"".join(out))
 
     def close(self) -> None:
-        stamp = rfc3339nano().encode()
+        stamp = rfc3339(digits=9).encode()
         for stream, rest in self.partial.items():
             if rest:
                 self.file.write(stamp + b" " + stream.encode() + b" P " + rest + b"\n")

@@ -9,16 +9,16 @@ they have, and nothing more.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from atoll.api import errors
-from atoll.api.kinds import ResourceType
+from atoll.api.resources.rbac_v1 import CLUSTERROLES, ROLES
+from atoll.api.resourcetype import ResourceType
+from atoll.api.strategy import ObjectReader, WriteOptions
 from atoll.apiserver import rbac
 from atoll.apiserver.admission import BasePlugin
 from atoll.apiserver.attributes import Attributes
 
-if TYPE_CHECKING:
-    from atoll.apiserver.objects import ObjectService, WriteOptions
 
 ROLE_KINDS = {"Role": "roles", "ClusterRole": "clusterroles"}
 BINDING_KINDS = {"RoleBinding", "ClusterRoleBinding"}
@@ -28,16 +28,16 @@ class EscalationCheck(BasePlugin):
     def __init__(self, authorizer: rbac.Authorizer) -> None:
         self.authorizer = authorizer
 
-    def validate_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
-                        opts: "WriteOptions") -> None:
+    def validate_create(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+                        opts: WriteOptions) -> None:
         self._check(svc, rt, obj, opts)
 
-    def validate_update(self, svc: "ObjectService", rt: ResourceType, old: dict[str, Any],
-                        new: dict[str, Any], opts: "WriteOptions", subresource: str) -> None:
+    def validate_update(self, svc: ObjectReader, rt: ResourceType, old: dict[str, Any],
+                        new: dict[str, Any], opts: WriteOptions, subresource: str) -> None:
         self._check(svc, rt, new, opts)
 
-    def _check(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
-               opts: "WriteOptions") -> None:
+    def _check(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+               opts: WriteOptions) -> None:
         user = opts.user_info
         if user is None or rt.group != rbac.RBAC_GROUP or \
                 rbac.SUPERUSER_GROUP in user.groups:
@@ -57,9 +57,8 @@ class EscalationCheck(BasePlugin):
             if self._may(user, "bind", ROLE_KINDS[kind], ref_name,
                          namespace if kind == "Role" else ""):
                 return
-            key = (rbac.CLUSTER_ROLES + ref_name if kind == "ClusterRole"
-                   else f"{rbac.ROLES}{namespace}/{ref_name}")
-            cached = svc.cacher.get(key)
+            cached = (svc.read(CLUSTERROLES, "", ref_name) if kind == "ClusterRole"
+                      else svc.read(ROLES, namespace, ref_name))
             if cached is None:
                 raise errors.NotFound(f'{ROLE_KINDS[kind]}.rbac.authorization.k8s.io '
                                       f'"{ref_name}" not found', name=ref_name,

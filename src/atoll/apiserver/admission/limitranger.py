@@ -9,21 +9,20 @@ and ``maxLimitRequestRatio``.  A breach is a 403 naming the bound.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from atoll.api import errors, quantity
-from atoll.api.kinds import ResourceType
+from atoll.api.resources.core_v1 import LIMITRANGES
+from atoll.api.resourcetype import ResourceType
+from atoll.api.strategy import ObjectReader, WriteOptions
 from atoll.apiserver.admission import BasePlugin
 
-if TYPE_CHECKING:
-    from atoll.apiserver.objects import ObjectService, WriteOptions
 
-PREFIX = "/registry/core/limitranges/"
-
-
-def _limits(svc: "ObjectService", namespace: str, kind: str) -> list[dict[str, Any]]:
-    out = []
-    for cached in svc.cacher.list(f"{PREFIX}{namespace}/"):
+def _limits(svc: ObjectReader, namespace: str, kind: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if not namespace:
+        return out
+    for cached in svc.read_list(LIMITRANGES, namespace):
         for item in (cached.obj.get("spec") or {}).get("limits") or []:
             if isinstance(item, dict) and item.get("type") == kind:
                 out.append(item)
@@ -38,8 +37,8 @@ def _q(value: Any) -> Decimal | None:
 
 
 class LimitRanger(BasePlugin):
-    def mutate_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
-                      opts: "WriteOptions") -> None:
+    def mutate_create(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+                      opts: WriteOptions) -> None:
         if rt.group or rt.plural != "pods":
             return
         ranges = _limits(svc, obj["metadata"].get("namespace", ""), "Container")
@@ -70,8 +69,8 @@ class LimitRanger(BasePlugin):
                 if requests:
                     res["requests"] = requests
 
-    def validate_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
-                        opts: "WriteOptions") -> None:
+    def validate_create(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+                        opts: WriteOptions) -> None:
         namespace = obj["metadata"].get("namespace", "")
         name = obj["metadata"].get("name", "")
         if not rt.group and rt.plural == "pods":

@@ -8,15 +8,14 @@ host cannot rewrite another host's state or anyone's workloads.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from atoll.api import errors
-from atoll.api.kinds import ResourceType
+from atoll.api.resourcetype import ResourceType
+from atoll.api.strategy import ObjectReader, WriteOptions
 from atoll.api.vmoperator.names import GROUP as VM_GROUP, HOST_LABEL
 from atoll.apiserver.admission import BasePlugin
 
-if TYPE_CHECKING:
-    from atoll.apiserver.objects import ObjectService, WriteOptions
 
 NODE_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"
@@ -30,14 +29,14 @@ def node_name(user: Any) -> str | None:
 
 
 class NodeRestriction(BasePlugin):
-    def validate_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
-                        opts: "WriteOptions") -> None:
+    def validate_create(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+                        opts: WriteOptions) -> None:
         node = node_name(opts.user_info)
         if node is not None:
             self._check(rt, obj, node, "create")
 
-    def validate_update(self, svc: "ObjectService", rt: ResourceType, old: dict[str, Any],
-                        new: dict[str, Any], opts: "WriteOptions", subresource: str) -> None:
+    def validate_update(self, svc: ObjectReader, rt: ResourceType, old: dict[str, Any],
+                        new: dict[str, Any], opts: WriteOptions, subresource: str) -> None:
         node = node_name(opts.user_info)
         if node is None:
             return
@@ -50,8 +49,8 @@ class NodeRestriction(BasePlugin):
                                    name=old["metadata"].get("name", ""), group=rt.group,
                                    kind=rt.plural)
 
-    def validate_delete(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
-                        opts: "WriteOptions") -> None:
+    def validate_delete(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+                        opts: WriteOptions) -> None:
         node = node_name(opts.user_info)
         if node is not None:
             self._check(rt, obj, node, "delete")

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from atoll.api import errors
-from atoll.api.kinds import ResourceType
+from atoll.api.resources.core_v1 import NAMESPACES
+from atoll.api.resourcetype import ResourceType
+from atoll.api.strategy import ObjectReader, WriteOptions
 from atoll.api.tenancy import POD_SECURITY_ENFORCE
 from atoll.apiserver.admission import BasePlugin
 from atoll.apiserver.admission import pss
 
-if TYPE_CHECKING:
-    from atoll.apiserver.objects import ObjectService, WriteOptions
 
 LEVELS = pss.LEVELS
 LABEL_PREFIX = "pod-security.kubernetes.io/"
@@ -138,23 +138,23 @@ class PodSecurity(BasePlugin):
             raise ValueError(f"pod security level must be one of {', '.join(LEVELS)}")
         self.default_level = default_level
 
-    def policy(self, svc: "ObjectService", namespace: str) -> Policy | None:
+    def policy(self, svc: ObjectReader, namespace: str) -> Policy | None:
         """None for exempt namespaces."""
         if namespace in EXEMPT_NAMESPACES:
             return None
-        ns = svc.cacher.get(f"/registry/core/namespaces/{namespace}")
+        ns = svc.read(NAMESPACES, "", namespace)
         labels = ((ns.obj.get("metadata") or {}).get("labels") or {}) if ns else {}
         return policy_for(labels if isinstance(labels, dict) else {}, self.default_level)
 
-    def validate_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
-                        opts: "WriteOptions") -> None:
+    def validate_create(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+                        opts: WriteOptions) -> None:
         if not rt.group and rt.plural == "pods":
             self._admit_pod(svc, obj, opts)
         elif (rt.group, rt.plural) in TEMPLATES:
             self._warn_template(svc, rt, obj, opts)
 
-    def validate_update(self, svc: "ObjectService", rt: ResourceType, old: dict[str, Any],
-                        new: dict[str, Any], opts: "WriteOptions", subresource: str) -> None:
+    def validate_update(self, svc: ObjectReader, rt: ResourceType, old: dict[str, Any],
+                        new: dict[str, Any], opts: WriteOptions, subresource: str) -> None:
         if not rt.group and rt.plural == "pods":
             if subresource in IGNORED_SUBRESOURCES or _relevant(old) == _relevant(new):
                 return  # nothing that decides what runs has changed
@@ -164,8 +164,8 @@ class PodSecurity(BasePlugin):
             if _dig(old, path) != _dig(new, path):
                 self._warn_template(svc, rt, new, opts)
 
-    def _admit_pod(self, svc: "ObjectService", pod: dict[str, Any],
-                   opts: "WriteOptions") -> None:
+    def _admit_pod(self, svc: ObjectReader, pod: dict[str, Any],
+                   opts: WriteOptions) -> None:
         meta = pod.get("metadata") or {}
         policy = self.policy(svc, meta.get("namespace", ""))
         if policy is None:
@@ -178,8 +178,8 @@ class PodSecurity(BasePlugin):
         if policy.warn != policy.enforce:
             self._warn(policy.warn, meta, pod.get("spec"), opts)
 
-    def _warn_template(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
-                       opts: "WriteOptions") -> None:
+    def _warn_template(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+                       opts: WriteOptions) -> None:
         policy = self.policy(svc, (obj.get("metadata") or {}).get("namespace", ""))
         template = _dig(obj, TEMPLATES[(rt.group, rt.plural)])
         if policy is None or not isinstance(template, dict):
@@ -187,7 +187,7 @@ class PodSecurity(BasePlugin):
         self._warn(policy.warn, template.get("metadata"), template.get("spec"), opts)
 
     @staticmethod
-    def _warn(lv: LevelVersion, meta: Any, spec: Any, opts: "WriteOptions") -> None:
+    def _warn(lv: LevelVersion, meta: Any, spec: Any, opts: WriteOptions) -> None:
         problems = lv.evaluate(meta, spec)
         if problems:
             opts.warnings.append(f'would violate PodSecurity "{lv}": {problems}')

@@ -14,26 +14,27 @@ counted it) is counted here, from the watch cache, inside the same CAS.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from atoll.api import errors, quantity, quotausage
-from atoll.api.kinds import ResourceType
+from atoll.api.resources.core_v1 import RESOURCEQUOTAS
+from atoll.api.resources.vmoperator import VIRTUALMACHINECLASSES
+from atoll.api.resourcetype import ResourceType
+from atoll.api.strategy import ObjectReader
 from atoll.storage.store import TxnOp
-
-if TYPE_CHECKING:
-    from atoll.apiserver.objects import ObjectService
-
-QUOTA_PREFIX = "/registry/core/resourcequotas/"
 
 
 class QuotaAdmission:
-    def charges(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any]) -> list[TxnOp]:
+    """Reads through ``ObjectReader`` like every plugin; its write is the one ``charges``
+    returns, which the object service commits in the object's own transaction."""
+
+    def charges(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any]) -> list[TxnOp]:
         namespace = obj["metadata"].get("namespace") or ""
         if not rt.namespaced or not namespace:
             return []
-        quotas = svc.cacher.list(f"{QUOTA_PREFIX}{namespace}/")
+        quotas = svc.read_list(RESOURCEQUOTAS, namespace)
         if not quotas:
             return []
         counted = quotausage.usage(rt.group, rt.plural, obj, vm_class_lookup(svc))
@@ -87,14 +88,14 @@ class QuotaAdmission:
                 name=pod["metadata"].get("name", ""), kind="pods")
 
     @staticmethod
-    def _count(svc: "ObjectService", namespace: str, key: str, quota: dict[str, Any]) -> Decimal:
+    def _count(svc: ObjectReader, namespace: str, key: str, quota: dict[str, Any]) -> Decimal:
         total = Decimal(0)
         lookup = vm_class_lookup(svc)
         for group, plural in quotausage.kinds_for(key):
-            rt = svc.registry.lookup_plural(group, plural)
+            rt = svc.resource(group, plural)
             if rt is None:
                 continue
-            for c in svc.cacher.list(rt.prefix(namespace)):
+            for c in svc.read_list(rt, namespace):
                 if c.obj["metadata"].get("namespace") != namespace or \
                         not quotausage.quota_applies(quota, group, plural, c.obj):
                     continue
@@ -102,10 +103,9 @@ class QuotaAdmission:
         return total
 
 
-def vm_class_lookup(svc: "ObjectService") -> quotausage.ClassLookup:
+def vm_class_lookup(svc: ObjectReader) -> quotausage.ClassLookup:
     def lookup(namespace: str, name: str) -> dict[str, Any] | None:
-        cached = svc.cacher.get(
-            f"/registry/{quotausage.VM_GROUP}/virtualmachineclasses/{namespace}/{name}")
+        cached = svc.read(VIRTUALMACHINECLASSES, namespace, name)
         return cached.obj if cached else None
     return lookup
 

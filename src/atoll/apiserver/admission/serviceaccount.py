@@ -14,14 +14,14 @@ container that has nothing mounted there already.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from atoll.api import errors
-from atoll.api.kinds import ResourceType
+from atoll.api.resources.core_v1 import SERVICEACCOUNTS
+from atoll.api.resourcetype import ResourceType
+from atoll.api.strategy import ObjectReader, WriteOptions
 from atoll.apiserver.admission import BasePlugin
 
-if TYPE_CHECKING:
-    from atoll.apiserver.objects import ObjectService, WriteOptions
 
 MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
@@ -40,8 +40,8 @@ def access_volume(name: str) -> dict[str, Any]:
 
 
 class ServiceAccountAdmission(BasePlugin):
-    def mutate_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
-                      opts: "WriteOptions") -> None:
+    def mutate_create(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+                      opts: WriteOptions) -> None:
         if rt.group or rt.plural != "pods":
             return
         spec = obj.setdefault("spec", {})
@@ -53,7 +53,7 @@ class ServiceAccountAdmission(BasePlugin):
         spec["serviceAccountName"] = name
         spec.setdefault("serviceAccount", name)
         namespace = obj["metadata"].get("namespace", "")
-        sa = svc.cacher.get(f"/registry/core/serviceaccounts/{namespace}/{name}")
+        sa = svc.read(SERVICEACCOUNTS, namespace, name)
         if sa is None and name != "default":
             raise errors.Forbidden(
                 f'pods "{obj["metadata"].get("name", "")}" is forbidden: error looking up '

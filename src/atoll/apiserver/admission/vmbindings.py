@@ -10,35 +10,32 @@ An image may be named by object name or by display name, either way.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from atoll.api import errors, tenancy
-from atoll.api.kinds import ResourceType
+from atoll.api.resources.core_v1 import NAMESPACES
+from atoll.api.resources.vmoperator import CLUSTERVIRTUALMACHINEIMAGES, VIRTUALMACHINEIMAGES
+from atoll.api.resourcetype import ResourceType
+from atoll.api.strategy import ObjectReader, WriteOptions
 from atoll.api.vmoperator import names as vmnames
 from atoll.apiserver.admission import BasePlugin
 
-if TYPE_CHECKING:
-    from atoll.apiserver.objects import ObjectService, WriteOptions
-
-IMAGE_PREFIXES = (f"/registry/{vmnames.GROUP}/virtualmachineimages/",
-                  f"/registry/{vmnames.GROUP}/clustervirtualmachineimages/")
-
 
 class VMBindings(BasePlugin):
-    def validate_create(self, svc: "ObjectService", rt: ResourceType, obj: dict[str, Any],
-                        opts: "WriteOptions") -> None:
+    def validate_create(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+                        opts: WriteOptions) -> None:
         if rt.group == vmnames.GROUP and rt.kind == "VirtualMachine":
             self._check(svc, rt, obj, None)
 
-    def validate_update(self, svc: "ObjectService", rt: ResourceType, old: dict[str, Any],
-                        new: dict[str, Any], opts: "WriteOptions", subresource: str) -> None:
+    def validate_update(self, svc: ObjectReader, rt: ResourceType, old: dict[str, Any],
+                        new: dict[str, Any], opts: WriteOptions, subresource: str) -> None:
         if rt.group == vmnames.GROUP and rt.kind == "VirtualMachine" and not subresource:
             self._check(svc, rt, new, old)
 
-    def _check(self, svc: "ObjectService", rt: ResourceType, vm: dict[str, Any],
+    def _check(self, svc: ObjectReader, rt: ResourceType, vm: dict[str, Any],
                old: dict[str, Any] | None) -> None:
         namespace = vm["metadata"].get("namespace", "")
-        ns = svc.cacher.get(f"/registry/core/namespaces/{namespace}")
+        ns = svc.read(NAMESPACES, "", namespace)
         annotations = ((ns.obj.get("metadata") or {}).get("annotations") or {}) if ns else {}
         spec = vm.get("spec") or {}
         old_spec = (old or {}).get("spec") or {}
@@ -65,13 +62,11 @@ class VMBindings(BasePlugin):
             raise errors.invalid(rt.kind, vm["metadata"].get("name", ""), causes, rt.group)
 
     @staticmethod
-    def _identities(svc: "ObjectService", namespace: str, wanted: str) -> set[str]:
+    def _identities(svc: ObjectReader, namespace: str, wanted: str) -> set[str]:
         """Every name the wanted image goes by: object names and display names."""
         names = {wanted}
-        for prefix in IMAGE_PREFIXES:
-            scoped = prefix + (f"{namespace}/" if "virtualmachineimages/" in prefix
-                               and "cluster" not in prefix else "")
-            for cached in svc.cacher.list(scoped):
+        for rt, scope in ((VIRTUALMACHINEIMAGES, namespace), (CLUSTERVIRTUALMACHINEIMAGES, "")):
+            for cached in svc.read_list(rt, scope):
                 meta, status = cached.obj["metadata"], cached.obj.get("status") or {}
                 if wanted in (meta.get("name"), status.get("name")):
                     names.update(n for n in (meta.get("name"), status.get("name")) if n)

@@ -1,7 +1,8 @@
 """The pod scheduler: pending pods are assigned a node, as kube-scheduler assigns them.
 
 Modules, from the object to the decision to the API:
-``resources`` (quantities as integers), ``podinfo`` (a pod's constraints, parsed
+``controllers.capacity`` (quantities as integers, requests, allocatable, fits; shared with VM
+placement), ``podinfo`` (a pod's constraints, parsed
 once), ``cache`` (per-node allocatable and what bound or assumed pods take),
 ``filters`` and ``scoring`` (upstream's default plugins as functions),
 ``algorithm`` (one decision: filter a sample of nodes, score, pick), ``queue``

@@ -14,9 +14,9 @@ import dataclasses
 import logging
 from typing import Any
 
+from atoll.controllers.capacity import Resources, node_allocatable
 from atoll.controllers.scheduler.podinfo import (NO_EXECUTE, NO_SCHEDULE, PREFER_NO_SCHEDULE,
                                                  PodInfo, Taint, parse_taints)
-from atoll.controllers.scheduler.resources import Resources, parse_list
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class NodeInfo:
         status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
         ready = _is_ready(status.get("conditions"))
         raw = (meta.get("labels"), spec.get("taints"), spec.get("unschedulable"),
-               status.get("allocatable"), ready)
+               status.get("allocatable"), status.get("capacity"), ready)
         if self.present and raw == self._raw:
             return False
         self.present = True
@@ -75,7 +75,7 @@ class NodeInfo:
         self.ready = ready
         self.plain = ready and not self.unschedulable and not self.hard_taints
         problems: list[str] = []
-        self.allocatable = parse_list(status.get("allocatable"), "status.allocatable", problems)
+        self.allocatable = node_allocatable(obj, problems)
         if problems:
             log.warning("node %s: %s (counted as zero)", self.name, "; ".join(problems))
         return True

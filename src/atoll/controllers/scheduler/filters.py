@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+from atoll.controllers.capacity import PODS, shortfalls
 from atoll.controllers.scheduler.cache import Cache, NodeInfo
 from atoll.controllers.scheduler.podinfo import PodInfo, tolerated
 
@@ -122,22 +123,11 @@ def check_host_ports(state: CycleState, node: NodeInfo) -> Reasons | None:
 
 
 def check_resources(state: CycleState, node: NodeInfo) -> Reasons | None:
-    """Requests against allocatable minus what bound and assumed pods request."""
-    need, free, used = state.pod.requests, node.allocatable, node.requested
-    reasons: list[str] | None = None
-    if used.pods + 1 > free.pods:
-        reasons = [TOO_MANY_PODS]
-    if need.milli_cpu and need.milli_cpu > free.milli_cpu - used.milli_cpu:
-        reasons = (reasons or []) + [insufficient("cpu")]
-    if need.memory and need.memory > free.memory - used.memory:
-        reasons = (reasons or []) + [insufficient("memory")]
-    if need.ephemeral_storage and \
-            need.ephemeral_storage > free.ephemeral_storage - used.ephemeral_storage:
-        reasons = (reasons or []) + [insufficient("ephemeral-storage")]
-    for name, amount in need.scalar.items():
-        if amount and amount > free.scalar.get(name, 0) - used.scalar.get(name, 0):
-            reasons = (reasons or []) + [insufficient(name)]
-    return tuple(reasons) if reasons else None
+    """Requests against allocatable minus what bound and assumed pods (and VMs) take."""
+    short = shortfalls(state.pod.requests, node.allocatable, node.requested)
+    if not short:
+        return None
+    return tuple(TOO_MANY_PODS if name == PODS else insufficient(name) for name in short)
 
 
 def check_spread(state: CycleState, node: NodeInfo) -> Reasons | None:

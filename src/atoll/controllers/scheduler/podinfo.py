@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from atoll.api import errors, selectors
-from atoll.controllers.scheduler.resources import Resources, pod_requests
+from atoll.controllers.capacity import Resources, pod_requests
 
 NO_SCHEDULE, PREFER_NO_SCHEDULE, NO_EXECUTE = "NoSchedule", "PreferNoSchedule", "NoExecute"
 UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"

@@ -1,6 +1,8 @@
 """The scheduler controller: pending pods get a node, the way kube-scheduler assigns them.
 
-Informers on pods, nodes and namespaces keep the ``Cache`` current; pending pods
+The process's shared informers on pods, nodes and namespaces (from the
+``InformerFactory``; every pod is seen, bound ones feed the cache and unscheduled
+ones the queue) keep the ``Cache`` current; pending pods
 (no ``spec.nodeName``, our ``schedulerName``) wait in the ``SchedulingQueue``.  One
 loop takes them one at a time (decisions are serial, so each sees the previous
 one) and runs the ``Algorithm``:
@@ -20,22 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from atoll.api import errors
+from atoll.api.timestamps import rfc3339
 from atoll.api.vmoperator.names import GROUP as VM_GROUP
-from atoll.api.vmoperator.names import HOST_LABEL as VM_HOST_LABEL
 from atoll.api.vmoperator.names import VERSION as VM_VERSION
-from atoll.client.events import NORMAL, WARNING, EventRecorder, rfc3339
-from atoll.client.informer import Informer, object_key
+from atoll.client.events import NORMAL, WARNING, EventRecorder
+from atoll.client.factory import InformerFactory
+from atoll.client.informer import object_key
 from atoll.client.rest import ApiClient
+from atoll.controllers import capacity
 from atoll.controllers.scheduler.algorithm import MIN_FEASIBLE_NODES, Algorithm
 from atoll.controllers.scheduler.cache import Cache
 from atoll.controllers.scheduler.podinfo import PodInfo, parse_pod
 from atoll.controllers.scheduler.queue import SchedulingQueue
-from atoll.controllers.scheduler.resources import parse_list
 
 log = logging.getLogger(__name__)
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -94,27 +96,32 @@ def scheduled_condition(pod: dict[str, Any]) -> dict[str, Any] | None:
 class Scheduler:
     name = "scheduler"
 
-    def __init__(self, client: ApiClient, config: SchedulerConfig | None = None) -> None:
-        # its own connection pool: the manager's is mostly held by the garbage collector's
-        # watches (one per resource), and bindings must not queue behind them
+    def __init__(self, client: ApiClient, factory: InformerFactory,
+                 config: SchedulerConfig | None = None) -> None:
+        # its own connection pool for bindings and status writes: the manager's is mostly
+        # held by the shared informers' watches, and bindings must not queue behind them
         self.client = ApiClient(client.config, user_agent="atoll-scheduler")
         self.config = config or SchedulerConfig()
+        self.factory = factory
         self._reset()
-
-    def _reset(self) -> None:
-        """Fresh informers, cache and queue: a restarted ``run`` rebuilds from a relist."""
-        cfg = self.config
-        self.pods = Informer(self.client, "", "v1", "pods")
-        self.nodes = Informer(self.client, "", "v1", "nodes")
-        self.namespaces = Informer(self.client, "", "v1", "namespaces")
+        # the shared informers (same options as every other controller's, so one watch each)
+        self.pods = factory.informer("", "v1", "pods")
+        self.nodes = factory.informer("", "v1", "nodes")
+        self.namespaces = factory.informer("", "v1", "namespaces")
         #: VMs and their classes: what guaranteed VMs reserve on their hosts
-        self.vms = Informer(self.client, VM_GROUP, VM_VERSION, "virtualmachines")
-        self.vm_classes = Informer(self.client, VM_GROUP, VM_VERSION, "virtualmachineclasses")
+        self.vms = factory.informer(VM_GROUP, VM_VERSION, "virtualmachines",
+                                    indexers={capacity.VM_CLASS: capacity.by_vm_class})
+        self.vm_classes = factory.informer(VM_GROUP, VM_VERSION, "virtualmachineclasses")
         self.vms.add_handler(self._on_vm)
         self.vm_classes.add_handler(self._on_vm_class)
         self.pods.add_handler(self._on_pod)
         self.nodes.add_handler(self._on_node)
         self.namespaces.add_handler(self._on_namespace)
+        self._runs = 0
+
+    def _reset(self) -> None:
+        """A fresh cache and queue (the informers are the process's and stay)."""
+        cfg = self.config
         self.cache = Cache()
         self.queue = SchedulingQueue(initial_backoff=cfg.initial_backoff_seconds,
                                      max_backoff=cfg.max_backoff_seconds,
@@ -208,23 +215,16 @@ class Scheduler:
 
     def _on_vm(self, kind: str, vm: dict[str, Any], old: dict[str, Any] | None) -> None:
         key = object_key(vm)
-        host = (_meta(vm).get("labels") or {}).get(VM_HOST_LABEL, "")
+        host = capacity.vm_host(vm)
         amount = None
         if kind != "DELETED" and host:
-            klass = self.vm_classes.get(f"{_meta(vm).get('namespace')}/"
-                                        f"{_spec(vm).get('className', '')}")
-            requests = ((_spec(klass or {}).get("policies") or {}).get("resources") or {}) \
-                .get("requests")
-            if requests:
-                amount = parse_list(requests, "spec.policies.resources.requests", [])
+            amount = capacity.class_reservation(self.vm_classes.get(capacity.vm_class_key(vm)))
         if self.cache.set_reservation(key, host, amount) and amount is None:
             self.queue.move_all()  # room was given back
 
     def _on_vm_class(self, kind: str, klass: dict[str, Any], old: dict[str, Any] | None) -> None:
-        ns, name = _meta(klass).get("namespace"), _meta(klass).get("name")
-        for vm in self.vms.list():
-            if _meta(vm).get("namespace") == ns and _spec(vm).get("className") == name:
-                self._on_vm("MODIFIED", vm, None)
+        for vm in self.vms.by_index(capacity.VM_CLASS, object_key(klass)):
+            self._on_vm("MODIFIED", vm, None)
 
     def _namespace_labels(self, name: str) -> dict[str, str]:
         ns = self.namespaces.get(name)
@@ -233,21 +233,32 @@ class Scheduler:
 
     # -- the scheduling loop ------------------------------------------------------------------
     async def run(self) -> None:
-        if self.pods.synced.is_set() or self._tasks:
-            self._reset()  # restarted by the manager: start over from a relist
-        informers = [asyncio.create_task(i.run(), name=f"scheduler-informer-{i.gvr[2]}")
-                     for i in (self.nodes, self.namespaces, self.pods, self.vm_classes,
-                               self.vms)]
+        self._runs += 1
+        if self._runs > 1:
+            self._restart()
+        self.factory.start()
+        await self.factory.wait_for_sync([self.nodes, self.namespaces, self.pods])
+        log.info("scheduler: started with %d nodes, %d pods bound, %d pending",
+                 len(self.cache.order), len(self.cache.pods), len(self.queue))
         try:
-            await asyncio.gather(*(i.synced.wait() for i in (self.nodes, self.namespaces,
-                                                             self.pods)))
-            log.info("scheduler: started with %d nodes, %d pods bound, %d pending",
-                     len(self.cache.order), len(self.cache.pods), len(self.queue))
-            await asyncio.gather(*informers, self._loop(), self.events.run())
+            await asyncio.gather(self._loop(), self.events.run())
         finally:
-            for t in [*informers, *self._tasks]:
+            for t in list(self._tasks):
                 t.cancel()
             await self.client.close()
+
+    def _restart(self) -> None:
+        """Restarted by the manager: a fresh cache and queue, rebuilt from what the shared
+        informers hold now (their later events arrive through the handlers as before)."""
+        for t in list(self._tasks):
+            t.cancel()
+        self._reset()
+        for node in self.nodes.list():
+            self._on_node("ADDED", node, None)
+        for vm in self.vms.list():
+            self._on_vm("ADDED", vm, None)
+        for pod in self.pods.list():
+            self._on_pod("ADDED", pod, None)
 
     async def _loop(self) -> None:
         while True:
@@ -346,7 +357,7 @@ class Scheduler:
                          "status": {"conditions": [{
                              "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                              "message": message, "lastProbeTime": None,
-                             "lastTransitionTime": since or rfc3339(time.time())}]}}
+                             "lastTransitionTime": since or rfc3339()}]}}
                 try:
                     await self.client.patch(path + "/status", patch,
                                             content_type=STRATEGIC_MERGE_PATCH)

@@ -2,23 +2,29 @@
 
 A host qualifies when it is Ready and schedulable, its memory can hold the
 class's memory at all (a VM never spans hosts; vCPUs may outnumber the host's
-CPUs, as KubeVirt allows: they are threads), and, for a class with reservations (``guaranteed-*``), its
-allocatable amounts minus what pods request and other VMs reserve still cover
-the reservation.  Among those, the host with the most unreserved memory wins,
-then CPU, as vSphere HA and DRS prefer.  Pure functions over the informers'
-objects, so the rules are tested without a cluster.
+CPUs, as KubeVirt allows: they are threads), and, for a class with reservations
+(``guaranteed-*``), what is left of its allocatable after what pods request and other
+VMs reserve still covers the reservation.  "Allocatable", "requested" and "fits" are
+``controllers.capacity``'s, the pod scheduler's own numbers, so a VM is never placed
+where the scheduler would see no room.  Among the hosts that qualify, the one with the
+most unreserved memory wins, then CPU, as vSphere HA and DRS prefer.  Pure functions
+over the informers' objects, so the rules are tested without a cluster.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
 
 from atoll.api import quantity
-from atoll.controllers.scheduler.resources import Resources, parse_list, pod_requests
+from atoll.controllers import capacity
+from atoll.controllers.capacity import Resources
 
 NO_HOSTS, INSUFFICIENT, SATISFIED = "NoAvailableHosts", "InsufficientResources", \
     "PlacementSatisfied"
+
+#: what is requested on a host by name: pods' requests plus other VMs' reservations
+Requested = Callable[[str], Resources]
 
 
 @dataclass(frozen=True)
@@ -27,17 +33,14 @@ class Demand:
 
     cpus: int
     memory: int
-    reserved: Resources
+    reserved: Resources = field(default_factory=Resources)
 
 
 def demand(klass: dict[str, Any]) -> Demand:
-    spec = klass.get("spec") or {}
-    hw = spec.get("hardware") or {}
-    requests = ((spec.get("policies") or {}).get("resources") or {}).get("requests") or {}
-    problems: list[str] = []
-    reserved = parse_list(requests, "spec.policies.resources.requests", problems)
+    hw = (klass.get("spec") or {}).get("hardware") or {}
     return Demand(cpus=int(hw.get("cpus") or 1),
-                  memory=int(quantity.parse(hw.get("memory") or "0")), reserved=reserved)
+                  memory=int(quantity.parse(hw.get("memory") or "0")),
+                  reserved=capacity.class_reservation(klass) or Resources())
 
 
 @dataclass(frozen=True)
@@ -61,24 +64,16 @@ def usable(node: dict[str, Any]) -> str:
     return ""
 
 
-def used_on(node_name: str, pods: Iterable[dict[str, Any]],
-            vm_reservations: Iterable[tuple[str, Resources]]) -> Resources:
-    """What pods request and VMs reserve on ``node_name``."""
-    used = Resources()
-    for pod in pods:
-        spec = pod.get("spec") or {}
-        phase = (pod.get("status") or {}).get("phase")
-        if spec.get("nodeName") == node_name and phase not in ("Succeeded", "Failed"):
-            need, _ = pod_requests(spec, [])
-            used.add(need)
-    for host, reserved in vm_reservations:
-        if host == node_name:
-            used.add(reserved)
+def requested_on(node_name: str, pods: Iterable[dict[str, Any]],
+                 vm_reservations: Iterable[Resources]) -> Resources:
+    """What the node's ``pods`` request plus what the VMs placed there reserve."""
+    used = capacity.requested_by(pods, node_name)
+    for reserved in vm_reservations:
+        used.add(reserved)
     return used
 
 
-def place(want: Demand, nodes: list[dict[str, Any]], pods: list[dict[str, Any]],
-          vm_reservations: list[tuple[str, Resources]]) -> Decision:
+def place(want: Demand, nodes: list[dict[str, Any]], requested: Requested) -> Decision:
     candidates: list[tuple[int, int, str]] = []
     why: list[str] = []
     for node in nodes:
@@ -86,24 +81,21 @@ def place(want: Demand, nodes: list[dict[str, Any]], pods: list[dict[str, Any]],
         if reason := usable(node):
             why.append(f"{name}: {reason}")
             continue
-        status = node.get("status") or {}
-        capacity = parse_list(status.get("capacity"), "capacity", [])
-        allocatable = parse_list(status.get("allocatable") or status.get("capacity"),
-                                 "allocatable", [])
-        if want.memory > capacity.memory:
-            why.append(f"{name}: has {capacity.memory >> 20} MiB of memory, the class needs "
+        hardware = capacity.node_capacity(node)
+        if want.memory > hardware.memory:
+            why.append(f"{name}: has {hardware.memory >> 20} MiB of memory, the class needs "
                        f"{want.memory >> 20} MiB")
             continue
-        used = used_on(name, pods, vm_reservations)
-        free_cpu = allocatable.milli_cpu - used.milli_cpu
-        free_mem = allocatable.memory - used.memory
-        if want.reserved.milli_cpu > free_cpu or want.reserved.memory > free_mem:
-            why.append(f"{name}: {max(free_cpu, 0)}m CPU and {max(free_mem, 0) >> 20} MiB "
-                       f"unreserved, the class reserves {want.reserved.milli_cpu}m and "
-                       f"{want.reserved.memory >> 20} MiB")
+        allocatable = capacity.node_allocatable(node)
+        used = requested(name)
+        left = capacity.free(allocatable, used)
+        if capacity.shortfalls(want.reserved, allocatable, used, new_pod=False):
+            why.append(f"{name}: {max(left.milli_cpu, 0)}m CPU and "
+                       f"{max(left.memory, 0) >> 20} MiB unreserved, the class reserves "
+                       f"{want.reserved.milli_cpu}m and {want.reserved.memory >> 20} MiB")
             continue
-        candidates.append((free_mem - want.reserved.memory, free_cpu - want.reserved.milli_cpu,
-                           name))
+        candidates.append((left.memory - want.reserved.memory,
+                           left.milli_cpu - want.reserved.milli_cpu, name))
     if candidates:
         _, _, host = max(candidates, key=lambda c: (c[0], c[1], _reverse(c[2])))
         return Decision(host, SATISFIED, f"placed on {host}")

@@ -15,95 +15,91 @@ agent stops it, removes its disks, then the finalizer.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
-import time
-from typing import Any
+from typing import Any, Iterable
 
 from atoll.api import conditions as cond
+from atoll.api.timestamps import parse_rfc3339
 from atoll.api.vmoperator import names as n
+from atoll.client import indexers as ix
+from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
 from atoll.client.events import NORMAL, WARNING, EventRecorder
-from atoll.client.informer import Informer, object_key
-from atoll.client.rest import ApiClient
 from atoll.client.status import patch_with_retry, with_finalizer, without_finalizer
-from atoll.client.workqueue import WorkQueue
-from atoll.controllers.runner import run_workers
-from atoll.controllers.scheduler.resources import Resources
+from atoll.controllers import capacity
+from atoll.controllers.capacity import Resources
 from atoll.controllers.vmoperator import placement
 
 log = logging.getLogger(__name__)
 IMAGE_KINDS = ("VirtualMachineImage", "ClusterVirtualMachineImage")
 UNREACHABLE = "node.kubernetes.io/unreachable"
+#: images by display name (``status.name``): "namespace/name" for namespaced ones
+IMAGE_DISPLAY_NAME = "image-display-name"
 
 
-def unreachable_since(node: dict[str, Any]) -> float | None:
+def by_display_name(image: dict[str, Any]) -> Iterable[str]:
+    name = (image.get("status") or {}).get("name")
+    if not isinstance(name, str) or not name:
+        return []
+    ns = (image.get("metadata") or {}).get("namespace")
+    return [f"{ns}/{name}" if ns else name]
+
+
+def unreachable_since(node: dict[str, Any], now: float) -> float | None:
     """When the node lifecycle controller declared the host unreachable (its taint's
-    timeAdded), or None while it is reachable."""
+    timeAdded; ``now`` if it has none readable), or None while it is reachable."""
     for taint in (node.get("spec") or {}).get("taints") or []:
         if taint.get("key") == UNREACHABLE and taint.get("effect") == "NoExecute":
-            added = taint.get("timeAdded")
-            try:
-                return dt.datetime.fromisoformat(str(added).replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                return time.time()
+            added = parse_rfc3339(taint.get("timeAdded"))
+            return now if added is None else added
     return None
 
 
-class VirtualMachineController:
+class VirtualMachineController(Controller):
     name = "virtualmachine-controller"
+    default_workers = 2
+    #: seconds a host stays unreachable before its protected VMs start elsewhere; its agent
+    #: has powered them off by then (it fences itself when it cannot renew its Lease)
+    ha_delay: float = 1.0
 
-    def __init__(self, client: ApiClient, *, pods: Informer, workers: int = 2,
-                 ha_delay: float = 1.0) -> None:
-        self.client = client
-        self.workers = workers
-        #: seconds a host stays unreachable before its protected VMs start elsewhere; its agent
-        #: has powered them off by then (it fences itself when it cannot renew its Lease)
-        self.ha_delay = ha_delay
-        self.pods = pods
-        self.vms = Informer(client, n.GROUP, n.VERSION, "virtualmachines")
-        self.classes = Informer(client, n.GROUP, n.VERSION, "virtualmachineclasses")
-        self.images = Informer(client, n.GROUP, n.VERSION, "virtualmachineimages")
-        self.cluster_images = Informer(client, n.GROUP, n.VERSION, "clustervirtualmachineimages")
-        self.nodes = Informer(client, "", "v1", "nodes")
-        self.queue: WorkQueue[str] = WorkQueue()
-        self.events = EventRecorder(client, "vmoperator-controller")
-        self.vms.add_handler(lambda kind, vm, old: self.queue.add(object_key(vm)))
-        for informer in (self.classes, self.images, self.cluster_images):
-            informer.add_handler(self._on_dependency)
-        self.nodes.add_handler(self._on_node)
+    def declare(self, b: Builder) -> None:
+        self.events = EventRecorder(self.client, "vmoperator-controller")
+        self._events_task: asyncio.Task[None] | None = None
+        self.vms = b.primary(n.GROUP, n.VERSION, "virtualmachines",
+                             indexers={capacity.VM_HOST: capacity.by_vm_host,
+                                       capacity.VM_CLASS: capacity.by_vm_class})
+        # a class or image changed: look again at the VMs still waiting for one (or for room,
+        # which a changed reservation may have given back)
+        self.classes = b.watches(n.GROUP, n.VERSION, "virtualmachineclasses", self._unplaced)
+        images = {IMAGE_DISPLAY_NAME: by_display_name}
+        self.images = b.watches(n.GROUP, n.VERSION, "virtualmachineimages", self._unplaced,
+                                indexers=images)
+        self.cluster_images = b.watches(n.GROUP, n.VERSION, "clustervirtualmachineimages",
+                                        self._unplaced, indexers=images)
+        self.nodes = b.watches("", "v1", "nodes", self._on_node)
+        #: what pods request on a host (placement counts them as the scheduler does)
+        self.pods = b.reads("", "v1", "pods", indexers={ix.NODE_NAME: ix.by_node_name})
 
-    def _on_dependency(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        """A class or image changed: look again at the VMs still waiting for one."""
-        for vm in self.vms.list():
-            if not (vm["metadata"].get("labels") or {}).get(n.HOST_LABEL):
-                self.queue.add(object_key(vm))
+    def _unplaced(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> set[str]:
+        return self.vms.index_keys(capacity.VM_HOST, "")
 
-    def _on_node(self, kind: str, node: dict[str, Any], old: dict[str, Any] | None) -> None:
-        """Room may have appeared (or a host gone): retry unplaced VMs, and VMs of a deleted
-        host that are being deleted."""
+    def _on_node(self, kind: str, node: dict[str, Any], old: dict[str, Any] | None) -> set[str]:
+        """Room may have appeared (or a host gone): retry unplaced VMs, and the VMs of a host
+        that is deleted or unreachable (deletion, fail-over)."""
         name = node["metadata"]["name"]
-        gone = kind == "DELETED" or unreachable_since(node) is not None
-        for vm in self.vms.list():
-            host = (vm["metadata"].get("labels") or {}).get(n.HOST_LABEL)
-            if not host or (gone and host == name):
-                self.queue.add(object_key(vm))
+        keys = self.vms.index_keys(capacity.VM_HOST, "")
+        if kind == "DELETED" or unreachable_since(node, self.clock()) is not None:
+            keys |= self.vms.index_keys(capacity.VM_HOST, name)
+        return keys
 
-    async def run(self) -> None:
-        informers = [self.vms, self.classes, self.images, self.cluster_images, self.nodes]
-        tasks = [asyncio.create_task(i.run()) for i in informers]
-        tasks.append(asyncio.create_task(self.events.run()))
-        try:
-            await asyncio.gather(*(i.synced.wait() for i in informers), self.pods.synced.wait())
-            await run_workers(self.name, self.queue, self.reconcile, self.workers)
-        finally:
-            for t in tasks:
-                t.cancel()
+    async def on_synced(self) -> None:
+        if self._events_task is None or self._events_task.done():
+            self._events_task = asyncio.create_task(self.events.run(), name=f"{self.name}-events")
 
     # -- reconcile -------------------------------------------------------------------------------
-    async def reconcile(self, key: str) -> float | None:
+    async def reconcile(self, key: str) -> Result:
         vm = self.vms.get(key)
         if vm is None:
-            return None
+            return DONE
         vm = dict(vm, apiVersion=n.API_VERSION, kind="VirtualMachine")  # as Events name it
         ns, name = vm["metadata"]["namespace"], vm["metadata"]["name"]
         path = n.vm_path(ns, name)
@@ -111,7 +107,7 @@ class VirtualMachineController:
         if vm["metadata"].get("deletionTimestamp"):
             if not host or self.nodes.get(host) is None:
                 await patch_with_retry(self.client, path, vm, without_finalizer(n.FINALIZER))
-            return None
+            return DONE
         vm = await patch_with_retry(self.client, path, vm, with_finalizer(n.FINALIZER))
 
         updates, status = [], {}
@@ -136,7 +132,7 @@ class VirtualMachineController:
         decision: placement.Decision | None = None
         if not host and klass is not None and image is not None:
             decision = placement.place(placement.demand(klass), self.nodes.list(),
-                                       self.pods.list(), self._reservations())
+                                       self._requested)
             updates.append(cond.condition(n.PLACEMENT_READY, decision.host is not None,
                                           decision.reason, decision.message))
         elif host:
@@ -145,7 +141,7 @@ class VirtualMachineController:
             if klass is not None and n.ha_protected(vm, klass):
                 wait = await self._fail_over(vm, klass, host)
                 if wait is not None:
-                    return wait
+                    return requeue_after(wait)
 
         def change(current: dict[str, Any]) -> dict[str, Any] | None:
             old = current.get("status") or {}
@@ -166,7 +162,7 @@ class VirtualMachineController:
             self.events.record(vm, NORMAL, "Placed", f"placed on {decision.host}")
         elif decision is not None:
             self.events.record(vm, WARNING, decision.reason, decision.message)
-        return None
+        return DONE
 
     async def _fail_over(self, vm: dict[str, Any], klass: dict[str, Any],
                          host: str) -> float | None:
@@ -182,16 +178,15 @@ class VirtualMachineController:
                 return None
             since = 0.0
         else:
-            since = unreachable_since(node)
+            since = unreachable_since(node, self.clock())
         if since is None:
             return None
-        wait = since + self.ha_delay - time.time()
+        wait = since + self.ha_delay - self.clock()
         if wait > 0:
             return wait
         decision = placement.place(placement.demand(klass),
                                    [nd for nd in self.nodes.list()
-                                    if nd["metadata"]["name"] != host],
-                                   self.pods.list(), [r for r in self._reservations()])
+                                    if nd["metadata"]["name"] != host], self._requested)
         if not decision.host:
             self.events.record(vm, WARNING, "HARestartFailed",
                                f"host {host} is unreachable and no other host can take the VM: "
@@ -234,9 +229,9 @@ class VirtualMachineController:
         if not found:  # by display name
             for kind in kinds:
                 informer = self.images if kind == "VirtualMachineImage" else self.cluster_images
-                found += [dict(obj, kind=kind) for obj in informer.list()
-                          if (obj.get("status") or {}).get("name") == wanted and
-                          (kind != "VirtualMachineImage" or obj["metadata"]["namespace"] == ns)]
+                key = f"{ns}/{wanted}" if kind == "VirtualMachineImage" else wanted
+                found += [dict(obj, kind=kind)
+                          for obj in informer.by_index(IMAGE_DISPLAY_NAME, key)]
         if not found:
             return None, ("NotFound", f"no VirtualMachineImage or ClusterVirtualMachineImage "
                                       f"named {wanted!r}")
@@ -248,15 +243,13 @@ class VirtualMachineController:
             return None, ("NotReady", f"image {image['metadata']['name']} is not ready")
         return image, ("", "")
 
-    def _reservations(self) -> list[tuple[str, Resources]]:
-        """What each placed VM reserves on its host (its class's requests)."""
-        out = []
-        for vm in self.vms.list():
-            host = (vm["metadata"].get("labels") or {}).get(n.HOST_LABEL)
-            if not host:
-                continue
-            klass = self.classes.get(f"{vm['metadata']['namespace']}/"
-                                     f"{(vm.get('spec') or {}).get('className', '')}")
-            if klass is not None:
-                out.append((host, placement.demand(klass).reserved))
-        return out
+    def _requested(self, host: str) -> Resources:
+        """What is taken on ``host``: its pods' requests and its placed VMs' reservations
+        (their classes' requests), from the indexes by node and by host."""
+        reservations = []
+        for vm in self.vms.by_index(capacity.VM_HOST, host):
+            reserved = capacity.class_reservation(self.classes.get(capacity.vm_class_key(vm)))
+            if reserved is not None:
+                reservations.append(reserved)
+        return placement.requested_on(host, self.pods.by_index(ix.NODE_NAME, host),
+                                      reservations)

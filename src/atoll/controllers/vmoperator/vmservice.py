@@ -3,24 +3,23 @@
 As vm-operator realizes it: a selectorless core/v1 Service of the same name
 (owned by the VirtualMachineService, so the garbage collector removes it),
 and an Endpoints object listing the matching VMs' primary addresses, ready ones
-under ``addresses`` and the others under ``notReadyAddresses``.  Reconciled
-from informers on both kinds, so Endpoints follow VMs as they come, go, and
-change readiness.
+under ``addresses`` and the others under ``notReadyAddresses``.  A change to a
+VM enqueues the services of its namespace whose selector picks it (before or
+after the change), so Endpoints follow VMs as they come, go, and change
+readiness.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 from atoll.api import conditions as cond
 from atoll.api import errors
 from atoll.api.vmoperator import names as n
-from atoll.client.informer import Informer, object_key
-from atoll.client.rest import ApiClient
-from atoll.client.workqueue import WorkQueue
-from atoll.controllers.runner import run_workers
+from atoll.client import indexers as ix
+from atoll.client.controller import DONE, Builder, Controller, Result
+from atoll.client.informer import object_key
 
 log = logging.getLogger(__name__)
 MANAGED_BY = "vmoperator.atoll.dev/virtualmachineservice"
@@ -91,44 +90,33 @@ def _owner(vms: dict[str, Any]) -> dict[str, Any]:
             "controller": True, "blockOwnerDeletion": True}
 
 
-class VirtualMachineServiceController:
+class VirtualMachineServiceController(Controller):
     name = "vmservice-controller"
+    default_workers = 2
 
-    def __init__(self, client: ApiClient) -> None:
-        self.client = client
-        self.services = Informer(client, n.GROUP, n.VERSION, "virtualmachineservices")
-        self.vms = Informer(client, n.GROUP, n.VERSION, "virtualmachines")
-        self.queue: WorkQueue[str] = WorkQueue()
-        self.services.add_handler(lambda kind, s, old: self.queue.add(object_key(s)))
-        self.vms.add_handler(self._on_vm)
+    def declare(self, b: Builder) -> None:
+        self.services = b.primary(n.GROUP, n.VERSION, "virtualmachineservices")
+        self.vms = b.watches(n.GROUP, n.VERSION, "virtualmachines", self._on_vm)
 
-    def _on_vm(self, kind: str, vm: dict[str, Any], old: dict[str, Any] | None) -> None:
-        """Every service whose selector picks the VM (before or after the change)."""
+    def _on_vm(self, kind: str, vm: dict[str, Any], old: dict[str, Any] | None) -> Iterable[str]:
+        """Every service of the VM's namespace whose selector picks it (before or after)."""
         labels = [vm["metadata"].get("labels") or {}]
         if old is not None:
             labels.append(old["metadata"].get("labels") or {})
-        for svc in self.services.list():
-            if svc["metadata"]["namespace"] == vm["metadata"].get("namespace") and any(
-                    matches((svc.get("spec") or {}).get("selector") or {}, l) for l in labels):
-                self.queue.add(object_key(svc))
+        ns = vm["metadata"].get("namespace") or ""
+        return [object_key(svc) for svc in self.services.by_index(ix.NAMESPACE, ns)
+                if any(matches((svc.get("spec") or {}).get("selector") or {}, lb)
+                       for lb in labels)]
 
-    async def run(self) -> None:
-        tasks = [asyncio.create_task(i.run()) for i in (self.services, self.vms)]
-        try:
-            await asyncio.gather(self.services.synced.wait(), self.vms.synced.wait())
-            await run_workers(self.name, self.queue, self.reconcile, 2)
-        finally:
-            for t in tasks:
-                t.cancel()
-
-    async def reconcile(self, key: str) -> float | None:
+    async def reconcile(self, key: str) -> Result:
         vms = self.services.get(key)
         if vms is None or vms["metadata"].get("deletionTimestamp"):
-            return None  # the garbage collector removes what it owned
+            return DONE  # the garbage collector removes what it owned
         ns = vms["metadata"]["namespace"]
         await self._apply(f"/api/v1/namespaces/{ns}/services", service_for(vms))
-        await self._apply(f"/api/v1/namespaces/{ns}/endpoints", endpoints_for(vms, self.vms.list()))
-        return None
+        await self._apply(f"/api/v1/namespaces/{ns}/endpoints",
+                          endpoints_for(vms, self.vms.by_index(ix.NAMESPACE, ns)))
+        return DONE
 
     async def _apply(self, collection: str, desired: dict[str, Any]) -> None:
         path = f"{collection}/{desired['metadata']['name']}"

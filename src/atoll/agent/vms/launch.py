@@ -1,0 +1,203 @@
+"""Everything a VM's QEMU needs before it starts: hardware, image files, disks, seed, config.
+
+``LaunchPreparer`` reads the VM's class and image from the API, fetches the image's blobs
+into the host cache, makes the copy-on-write boot disk and the claims' raw disks, and builds
+the cloud-init seed; ``launch_config`` assembles QEMU's ``LaunchConfig`` once the NIC and the
+accelerator are known.  A problem its owner can fix is a ``VMSetupError``, which the worker
+turns into a condition (and a back-off), never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atoll.agent.runtime import accel
+from atoll.agent.runtime.qemu import Disk, LaunchConfig, Nic
+from atoll.agent.vms import bootstrap as vmbootstrap
+from atoll.agent.vms.network import VMAddress
+from atoll.api import errors, quantity
+from atoll.api.vmoperator import names as n
+from atoll.client.rest import ApiClient
+
+MIB = 1024 * 1024
+
+#: the VM's blob store: digest and size in, local path out
+FetchBlob = Callable[[str, int], Awaitable[Path]]
+
+
+class VMSetupError(Exception):
+    """A VM cannot be started for a reason its owner can fix; becomes a condition."""
+
+    def __init__(self, condition: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.condition, self.reason, self.message = condition, reason, message
+
+
+@dataclass
+class Resources:
+    """What the VM's class and image give it: vCPUs, memory, boot files and disks."""
+
+    cpus: int
+    memory_mib: int
+    content: dict[str, Any]   # the image's spec.content
+    kernel: Path | None
+    initrd: Path | None
+    disks: list[Disk]         # boot disk (if any), then the claims
+
+
+class LaunchPreparer:
+    """Prepares the files of one VM: disks under ``disks_dir``, the seed under ``run_dir``."""
+
+    def __init__(self, client: ApiClient, fetch_blob: FetchBlob, *, disks_dir: Path,
+                 run_dir: Path, claims_dir: Path, qemu_img: str) -> None:
+        self.client = client
+        self.fetch_blob = fetch_blob
+        self.disks = disks_dir
+        self.run = run_dir
+        self.claims = claims_dir
+        self.qemu_img = qemu_img
+
+    async def resources(self, vm: dict[str, Any]) -> Resources:
+        """The class's hardware, the image's kernel/initrd/disk, and the claims as disks."""
+        ns = vm["metadata"]["namespace"]
+        cpus, memory = await self.hardware(vm)
+        image = await self.image(vm)
+        content = (image.get("spec") or {}).get("content") or {}
+        kernel = await self.blob(content.get("kernel"))
+        initrd = await self.blob(content.get("initrd"))
+        disks: list[Disk] = []
+        if content.get("disk"):
+            disks.append(await self.boot_disk(vm, content["disk"]))
+        if kernel is None and not disks:
+            raise VMSetupError(n.IMAGE_READY, "ImageNotBootable",
+                               f"image {image['metadata']['name']} has neither a kernel nor a disk")
+        disks += await self.volumes(vm, ns)
+        return Resources(cpus, memory, content, kernel, initrd, disks)
+
+    async def hardware(self, vm: dict[str, Any]) -> tuple[int, int]:
+        """(vCPUs, MiB of memory) from the VM's VirtualMachineClass."""
+        ns, name = vm["metadata"]["namespace"], (vm.get("spec") or {}).get("className", "")
+        try:
+            klass = await self.client.get(n.class_path(ns, name))
+        except errors.NotFound:
+            raise VMSetupError(n.CLASS_READY, "NotFound",
+                               f"VirtualMachineClass {name} not found in {ns}") from None
+        hw = (klass.get("spec") or {}).get("hardware") or {}
+        cpus = int(hw.get("cpus") or 1)
+        memory = int(quantity.parse(hw.get("memory") or "512Mi") // MIB)
+        return max(1, cpus), max(64, memory)
+
+    async def image(self, vm: dict[str, Any]) -> dict[str, Any]:
+        ref = (vm.get("status") or {}).get("image") or {}
+        kind, name = ref.get("kind", ""), ref.get("name", "")
+        if not name:
+            raise VMSetupError(n.IMAGE_READY, "NotResolved", "the image is not resolved yet")
+        try:
+            return await self.client.get(n.image_path(kind, name, vm["metadata"]["namespace"]))
+        except errors.NotFound:
+            raise VMSetupError(n.IMAGE_READY, "NotFound", f"{kind} {name} not found") from None
+
+    async def blob(self, ref: dict[str, Any] | None) -> Path | None:
+        if not ref:
+            return None
+        try:
+            return await self.fetch_blob(str(ref["digest"]), int(ref.get("size") or 0))
+        except errors.NotFound:
+            raise VMSetupError(n.IMAGE_READY, "ContentMissing",
+                               f"the content library has no {ref.get('digest')}") from None
+        except (OSError, ValueError, KeyError) as e:
+            raise VMSetupError(n.IMAGE_READY, "ContentUnavailable", str(e)) from None
+
+    async def boot_disk(self, vm: dict[str, Any], ref: dict[str, Any]) -> Disk:
+        """A copy-on-write qcow2 over the cached image, grown to ``advanced.bootDiskCapacity``."""
+        boot = self.disks / "boot.qcow2"
+        if not boot.exists():
+            base = await self.blob(ref)
+            assert base is not None
+            self.disks.mkdir(parents=True, exist_ok=True)
+            argv = [self.qemu_img, "create", "-q", "-f", "qcow2", "-F",
+                    str(ref.get("format") or "qcow2"), "-b", str(base), str(boot) + ".tmp"]
+            capacity = ((vm.get("spec") or {}).get("advanced") or {}).get("bootDiskCapacity")
+            if capacity:
+                size = int(quantity.parse(capacity))
+                if size < int(ref.get("virtualSize") or 0):
+                    raise VMSetupError(n.STORAGE_READY, "BootDiskTooSmall",
+                                       f"bootDiskCapacity {capacity} is smaller than the image")
+                argv.append(str(size))
+            await _run(argv, n.STORAGE_READY, "BootDiskFailed")
+            (boot.parent / (boot.name + ".tmp")).rename(boot)
+        return Disk(boot, format="qcow2", serial="boot")
+
+    async def volumes(self, vm: dict[str, Any], ns: str) -> list[Disk]:
+        """PersistentVolumeClaims as extra disks: a raw file per claim on this host."""
+        out = []
+        for vol in (vm.get("spec") or {}).get("volumes") or []:
+            claim = (vol.get("persistentVolumeClaim") or {}).get("claimName")
+            if not claim:
+                continue
+            try:
+                pvc = await self.client.get(
+                    f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}")
+            except errors.NotFound:
+                raise VMSetupError(n.STORAGE_READY, "NotFound",
+                                   f"PersistentVolumeClaim {claim} not found") from None
+            requests = ((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}
+            size = int(quantity.parse(requests.get("storage") or "1Gi"))
+            path = self.claims / f"{ns}_{claim}_{pvc['metadata']['uid']}.img"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                await _run([self.qemu_img, "create", "-q", "-f", "raw", str(path), str(size)],
+                           n.STORAGE_READY, "VolumeFailed")
+            readonly = bool((vol.get("persistentVolumeClaim") or {}).get("readOnly"))
+            out.append(Disk(path, format="raw", readonly=readonly,
+                            serial=str(vol.get("name"))[:20]))
+        return out
+
+    async def seed(self, vm: dict[str, Any], host: str, address: VMAddress) -> Path:
+        """The cloud-init NoCloud seed (``cidata``): user data, instance id, network config."""
+        from atoll.vmimage.seed import make_seed
+
+        ns = vm["metadata"]["namespace"]
+        raw = None
+        ref = vmbootstrap.raw_secret_ref(vm)
+        try:
+            if ref is not None:
+                try:
+                    secret = await self.client.get(f"/api/v1/namespaces/{ns}/secrets/{ref[0]}")
+                except errors.NotFound:
+                    raise vmbootstrap.BootstrapError(f"Secret {ref[0]} not found") from None
+                raw = vmbootstrap.secret_value(secret, ref[1])
+            user_data = vmbootstrap.user_data(vm, raw)
+        except vmbootstrap.BootstrapError as e:
+            raise VMSetupError(n.BOOTSTRAP_READY, "BootstrapDataInvalid", str(e)) from None
+        seed = self.run / "seed.iso"
+        self.run.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(make_seed, seed, vmbootstrap.instance_id(vm), host, user_data,
+                                vmbootstrap.network_config(address))
+        return seed
+
+
+def launch_config(vm: dict[str, Any], uid: str, res: Resources, *, accelerator: str,
+                  address: VMAddress, host: str) -> LaunchConfig:
+    """QEMU's launch: the resources, the seed already among ``res.disks``, one NIC."""
+    return LaunchConfig(
+        name=f"{vm['metadata']['namespace']}/{vm['metadata']['name']}", uuid=uid, cpus=res.cpus,
+        memory_mib=res.memory_mib, accel=accelerator, kernel=res.kernel, initrd=res.initrd,
+        cmdline=vmbootstrap.kernel_cmdline(
+            address, host, " ".join(filter(None, (
+                accel.tcg_kernel_args() if accelerator == "tcg" else "",
+                res.content.get("kernelArgs", ""))))),
+        disks=res.disks, nics=[Nic(address.tap, address.mac)])
+
+
+async def _run(argv: list[str], condition: str, reason: str) -> None:
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise VMSetupError(condition, reason, out.decode(errors="replace").strip()[-500:])

@@ -1,0 +1,368 @@
+"""core/v1 kinds (but pods, events and volumes, in their own modules): namespaces, nodes,
+services, endpoints, configmaps, secrets, service accounts, resource quotas, limit ranges.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import random
+from typing import Any
+
+from atoll.api import errors
+from atoll.api.printing import (Cells, _age, _age_col, _dict, _get, _int, _list, _name,
+                                _name_col, _quantity, _str, _wide, column, created_at_printer,
+                                format_labels, printer)
+from atoll.api.resources.base import Kind, field_bool, field_str
+from atoll.api.resourcetype import ALL_VERBS, STATUS, Subresource, builtin
+from atoll.api.strategy import ObjectReader, Strategy
+
+NAMESPACES = builtin("", "v1", "Namespace", "namespaces", False, short_names=("ns",),
+                     name_rule="label",
+                     subresources=(STATUS, Subresource("finalize", verbs=("update",))),
+                     generation=False,
+                     verbs=tuple(v for v in ALL_VERBS if v != "deletecollection"))
+NODES = builtin("", "v1", "Node", "nodes", False, short_names=("no",), subresources=(STATUS,),
+                generation=False)
+SERVICES = builtin("", "v1", "Service", "services", True, short_names=("svc",),
+                   categories=("all",), subresources=(STATUS,), name_rule="dns1035")
+ENDPOINTS = builtin("", "v1", "Endpoints", "endpoints", True, short_names=("ep",),
+                    generation=False)
+CONFIGMAPS = builtin("", "v1", "ConfigMap", "configmaps", True, short_names=("cm",),
+                     generation=False)
+SECRETS = builtin("", "v1", "Secret", "secrets", True, generation=False)
+SERVICEACCOUNTS = builtin("", "v1", "ServiceAccount", "serviceaccounts", True,
+                          short_names=("sa",),
+                          subresources=(Subresource("token", kind="TokenRequest",
+                                                    group="authentication.k8s.io",
+                                                    version="v1", verbs=("create",)),),
+                          generation=False)
+RESOURCEQUOTAS = builtin("", "v1", "ResourceQuota", "resourcequotas", True,
+                         short_names=("quota",), subresources=(STATUS,))
+LIMITRANGES = builtin("", "v1", "LimitRange", "limitranges", True, short_names=("limits",),
+                      generation=False)
+
+
+# -- namespaces ----------------------------------------------------------------------------------
+class NamespaceStrategy(Strategy):
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        obj["spec"] = {"finalizers": ["kubernetes"]}
+        obj["status"] = {"phase": "Active"}
+        meta = obj["metadata"]
+        labels = meta.get("labels")
+        if labels is None or isinstance(labels, dict):
+            meta["labels"] = dict(labels or {})
+            meta["labels"]["kubernetes.io/metadata.name"] = meta.get("name", "")
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        if subresource != "finalize":
+            new["spec"] = old.get("spec", {})
+        labels = new["metadata"].get("labels")
+        if labels is None or isinstance(labels, dict):
+            new["metadata"]["labels"] = dict(labels or {})
+            new["metadata"]["labels"]["kubernetes.io/metadata.name"] = new["metadata"]["name"]
+
+    def graceful_delete(self, rt, obj, grace):  # type: ignore[no-untyped-def]
+        return True
+
+    def on_delete_marked(self, rt, obj):  # type: ignore[no-untyped-def]
+        obj.setdefault("status", {})["phase"] = "Terminating"
+
+    def ready_to_delete(self, obj):  # type: ignore[no-untyped-def]
+        return super().ready_to_delete(obj) and not (obj.get("spec") or {}).get("finalizers")
+
+
+@printer(columns=[_name_col(), column("Status", description="The status of the namespace"),
+                                 _age_col()])
+def _namespace(obj: dict[str, Any], now: float) -> Cells:
+    return [_name(obj), _str(_get(obj, "status", "phase")), _age(obj, now)]
+
+
+# -- nodes ---------------------------------------------------------------------------------------
+@printer(columns=[
+    _name_col(), column("Status", description="The status of the node"),
+    column("Roles", description="The roles of the node"), _age_col(),
+    column("Version", description="Kubelet Version reported by the node."),
+    _wide("Internal-IP", "List of addresses reachable to the node."),
+    _wide("External-IP", "List of addresses reachable to the node."),
+    _wide("OS-Image", "OS Image reported by the node from /etc/os-release."),
+    _wide("Kernel-Version", "Kernel Version reported by the node from 'uname -r'."),
+    _wide("Container-Runtime", "ContainerRuntime Version reported by the node through runtime "
+                               "remote API."),
+])
+def _node(obj: dict[str, Any], now: float) -> Cells:
+    status = []
+    ready = next((c for c in _list(_get(obj, "status", "conditions"))
+                  if isinstance(c, dict) and c.get("type") == "Ready"), None)
+    if ready is not None:
+        status.append("Ready" if ready.get("status") == "True" else "NotReady")
+    else:
+        status.append("Unknown")
+    if _get(obj, "spec", "unschedulable") is True:
+        status.append("SchedulingDisabled")
+    info = _dict(_get(obj, "status", "nodeInfo"))
+    return [_name(obj), ",".join(status), ",".join(_node_roles(obj)) or "<none>", _age(obj, now),
+            _str(info.get("kubeletVersion")),
+            _node_address(obj, "InternalIP"), _node_address(obj, "ExternalIP"),
+            _str(info.get("osImage")) or "<unknown>", _str(info.get("kernelVersion")) or "<unknown>",
+            _str(info.get("containerRuntimeVersion")) or "<unknown>"]
+
+
+def _node_roles(obj: dict[str, Any]) -> list[str]:
+    """Roles from ``node-role.kubernetes.io/<role>`` keys and the ``kubernetes.io/role`` value."""
+    roles = set()
+    for key, value in _dict(_get(obj, "metadata", "labels")).items():
+        if key.startswith("node-role.kubernetes.io/"):
+            role = key[len("node-role.kubernetes.io/"):]
+            if role:
+                roles.add(role)
+        elif key == "kubernetes.io/role" and value:
+            roles.add(value)
+    return sorted(roles)
+
+
+def _node_address(obj: dict[str, Any], kind: str) -> str:
+    for addr in _list(_get(obj, "status", "addresses")):
+        if isinstance(addr, dict) and addr.get("type") == kind:
+            return _str(addr.get("address"))
+    return "<none>"
+
+
+# -- services and endpoints ----------------------------------------------------------------------
+SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
+
+
+class ServiceStrategy(Strategy):
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            obj["spec"] = spec = {}
+        spec.setdefault("type", "ClusterIP")
+        spec.setdefault("sessionAffinity", "None")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        for p in spec.get("ports") or []:
+            if isinstance(p, dict):
+                p.setdefault("protocol", "TCP")
+                if "targetPort" not in p and "port" in p:
+                    p["targetPort"] = p["port"]
+        if spec.get("type") != "ExternalName" and not spec.get("clusterIP"):
+            spec["clusterIP"] = _allocate_cluster_ip(svc)
+            spec["clusterIPs"] = [spec["clusterIP"]]
+        elif spec.get("clusterIP") and "clusterIPs" not in spec:
+            spec["clusterIPs"] = [spec["clusterIP"]]
+        obj.setdefault("status", {"loadBalancer": {}})
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        old_spec, new_spec = old.get("spec") or {}, new.get("spec")
+        if isinstance(new_spec, dict) and old_spec.get("clusterIP") and not new_spec.get("clusterIP"):
+            new_spec["clusterIP"] = old_spec["clusterIP"]
+            new_spec["clusterIPs"] = old_spec.get("clusterIPs", [old_spec["clusterIP"]])
+
+
+def _allocate_cluster_ip(svc: ObjectReader) -> str:
+    used = set()
+    for cached in svc.read_list(SERVICES):
+        ip = (cached.obj.get("spec") or {}).get("clusterIP")
+        if ip:
+            used.add(ip)
+    size = SERVICE_CIDR.num_addresses
+    for _ in range(1000):
+        ip = str(SERVICE_CIDR.network_address + random.randrange(10, size - 1))
+        if ip not in used:
+            return ip
+    raise errors.InternalError("no cluster IP available")
+
+
+@printer(columns=[
+    _name_col(),
+    column("Type", description="type determines how the Service is exposed."),
+    column("Cluster-IP", description="clusterIP is the IP address of the service."),
+    column("External-IP", description="externalIPs is a list of IP addresses for which nodes in the "
+                                      "cluster will also accept traffic for this service."),
+    column("Port(s)", description="The list of ports that are exposed by this service."),
+    _age_col(),
+    _wide("Selector", "Route service traffic to pods with label keys and values matching this "
+                      "selector."),
+])
+def _service(obj: dict[str, Any], now: float) -> Cells:
+    spec = _dict(obj.get("spec"))
+    cluster_ip = _str(_get(spec, "clusterIPs", 0)) or _str(spec.get("clusterIP")) or "<none>"
+    return [_name(obj), _str(spec.get("type")) or "ClusterIP", cluster_ip,
+            _service_external_ip(obj), service_ports(spec.get("ports")) or "<none>", _age(obj, now),
+            format_labels(spec.get("selector"))]
+
+
+def service_ports(ports: Any) -> str:
+    """``80/TCP,443:30443/TCP``: port, node port when allocated, protocol."""
+    pieces = []
+    for p in _list(ports):
+        if not isinstance(p, dict):
+            continue
+        proto = _str(p.get("protocol")) or "TCP"
+        node_port = _int(p.get("nodePort"))
+        port = _int(p.get("port"))
+        pieces.append(f"{port}:{node_port}/{proto}" if node_port > 0 else f"{port}/{proto}")
+    return ",".join(pieces)
+
+
+def _service_external_ip(obj: dict[str, Any]) -> str:
+    spec = _dict(obj.get("spec"))
+    svc_type = _str(spec.get("type")) or "ClusterIP"
+    external = [ip for ip in _list(spec.get("externalIPs")) if isinstance(ip, str)]
+    if svc_type in ("ClusterIP", "NodePort"):
+        return ",".join(external) or "<none>"
+    if svc_type == "LoadBalancer":
+        lb = _load_balancer_ips(_get(obj, "status", "loadBalancer", "ingress"))
+        if external:
+            return ",".join(lb + external)
+        return ",".join(lb) or "<pending>"
+    if svc_type == "ExternalName":
+        return _str(spec.get("externalName"))
+    return "<unknown>"
+
+
+def _load_balancer_ips(ingress: Any) -> list[str]:
+    found = set()
+    for entry in _list(ingress):
+        if isinstance(entry, dict):
+            value = _str(entry.get("ip")) or _str(entry.get("hostname"))
+            if value:
+                found.add(value)
+    return sorted(found)
+
+
+@printer(columns=[
+    _name_col(), column("Endpoints", description="The set of all endpoints is the union of all "
+                                                  "subsets."), _age_col()])
+def _endpoints(obj: dict[str, Any], now: float) -> Cells:
+    return [_name(obj), format_endpoints(obj), _age(obj, now)]
+
+
+def format_endpoints(obj: dict[str, Any], limit: int = 3) -> str:
+    """``10.0.0.1:80,10.0.0.2:80 + 3 more...`` across subsets; ``<none>`` without subsets."""
+    subsets = [s for s in _list(obj.get("subsets")) if isinstance(s, dict)]
+    if not subsets:
+        return "<none>"
+    shown: list[str] = []
+    count = 0
+    more = False
+    for subset in subsets:
+        ips = [_str(a.get("ip")) for a in _list(subset.get("addresses")) if isinstance(a, dict)]
+        ports = [p for p in _list(subset.get("ports")) if isinstance(p, dict)]
+        for port in ports or [None]:
+            count += len(ips)
+            for ip in ips:
+                if len(shown) == limit:
+                    more = True
+                    break
+                shown.append(ip if port is None else _host_port(ip, _int(port.get("port"))))
+    text = ",".join(shown)
+    return f"{text} + {count - limit} more..." if more else text
+
+
+def _host_port(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+# -- configmaps, secrets, service accounts ----------------------------------------------------------
+@printer(columns=[_name_col(), column("Data", description="Data contains the "
+                                                                        "configuration data."),
+                                 _age_col()])
+def _configmap(obj: dict[str, Any], now: float) -> Cells:
+    return [_name(obj), len(_dict(obj.get("data"))) + len(_dict(obj.get("binaryData"))),
+            _age(obj, now)]
+
+
+class SecretStrategy(Strategy):
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        _fold_string_data(obj)
+        obj.setdefault("type", "Opaque")
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        _fold_string_data(new)
+        new.setdefault("type", old.get("type", "Opaque"))
+
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        data = obj.get("data")
+        if data is None:
+            return []
+        if not isinstance(data, dict):
+            return [errors.Cause("FieldValueTypeInvalid", "Invalid value: must be a map", "data")]
+        causes = []
+        for k, v in data.items():
+            try:
+                if not isinstance(v, str):
+                    raise ValueError
+                base64.b64decode(v, validate=True)
+            except (ValueError, binascii.Error):
+                causes.append(errors.invalid_value(f"data[{k}]", "<secret contents redacted>",
+                                                   "illegal base64 data"))
+        return causes
+
+
+def _fold_string_data(obj: dict[str, Any]) -> None:
+    sd = obj.pop("stringData", None)
+    if isinstance(sd, dict):
+        data = obj.get("data")
+        if not isinstance(data, dict):
+            data = obj["data"] = {}
+        for k, v in sd.items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+
+
+@printer(columns=[_name_col(), column("Type", description="Used to facilitate "
+                                                                      "programmatic handling of "
+                                                                      "secret data."),
+                              column("Data", description="Data contains the secret data."),
+                              _age_col()])
+def _secret(obj: dict[str, Any], now: float) -> Cells:
+    keys = set(_dict(obj.get("data"))) | set(_dict(obj.get("stringData")))
+    return [_name(obj), _str(obj.get("type")), len(keys), _age(obj, now)]
+
+
+@printer(columns=[_name_col(), column("Secrets", description="Secrets is a list "
+                                                                                 "of the secrets in "
+                                                                                 "the same namespace "
+                                                                                 "that pods running "
+                                                                                 "using this "
+                                                                                 "ServiceAccount are "
+                                                                                 "allowed to use."),
+                                      _age_col()])
+def _service_account(obj: dict[str, Any], now: float) -> Cells:
+    return [_name(obj), len(_list(obj.get("secrets"))), _age(obj, now)]
+
+
+# -- resource quotas ------------------------------------------------------------------------------
+@printer(columns=[
+    _name_col(),
+    column("Request", description="Request represents a minimum amount of cpu/memory that a "
+                                  "container may consume."),
+    column("Limit", description="Limits control the maximum amount of cpu/memory that a container "
+                                "may use independent of contention on the node."),
+    _age_col(),
+])
+def _resource_quota(obj: dict[str, Any], now: float) -> Cells:
+    hard = _dict(_get(obj, "status", "hard"))
+    used = _dict(_get(obj, "status", "used"))
+    requests, limits = [], []
+    for resource in sorted(hard):
+        target = limits if resource.split(".")[0] == "limits" and "." in resource else requests
+        target.append(f"{resource}: {_quantity(used.get(resource))}/{_quantity(hard[resource])}")
+    return [_name(obj), ", ".join(requests), ", ".join(limits), _age(obj, now)]
+
+
+NAMESPACE = Kind(NAMESPACES, NamespaceStrategy(), _namespace,
+                 lambda o: {"status.phase": field_str(_get(o, "status", "phase")),
+                            "name": field_str(_get(o, "metadata", "name"))})
+NODE = Kind(NODES, printer=_node,
+            fields=lambda o: {"spec.unschedulable": field_bool(_get(o, "spec", "unschedulable"))})
+SERVICE = Kind(SERVICES, ServiceStrategy(), _service)
+ENDPOINT = Kind(ENDPOINTS, printer=_endpoints)
+CONFIGMAP = Kind(CONFIGMAPS, printer=_configmap)
+SECRET = Kind(SECRETS, SecretStrategy(), _secret, lambda o: {"type": field_str(o.get("type"))})
+SERVICEACCOUNT = Kind(SERVICEACCOUNTS, printer=_service_account)
+RESOURCEQUOTA = Kind(RESOURCEQUOTAS, printer=_resource_quota)
+LIMITRANGE = Kind(LIMITRANGES, printer=created_at_printer)

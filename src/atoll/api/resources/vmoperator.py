@@ -1,0 +1,56 @@
+"""VM Operator's kinds (vmoperator.vmware.com), which are served from Atoll's built-in CRDs
+(``atoll.api.vmoperator``): the write rules a schema cannot state, and the kinds' storage
+identity for the server parts that look their objects up (admission, node authorization).
+"""
+
+from __future__ import annotations
+
+from atoll.api import errors
+from atoll.api.resources.base import Kind
+from atoll.api.resourcetype import ResourceType
+from atoll.api.strategy import Strategy
+from atoll.api.timestamps import rfc3339
+from atoll.api.vmoperator.names import GROUP, VERSION
+
+#: where the CRD-served kinds' objects are stored (the keys depend only on group and plural)
+VIRTUALMACHINES = ResourceType(GROUP, VERSION, "VirtualMachine", "virtualmachines", True)
+VIRTUALMACHINECLASSES = ResourceType(GROUP, VERSION, "VirtualMachineClass",
+                                     "virtualmachineclasses", True)
+VIRTUALMACHINEIMAGES = ResourceType(GROUP, VERSION, "VirtualMachineImage",
+                                    "virtualmachineimages", True)
+CLUSTERVIRTUALMACHINEIMAGES = ResourceType(GROUP, VERSION, "ClusterVirtualMachineImage",
+                                           "clustervirtualmachineimages", False)
+
+
+class VirtualMachineStrategy(Strategy):
+    """vm-operator's webhook rules for VirtualMachines that a schema cannot state."""
+
+    def validate_create(self, svc, rt, obj):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        causes = []
+        if spec.get("powerState") == "Suspended":
+            causes.append(errors.invalid_value("spec.powerState", "Suspended",
+                                               "a VirtualMachine cannot be created Suspended"))
+        if spec.get("nextRestartTime") not in (None, ""):
+            causes.append(errors.invalid_value("spec.nextRestartTime", spec["nextRestartTime"],
+                                               "can only be set on update, to \"now\""))
+        if causes:
+            raise errors.invalid(rt.kind, obj["metadata"].get("name", ""), causes, rt.group)
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        """``nextRestartTime: now`` (any case, as upstream) becomes the time of this request,
+        to the microsecond so that two restarts within a second stay two (the agent restarts
+        the VM once per value); any other new value is refused."""
+        spec = new.get("spec")
+        if subresource or not isinstance(spec, dict):
+            return
+        before = (old.get("spec") or {}).get("nextRestartTime") or ""
+        wanted = spec.get("nextRestartTime") or ""
+        if isinstance(wanted, str) and wanted.lower() == "now":
+            spec["nextRestartTime"] = rfc3339(digits=6)
+        elif wanted not in ("", before):
+            raise errors.invalid(rt.kind, new["metadata"].get("name", ""), [errors.invalid_value(
+                "spec.nextRestartTime", wanted, 'must be "now" (or left unchanged)')], rt.group)
+
+
+VIRTUALMACHINE = Kind(None, VirtualMachineStrategy(), key=VIRTUALMACHINES.kind_key)

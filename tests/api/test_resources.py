@@ -1,0 +1,80 @@
+"""The registry of built-in kinds: each declared once, and its rules see only ``ObjectReader``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from atoll.api import kinds, resources
+from atoll.api.resources import core_v1
+from atoll.api.resourcetype import ResourceType
+from atoll.api.strategy import ObjectReader, Strategy, WriteOptions
+
+
+def test_each_kind_is_declared_once() -> None:
+    keys = [k.kind_key for k in resources.SERVED + resources.EXTRA]
+    assert len(keys) == len(set(keys))
+    served = [(rt.group, rt.version, rt.plural) for rt in resources.BUILTIN]
+    assert len(served) == len(set(served))
+    assert kinds.BUILTIN == resources.BUILTIN
+    for rt in resources.BUILTIN:
+        assert resources.builtin_type(rt.group, rt.plural) is rt
+        assert resources.kind(rt.kind_key).rt is rt
+
+
+def test_declarations_hold_what_they_say() -> None:
+    for k in resources.SERVED + resources.EXTRA:
+        assert k.strategy is None or isinstance(k.strategy, Strategy), k.kind_key
+        assert (k.rt is None) == bool(k.key), k.kind_key
+    assert resources.strategy_for("/Node") is None  # the generic rules apply
+    assert resources.printer_for("/ReplicationController") is not None
+    assert resources.fields_for("apps/Deployment") is None
+
+
+def test_the_object_service_is_an_object_reader() -> None:
+    from atoll.apiserver.objects import ObjectService
+
+    for name in ("read", "read_list", "resource"):
+        assert callable(getattr(ObjectService, name)), name
+    assert "pod_toleration_seconds" in ObjectReader.__annotations__
+
+
+@dataclass
+class _Stored:
+    key: str
+    obj: dict[str, Any]
+    raw: bytes = b""
+    mod_revision: int = 1
+
+
+class _Reader:
+    """A read-only view over a dict of objects: all a strategy may use."""
+
+    pod_toleration_seconds = 300
+
+    def __init__(self, objs: list[tuple[ResourceType, dict[str, Any]]]) -> None:
+        self.objs = objs
+
+    def read(self, rt: ResourceType, namespace: str, name: str) -> _Stored | None:
+        return next((s for s in self.read_list(rt, namespace)
+                     if s.obj["metadata"]["name"] == name), None)
+
+    def read_list(self, rt: ResourceType, namespace: str = "") -> list[_Stored]:
+        prefix = rt.prefix(namespace)
+        stored = [_Stored(rt.key(o["metadata"].get("namespace", ""), o["metadata"]["name"]), o)
+                  for t, o in self.objs if t is rt]
+        return sorted((s for s in stored if s.key.startswith(prefix)), key=lambda s: s.key)
+
+    def resource(self, group: str, plural: str) -> ResourceType | None:
+        return None
+
+
+def test_a_strategy_works_against_the_read_only_view() -> None:
+    taken = [(core_v1.SERVICES, {"metadata": {"name": f"s{i}", "namespace": "a"},
+                                 "spec": {"clusterIP": f"10.96.0.{i}"}}) for i in range(10, 250)]
+    reader: ObjectReader = _Reader(taken)
+    svc = {"metadata": {"name": "new", "namespace": "a"}, "spec": {"ports": [{"port": 80}]}}
+    core_v1.SERVICE.strategy.prepare_create(reader, core_v1.SERVICES, svc, WriteOptions())
+    ip = svc["spec"]["clusterIP"]
+    assert ip.startswith("10.") and ip not in {o["spec"]["clusterIP"] for _, o in taken}
+    assert svc["spec"]["ports"] == [{"port": 80, "protocol": "TCP", "targetPort": 80}]
