@@ -27,6 +27,9 @@ class WriteOptions:
     user: str = ""
     #: who asks (authn.UserInfo); None for the server's own writes, which admission trusts
     user_info: Any = None
+    #: the request body was large: CPU-heavy bookkeeping (managed fields) runs on a worker
+    #: thread, so one big write cannot stall the event loop for everyone else
+    large: bool = False
 
 
 class Stored(Protocol):

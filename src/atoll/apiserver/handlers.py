@@ -272,8 +272,10 @@ class ResourceHandler:
         if not manager:
             agent = request.headers.get("User-Agent", "")
             manager = agent.split("/")[0].split(" ")[0] if agent else "unknown"
+        size = request.content_length
         return WriteOptions(dry_run=bool(dry), field_manager=manager, field_validation=fv,
-                            user=request.get("user_name", ""), user_info=request.get("user"))
+                            user=request.get("user_name", ""), user_info=request.get("user"),
+                            large=size is None or size > http.OFFLOAD_BYTES)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         data = await http.read_body(request)

@@ -125,6 +125,12 @@ async def decode_patch_async(data: bytes, content_type: str) -> Any:
     return await _offload(data, decode_patch, data, content_type)
 
 
+async def offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run CPU-heavy work on the worker threads; the event loop keeps serving meanwhile (the
+    GIL switches every few milliseconds, so /readyz and small requests are answered)."""
+    return await asyncio.get_running_loop().run_in_executor(_POOL, partial(fn, *args, **kwargs))
+
+
 async def _offload(data: bytes, fn: Callable[..., T], *args: Any) -> T:
     """Small bodies inline (a thread hop costs more than decoding them); large ones, and YAML
     that may use aliases (a few bytes can stand for megabytes), on a worker thread."""

@@ -151,7 +151,8 @@ class ObjectService:
     # -- create ------------------------------------------------------------------------------
     async def create(self, rt: ResourceType, namespace: str, body: dict[str, Any],
                      opts: WriteOptions) -> dict[str, Any]:
-        obj = self.prepare_create(rt, namespace, body, opts)
+        obj = self.prepare_create(rt, namespace, body, opts, track=False)
+        await strategy.track_managed_fields_async(rt, None, obj, opts, operation="Update")
         return await self.finish_create(rt, namespace, obj, opts)
 
     async def finish_create(self, rt: ResourceType, namespace: str, obj: dict[str, Any],
@@ -166,7 +167,7 @@ class ObjectService:
         return await self._store_new(rt, obj)
 
     def prepare_create(self, rt: ResourceType, namespace: str, body: dict[str, Any],
-                       opts: WriteOptions) -> dict[str, Any]:
+                       opts: WriteOptions, *, track: bool = True) -> dict[str, Any]:
         obj = body
         check_type_meta(rt, obj)
         meta = obj.setdefault("metadata", {})
@@ -200,7 +201,8 @@ class ObjectService:
         strategy.validate_common(self, rt, obj, opts)
         if rt.has_status and rt.custom is not None:
             pass  # custom resources keep status given on create, as upstream
-        strategy.track_managed_fields(rt, None, obj, opts, operation="Update")
+        if track:
+            strategy.track_managed_fields(rt, None, obj, opts, operation="Update")
         return obj
 
     async def _store_new(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
@@ -313,8 +315,8 @@ class ObjectService:
             strategy.prepare_update(self, rt, current, new, opts, subresource=subresource)
             strat.validate_update(self, rt, current, new)
             self.admission.validate_update(self, rt, current, new, opts, subresource)
-            strategy.track_managed_fields(rt, current, new, opts, operation=operation,
-                                          subresource=subresource)
+            await strategy.track_managed_fields_async(rt, current, new, opts,
+                                                      operation=operation, subresource=subresource)
             if semantically_equal(current, new):
                 return current
             if opts.dry_run:

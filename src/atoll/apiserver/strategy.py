@@ -18,7 +18,7 @@ from atoll.api import errors, managedfields, resources, schemas, validation
 from atoll.api.resourcetype import STANDARD_FINALIZERS, ResourceType
 from atoll.api.strategy import ObjectReader, Strategy, WriteOptions
 from atoll.api.timestamps import rfc3339
-from atoll.apiserver import builtin_schema
+from atoll.apiserver import builtin_schema, http
 
 IMMUTABLE_META = ("uid", "creationTimestamp", "name", "namespace")
 
@@ -104,6 +104,18 @@ def spec_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
         if old.get(key) != new.get(key):
             return True
     return False
+
+
+async def track_managed_fields_async(rt: ResourceType, old: dict[str, Any] | None,
+                                     new: dict[str, Any], opts: WriteOptions,
+                                     **kwargs: Any) -> None:
+    """``track_managed_fields``, on a worker thread for large bodies: computing the field sets
+    of an object with tens of thousands of keys takes a few hundred milliseconds.  Safe there:
+    it reads only ``old`` and ``new``, which belong to this request alone."""
+    if opts.large:
+        await http.offload(track_managed_fields, rt, old, new, opts, **kwargs)
+    else:
+        track_managed_fields(rt, old, new, opts, **kwargs)
 
 
 def track_managed_fields(rt: ResourceType, old: dict[str, Any] | None, new: dict[str, Any],
