@@ -14,7 +14,7 @@ Hostile set (each paired with a benign request of about the same size):
   - the same bomb as a ConfigMap                              <-> a plain YAML ConfigMap
   - JSON and YAML nested 100,000 levels (about 200 KB)       <-> a flat 200 KB ConfigMap
   - a custom resource whose value makes ``^(a+)+$`` backtrack <-> one that matches
-  - a 3.2 MB ConfigMap (over the 3 MiB request limit)        <-> a 1.4 MB ConfigMap
+  - a 3.2 MB ConfigMap (over the 3 MiB request limit)        <-> a 1 MB ConfigMap (data <= 1 MiB)
   - a JSON ConfigMap sent as text/plain                       <-> the same as application/json
   - malformed HTTP over TLS, and 1,000 watches opened and dropped
 """
@@ -106,7 +106,7 @@ def benign_set() -> list[Request]:
             ("POST", CMS, "application/json", configmap("flat", 200_000)),
             ("POST", CMS, "application/json", configmap("flat", 200_000)),
             ("POST", CRS, "application/json", good),
-            ("POST", CMS, "application/json", configmap("big", 1_400_000)),
+            ("POST", CMS, "application/json", configmap("big", 1_000_000)),
             ("POST", CMS, "application/json", configmap("tp", 100))]
 
 

@@ -78,3 +78,23 @@ def test_a_strategy_works_against_the_read_only_view() -> None:
     ip = svc["spec"]["clusterIP"]
     assert ip.startswith("10.") and ip not in {o["spec"]["clusterIP"] for _, o in taken}
     assert svc["spec"]["ports"] == [{"port": 80, "protocol": "TCP", "targetPort": 80}]
+
+
+def test_configmap_and_secret_data_limits_and_keys_as_upstream() -> None:
+    import base64
+
+    from atoll.api.resources import core_v1
+
+    cm = core_v1.ConfigMapStrategy()
+    rt = core_v1.CONFIGMAPS
+    assert cm.validate(rt, {"data": {"a.b_c-D": "x" * 1000}, "binaryData": {"bin": "AAAA"}}) == []
+    big = cm.validate(rt, {"data": {f"k{i}": "x" * 1024 for i in range(1025)}})
+    assert [(c.reason, c.field) for c in big] == [("FieldValueTooLong", "")]
+    assert "1048576 bytes" in big[0].message
+    bad = cm.validate(rt, {"data": {"a/b": "", "..x": "", "dup": ""}, "binaryData": {"dup": ""}})
+    assert {c.field for c in bad} == {"data[a/b]", "data[..x]", "data[dup]"}
+    secret = core_v1.SecretStrategy()
+    chunk = base64.b64encode(b"x" * 1024).decode()
+    assert [c.field for c in secret.validate(core_v1.SECRETS, {"data": {
+        f"k{i}": chunk for i in range(1025)}})] == ["data"]
+    assert secret.validate(core_v1.SECRETS, {"data": {"ok": chunk}}) == []

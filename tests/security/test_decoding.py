@@ -295,13 +295,17 @@ def test_request_and_object_size_limits(tenant) -> None:
     ns, mallory, admin = tenant
     cms = f"/api/v1/namespaces/{ns}/configmaps"
     with ReadyzProbe(mallory) as probe:
-        for name, size, chunked, limit in (("cm3m", 3_000_000, False, b"1572864"),
-                                           ("cm16", 1_600_000, False, b"1572864"),
-                                           ("cm32", 3_200_000, False, b"3145728"),
-                                           ("chunked", 3_200_000, True, b"3145728")):
+        # under the 3 MiB request limit, a ConfigMap over 1 MiB of data is invalid (422, as
+        # upstream validates before its store refuses 1.5 MiB objects); over it, 413
+        for name, size, chunked, code_, limit in (
+                ("cm3m", 3_000_000, False, 422, b"1048576"),
+                ("cm16", 1_600_000, False, 422, b"1048576"),
+                ("cm32", 3_200_000, False, 413, b"3145728"),
+                ("chunked", 3_200_000, True, 413, b"3145728")):
             code, data, _ = mallory.call("POST", cms, configmap(name, size), chunked=chunked)
-            assert code == 413 and limit in data, (name, code, data[:200])
-            assert json.loads(data)["reason"] == "RequestEntityTooLarge"
+            assert code == code_ and limit in data, (name, code, data[:200])
+            assert json.loads(data)["reason"] == ("Invalid" if code_ == 422
+                                                  else "RequestEntityTooLarge")
             assert mallory.call("GET", f"{cms}/{name}", ctype=None)[0] == 404
     probe.assert_responsive()
     # a patch that grows an object past the limit is refused too
@@ -309,15 +313,27 @@ def test_request_and_object_size_limits(tenant) -> None:
     assert code == 201
     code, status = mallory.status("PATCH", f"{cms}/grows", json.dumps(
         {"data": {"y": "b" * 700_000}}).encode(), "application/merge-patch+json")
-    assert code == 413, status
-    # 1.4 MB is within the object limit (a custom resource: upstream caps ConfigMap data
-    # at 1 MiB on its own)
+    assert code == 422 and "1048576" in status["message"], status  # ConfigMap data cap
+    # ConfigMap data is capped at 1 MiB on its own, as upstream's MaxConfigMapSize
+    code, status = mallory.status("POST", cms, configmap("over-1mib", 1_100_000))
+    assert code == 422 and "may not be more than 1048576 bytes" in status["message"], status
+    # 1.4 MB is within the object limit (a custom resource)
     plural = install_crd(admin, "blobs", {"type": "object",
                                           "x-kubernetes-preserve-unknown-fields": True})
     body = json.dumps({"apiVersion": f"{GROUP}/v1", "kind": "Blob", "metadata": {"name": "b14"},
                        "data": "x" * 1_400_000}).encode()
     code, data, _ = admin.call("POST", f"/apis/{GROUP}/v1/namespaces/default/{plural}", body)
     assert code == 201, data[:300]
+    # and 1.6 MB is over it: 413 with upstream's 1.5 MiB figure
+    body = json.dumps({"apiVersion": f"{GROUP}/v1", "kind": "Blob", "metadata": {"name": "b16"},
+                       "data": "x" * 1_600_000}).encode()
+    code, data, _ = admin.call("POST", f"/apis/{GROUP}/v1/namespaces/default/{plural}", body)
+    assert code == 413 and b"1572864" in data, data[:300]
+    # a patch that grows an object past the object limit is refused the same way
+    code, data, _ = admin.call("PATCH", f"/apis/{GROUP}/v1/namespaces/default/{plural}/b14",
+                               json.dumps({"more": "y" * 300_000}).encode(),
+                               "application/merge-patch+json")
+    assert code == 413 and b"1572864" in data, data[:300]
 
 
 def test_json_patch_operation_limit(tenant) -> None:

@@ -8,6 +8,7 @@ import base64
 import binascii
 import ipaddress
 import random
+import re
 from typing import Any
 
 from atoll.api import errors
@@ -276,6 +277,58 @@ def _configmap(obj: dict[str, Any], now: float) -> Cells:
             _age(obj, now)]
 
 
+#: upstream's MaxConfigMapSize and MaxSecretSize: what fits in one etcd value with room left
+MAX_DATA_BYTES = 1024 * 1024
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_CONFIG_KEY_MESSAGE = ("a valid config key must consist of alphanumeric characters, '-', '_' or "
+                       "'.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for "
+                       "validation is '[-._a-zA-Z0-9]+')")
+
+
+def config_key_causes(path: str, key: Any) -> list[errors.Cause]:
+    """As upstream's IsConfigMapKey: the keys of ConfigMaps and Secrets become file names."""
+    if not isinstance(key, str):
+        return [errors.invalid_value(path, key, "must be a string")]
+    out = []
+    if len(key) > 253:
+        out.append(errors.invalid_value(path, key, "must be no more than 253 characters"))
+    if not _CONFIG_KEY.match(key):
+        out.append(errors.invalid_value(path, key, _CONFIG_KEY_MESSAGE))
+    if key in (".", "..") or key.startswith(".."):
+        out.append(errors.invalid_value(path, key, "must not be '.' or '..'" if key in (".", "..")
+                                        else "must not start with '..'"))
+    return out
+
+
+def _too_long(path: str) -> errors.Cause:
+    return errors.Cause("FieldValueTooLong",
+                        f"Too long: may not be more than {MAX_DATA_BYTES} bytes", path)
+
+
+class ConfigMapStrategy(Strategy):
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        data, binary = obj.get("data"), obj.get("binaryData")
+        causes: list[errors.Cause] = []
+        total = 0
+        for name, section in (("data", data), ("binaryData", binary)):
+            if section is None:
+                continue
+            if not isinstance(section, dict):
+                causes.append(errors.Cause("FieldValueTypeInvalid", "Invalid value: must be a map",
+                                           name))
+                continue
+            for k, v in section.items():
+                causes.extend(config_key_causes(f"{name}[{k}]", k))
+                if isinstance(v, str):
+                    total += len(v.encode()) if name == "data" else len(v) * 3 // 4
+        if isinstance(data, dict) and isinstance(binary, dict):
+            causes.extend(errors.invalid_value(f"data[{k}]", k, "duplicate of key present in "
+                                               "binaryData") for k in data if k in binary)
+        if total > MAX_DATA_BYTES:
+            causes.append(_too_long(""))
+        return causes
+
+
 class SecretStrategy(Strategy):
     def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
         _fold_string_data(obj)
@@ -292,14 +345,18 @@ class SecretStrategy(Strategy):
         if not isinstance(data, dict):
             return [errors.Cause("FieldValueTypeInvalid", "Invalid value: must be a map", "data")]
         causes = []
+        total = 0
         for k, v in data.items():
+            causes.extend(config_key_causes(f"data[{k}]", k))
             try:
                 if not isinstance(v, str):
                     raise ValueError
-                base64.b64decode(v, validate=True)
+                total += len(base64.b64decode(v, validate=True))
             except (ValueError, binascii.Error):
                 causes.append(errors.invalid_value(f"data[{k}]", "<secret contents redacted>",
                                                    "illegal base64 data"))
+        if total > MAX_DATA_BYTES:
+            causes.append(_too_long("data"))
         return causes
 
 
@@ -361,7 +418,7 @@ NODE = Kind(NODES, printer=_node,
             fields=lambda o: {"spec.unschedulable": field_bool(_get(o, "spec", "unschedulable"))})
 SERVICE = Kind(SERVICES, ServiceStrategy(), _service)
 ENDPOINT = Kind(ENDPOINTS, printer=_endpoints)
-CONFIGMAP = Kind(CONFIGMAPS, printer=_configmap)
+CONFIGMAP = Kind(CONFIGMAPS, ConfigMapStrategy(), _configmap)
 SECRET = Kind(SECRETS, SecretStrategy(), _secret, lambda o: {"type": field_str(o.get("type"))})
 SERVICEACCOUNT = Kind(SERVICEACCOUNTS, printer=_service_account)
 RESOURCEQUOTA = Kind(RESOURCEQUOTAS, printer=_resource_quota)
