@@ -47,6 +47,8 @@ class FakeClient:
     async def create(self, path: str, body: Any, **params: Any) -> Any:
         self._check("POST", path)
         name = body["metadata"]["name"]
+        if f"{path}/{name}" in self.objects:
+            raise errors.AlreadyExists(f'"{name}" already exists', name=name)
         self.objects[f"{path}/{name}"] = copy.deepcopy(body)
         return body
 

@@ -20,6 +20,7 @@ from atoll.client.leaderelection import ElectionConfig, LeaderElector
 from atoll.client.metrics import Registry
 from atoll.client.rest import ApiClient
 from atoll.controllers.clusterroleaggregation import ClusterRoleAggregationController
+from atoll.controllers.cronjob import CronJobController
 from atoll.controllers.csrcleaner import CSRCleaner
 from atoll.controllers.daemonset import DaemonSetController
 from atoll.controllers.deployment import DeploymentController
@@ -56,6 +57,7 @@ class ControllerManager:
             self._make(NodeLifecycleController),
             self._make(ReplicaSetController, workers),
             self._make(JobController, workers),
+            self._make(CronJobController),
             self._make(DeploymentController, workers),
             self._make(DaemonSetController),
             self._make(StatefulSetController),
