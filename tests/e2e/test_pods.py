@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import (TEST_BRIDGE, TEST_NODE, TEST_POD_PREFIX, Platform,
+from tests.conftest import (TEST_BRIDGE, TEST_NODE, TEST_POD_PREFIX, Platform, wait_until,
                             kill_and_await_restart, run_dir)
 
 
@@ -91,6 +91,12 @@ def test_pod_runs_to_completion_with_status(platform: Platform, namespace: str) 
     assert term["exitCode"] == 0 and term["reason"] == "Completed"
     assert status["containerStatuses"][0]["containerID"].startswith("atoll://")
     assert "hello hi blue blue done" in log_of(platform, pod)
+    # the host agent tells the story in Events, as the kubelet does
+    reasons = wait_until("the agent's events for the pod", lambda: (r := platform.kubectl(
+        "-n", namespace, "get", "events", "--field-selector", "involvedObject.name=done",
+        "-o", "jsonpath={.items[*].reason}").stdout.split()) and
+        {"Pulled", "Created", "Started"} <= set(r) and r, timeout=30)
+    assert "Failed" not in reasons, reasons
 
 
 def test_crash_loop_restarts_with_back_off(platform: Platform, namespace: str) -> None:

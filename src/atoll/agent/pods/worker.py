@@ -51,7 +51,7 @@ from atoll.agent.runtime.containers import ContainerError, ContainerMeta, contai
 from atoll.agent.runtime.interface import PodRuntime
 from atoll.api import errors
 from atoll.api.qos import qos_class
-from atoll.client.events import WARNING, EventRecorder
+from atoll.client.events import NORMAL, WARNING, EventRecorder
 from atoll.client.rest import ApiClient
 
 log = logging.getLogger(__name__)
@@ -310,9 +310,11 @@ class PodWorker:
                 f'with "atoll image import FILE"' if pulled_before else
                 f'Failed to pull image "{image_ref}": image not found on this host (no registry '
                 f'access); import it with "atoll image import FILE"')
+            self._event(WARNING, "Failed", self.waiting[name][1])
             self.not_before[name] = time.time() + self._retry_delay(f"pull:{name}")
             self._wake_later(self.not_before[name] - time.time())
             return
+        self._event(NORMAL, "Pulled", f'Container image "{image_ref}" already present on machine')
         previous = self.attempts.get(name, [])
         attempt_no = previous[-1].meta.attempt + 1 if previous else 0
         try:
@@ -338,14 +340,17 @@ class PodWorker:
         self.waiting.pop(name, None)
         attempt = Attempt(meta)
         self.attempts.setdefault(name, []).append(attempt)
+        self._event(NORMAL, "Created", f"Created container: {name}")
         try:
             attempt.pid = await self.runtime.run(meta, image, spec,
                                                  stdin=bool(container.get("stdin")))
         except ContainerError as e:
             attempt.exit = {"exitCode": 128, "reason": e.reason, "message": e.message,
                             "finishedAt": time.time()}
+            self._event(WARNING, "Failed", f"Error: {e.message}")
             self._after_exit(name, attempt)
         else:
+            self._event(NORMAL, "Started", f"Started container {name}")
             self._watch_exit(attempt)
             self.probes.start(container, attempt)
         await self._prune_attempts(name)
