@@ -217,8 +217,8 @@ async def test_deployment_creates_its_replicaset_and_owned_sets_wake_it() -> Non
     assert rs["metadata"]["name"] == f"app-{h}" and rs["spec"]["replicas"] == 2
     assert rs["metadata"]["annotations"][REVISION] == "1"
     assert rs["metadata"]["ownerReferences"][0]["uid"] == "uid-app"
-    [event] = client.written("POST", "/api/v1/namespaces/ns/events")
-    assert event["firstTimestamp"] == rfc3339(clock.now)
+    event = dep.events.queue.get_nowait()  # queued for the recorder, never awaited inline
+    assert (event.reason, event.involved["name"]) == ("ScalingReplicaSet", "app")
     # its ReplicaSet's changes enqueue the Deployment, found again by the controller index
     feed(dep.sets, rs)
     assert drain(dep) == {"ns/app"}

@@ -474,6 +474,12 @@ spec:
     by_revision = {r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]:
                    r["spec"]["replicas"] for r in rs}
     assert by_revision == {"1": 0, "2": 3}
+    # the controllers' Events, as upstream's: the Deployment scales its sets, each set
+    # creates and deletes its pods
+    reasons = wait_until("the workload controllers' events", lambda: (r := set(platform.kubectl(
+        "-n", namespace, "get", "events", "-o", "jsonpath={.items[*].reason}").stdout.split()))
+        and {"ScalingReplicaSet", "SuccessfulCreate", "SuccessfulDelete"} <= r and r, timeout=30)
+    assert "FailedCreate" not in reasons
     pods = json.loads(platform.kubectl("get", "pods", "-n", namespace, "-l", "app=web", "-o",
                                        "json").stdout)["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]

@@ -13,6 +13,7 @@ reads.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import json
@@ -23,6 +24,7 @@ from typing import Any
 from atoll.api import errors, selectors
 from atoll.api.timestamps import parse_rfc3339, rfc3339
 from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
+from atoll.client.events import EventRecorder
 from atoll.controllers import podcontrol
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,12 @@ class DeploymentController(Controller):
     def declare(self, b: Builder) -> None:
         self.deployments = b.primary("apps", "v1", "deployments")
         self.sets = b.owns("apps", "v1", "replicasets", owner_kind="Deployment")
+        self.events = EventRecorder(self.client, "deployment-controller")
+        self._events_task: asyncio.Task[None] | None = None
+
+    async def on_synced(self) -> None:
+        if self._events_task is None or self._events_task.done():
+            self._events_task = asyncio.create_task(self.events.run(), name="deployment-events")
 
     def _now(self) -> str:
         return rfc3339(self.clock())
@@ -326,20 +334,7 @@ class DeploymentController(Controller):
             pass
 
     async def _emit(self, d: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        ns = d["metadata"]["namespace"]
-        now = self._now()
-        event = {"apiVersion": "v1", "kind": "Event",
-                 "metadata": {"generateName": f"{d['metadata']['name']}.", "namespace": ns},
-                 "involvedObject": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                    "name": d["metadata"]["name"], "namespace": ns,
-                                    "uid": d["metadata"]["uid"]},
-                 "reason": reason, "message": message, "type": type_, "count": 1,
-                 "firstTimestamp": now, "lastTimestamp": now,
-                 "source": {"component": "deployment-controller"}}
-        try:
-            await self.client.create(f"/api/v1/namespaces/{ns}/events", event)
-        except errors.ApiError as e:
-            log.debug("event not recorded: %s", e)
+        self.events.record(d, type_, reason, message)
 
 
 def _condition(now: str, old: dict[str, Any] | None, type_: str, ok: bool, reason: str,

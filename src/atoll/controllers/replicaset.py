@@ -17,6 +17,7 @@ from typing import Any
 from atoll.api import errors, selectors
 from atoll.client import indexers as ix
 from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
+from atoll.client.events import NORMAL, WARNING, EventRecorder
 from atoll.client.informer import object_key
 from atoll.controllers import podcontrol
 
@@ -38,6 +39,12 @@ class ReplicaSetController(Controller):
         self._owned_pods = podcontrol.observe_pods(self.expectations, "ReplicaSet")
         self.pods = b.watches("", "v1", "pods", self._map_pod,
                               indexers={podcontrol.ORPHANS: podcontrol.by_orphan_namespace})
+        self.events = EventRecorder(self.client, "replicaset-controller")
+        self._events_task: asyncio.Task[None] | None = None
+
+    async def on_synced(self) -> None:
+        if self._events_task is None or self._events_task.done():
+            self._events_task = asyncio.create_task(self.events.run(), name="replicaset-events")
 
     def _map_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None
                  ) -> Iterable[str]:
@@ -73,6 +80,9 @@ class ReplicaSetController(Controller):
                 doomed = sorted(active, key=podcontrol.deletion_rank)[:diff]
                 self.expectations.expect(key, dels={object_key(p) for p in doomed})
                 await asyncio.gather(*(podcontrol.delete_pod(self.client, p) for p in doomed))
+                for p in doomed:
+                    self.events.record(rs, NORMAL, "SuccessfulDelete",
+                                       f"Deleted pod: {p['metadata']['name']}")
         return await self._update_status(rs, active)
 
     async def _claim(self, rs: dict[str, Any], selector: selectors.LabelSelector
@@ -121,7 +131,12 @@ class ReplicaSetController(Controller):
                                              for p in pods), return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
             done += n
+            for r in results:
+                if isinstance(r, dict):
+                    self.events.record(rs, NORMAL, "SuccessfulCreate",
+                                       f"Created pod: {r['metadata']['name']}")
             if failures:
+                self.events.record(rs, WARNING, "FailedCreate", f"Error creating: {failures[0]}")
                 for _ in range(count - done + len(failures)):
                     self.expectations.created(key)  # those will never be observed
                 log.warning("replicaset %s: creating pods failed: %s", key, failures[0])
