@@ -26,7 +26,7 @@ def test_declarations_hold_what_they_say() -> None:
     for k in resources.SERVED + resources.EXTRA:
         assert k.strategy is None or isinstance(k.strategy, Strategy), k.kind_key
         assert (k.rt is None) == bool(k.key), k.kind_key
-    assert resources.strategy_for("/Node") is None  # the generic rules apply
+    assert resources.strategy_for("/Endpoints") is None  # the generic rules apply
     assert resources.printer_for("/ReplicationController") is not None
     assert resources.fields_for("apps/Deployment") is None
 

@@ -52,7 +52,7 @@ def test_two_hosts_pods_talk_across_hosts_and_teardown(tmp_path: Path) -> None:
                 return []
             return [n["metadata"]["name"] for n in json.loads(out.stdout)["items"]
                     if any(c["type"] == "Ready" and c["status"] == "True"
-                           for c in n["status"].get("conditions", []))]
+                           for c in (n.get("status") or {}).get("conditions", []))]
         wait("both hosts Ready", lambda: sorted(ready_nodes()) == hosts)
         nodes = json.loads(k("get", "nodes", "-o", "json").stdout)["items"]
         addresses = {n["status"]["addresses"][0]["address"] for n in nodes}

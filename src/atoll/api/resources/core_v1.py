@@ -414,7 +414,15 @@ def _resource_quota(obj: dict[str, Any], now: float) -> Cells:
 NAMESPACE = Kind(NAMESPACES, NamespaceStrategy(), _namespace,
                  lambda o: {"status.phase": field_str(_get(o, "status", "phase")),
                             "name": field_str(_get(o, "metadata", "name"))})
-NODE = Kind(NODES, printer=_node,
+class NodeStrategy(Strategy):
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        # upstream always serializes a Node's status, so clients index it without a check;
+        # a host registers first and posts its status right after
+        if not isinstance(obj.get("status"), dict):
+            obj["status"] = {}
+
+
+NODE = Kind(NODES, NodeStrategy(), _node,
             fields=lambda o: {"spec.unschedulable": field_bool(_get(o, "spec", "unschedulable"))})
 SERVICE = Kind(SERVICES, ServiceStrategy(), _service)
 ENDPOINT = Kind(ENDPOINTS, printer=_endpoints)
