@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from atoll.api import errors
+from atoll.client.events import EventRecorder
 from atoll.client.factory import InformerFactory
 from atoll.client.informer import Indexer, Informer, object_key
 from atoll.client.metrics import Histogram, Registry, label
@@ -145,6 +146,9 @@ class Controller:
     default_workers: ClassVar[int] = 1
     #: per-key back-off of failed keys (seconds, doubling), ``None``: the settings' values
     backoff: ClassVar[tuple[float, float] | None] = None
+    #: the source of the Events ``self.events`` records (a queued recorder the framework
+    #: runs beside the workers); ``None``: ``<name>-controller``
+    events_component: ClassVar[str | None] = None
 
     def __init__(self, client: ApiClient, factory: InformerFactory, *,
                  workers: int | None = None, settings: ReconcileSettings | None = None,
@@ -160,6 +164,7 @@ class Controller:
         self.queue: WorkQueue[str] = WorkQueue(limiter=RateLimiter(
             base_delay=base, max_delay=most, qps=self.settings.retry_qps,
             burst=self.settings.retry_burst))
+        self.events = EventRecorder(client, self.events_component or f"{self.name}-controller")
         self.work_seconds = Histogram()
         self.outcomes = {"success": 0, "requeue_after": 0, "error": 0}
         builder = Builder(self, factory)
@@ -179,8 +184,14 @@ class Controller:
         self.factory.start()
         await self.factory.wait_for_sync(self.informers)
         await self.on_synced()
-        await asyncio.gather(*(asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
-                               for i in range(self.workers)))
+        tasks = [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}")
+                 for i in range(self.workers)]
+        tasks.append(asyncio.create_task(self.events.run(), name=f"{self.name}-events"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
 
     async def process(self, key: str) -> None:
         """Reconcile ``key`` once and queue what its outcome asks for (workers and tests)."""

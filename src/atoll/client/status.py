@@ -53,3 +53,18 @@ def with_finalizer(finalizer: str) -> Change:
             return None
         return {"metadata": {"finalizers": [*finalizers, finalizer]}}
     return change
+
+
+async def patch_status_if_changed(client: ApiClient, path: str, current: dict[str, Any],
+                                  status: dict[str, Any]) -> None:
+    """Merge-patch ``status`` (a value None removes a field) to ``path`` unless the object's
+    status already says so; an object deleted meanwhile is fine.  For controllers that own
+    the fields they write (Jobs, CronJobs), so no pinning is needed."""
+    have = current.get("status") or {}
+    if all(have.get(k) == v for k, v in status.items() if v is not None) and \
+            not any(have.get(k) is not None for k, v in status.items() if v is None):
+        return
+    try:
+        await client.patch(path, {"status": status})
+    except errors.NotFound:
+        pass

@@ -12,7 +12,6 @@ run; ``startingDeadlineSeconds`` bounds how late a missed time may still start.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from typing import Any
@@ -21,7 +20,8 @@ from atoll.api import cron, errors
 from atoll.api.timestamps import parse_rfc3339, rfc3339
 from atoll.client import indexers as ix
 from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
-from atoll.client.events import NORMAL, WARNING, EventRecorder
+from atoll.client.events import NORMAL, WARNING
+from atoll.client.status import patch_status_if_changed
 
 log = logging.getLogger(__name__)
 SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
@@ -68,17 +68,12 @@ class CronJobController(Controller):
 
     name = "cronjob"
     default_workers = 2
+    events_component = "cronjob-controller"
     backoff = (0.5, 30.0)
 
     def declare(self, b: Builder) -> None:
         self.cronjobs = b.primary("batch", "v1", "cronjobs")
         self.jobs = b.owns("batch", "v1", "jobs", owner_kind="CronJob")
-        self.events = EventRecorder(self.client, "cronjob-controller")
-        self._events_task: asyncio.Task[None] | None = None
-
-    async def on_synced(self) -> None:
-        if self._events_task is None or self._events_task.done():
-            self._events_task = asyncio.create_task(self.events.run(), name="cronjob-events")
 
     async def reconcile(self, key: str) -> Result:
         cj = self.cronjobs.get(key)
@@ -191,13 +186,7 @@ class CronJobController(Controller):
         self.events.record(cj, NORMAL, "SuccessfulDelete", f"Deleted job {meta['name']}")
 
     async def _write_status(self, cj: dict[str, Any], status: dict[str, Any]) -> None:
-        current = cj.get("status") or {}
-        if all(current.get(k) == v for k, v in status.items() if v is not None) and \
-                not any(current.get(k) is not None for k, v in status.items() if v is None):
-            return
         meta = cj["metadata"]
-        try:
-            await self.client.patch(f"/apis/batch/v1/namespaces/{meta['namespace']}/cronjobs/"
-                                    f"{meta['name']}/status", {"status": status})
-        except errors.NotFound:
-            pass
+        await patch_status_if_changed(self.client, f"/apis/batch/v1/namespaces/"
+                                      f"{meta['namespace']}/cronjobs/{meta['name']}/status",
+                                      cj, status)

@@ -13,7 +13,6 @@ reads.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import json
@@ -24,7 +23,6 @@ from typing import Any
 from atoll.api import errors, selectors
 from atoll.api.timestamps import parse_rfc3339, rfc3339
 from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
-from atoll.client.events import EventRecorder
 from atoll.controllers import podcontrol
 
 log = logging.getLogger(__name__)
@@ -68,17 +66,12 @@ class DeploymentController(Controller):
 
     name = "deployment"
     default_workers = 4
+    events_component = "deployment-controller"
     backoff = (0.05, 10.0)
 
     def declare(self, b: Builder) -> None:
         self.deployments = b.primary("apps", "v1", "deployments")
         self.sets = b.owns("apps", "v1", "replicasets", owner_kind="Deployment")
-        self.events = EventRecorder(self.client, "deployment-controller")
-        self._events_task: asyncio.Task[None] | None = None
-
-    async def on_synced(self) -> None:
-        if self._events_task is None or self._events_task.done():
-            self._events_task = asyncio.create_task(self.events.run(), name="deployment-events")
 
     def _now(self) -> str:
         return rfc3339(self.clock())

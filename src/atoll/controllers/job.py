@@ -19,6 +19,7 @@ from atoll.api import errors, selectors
 from atoll.api.timestamps import parse_rfc3339, rfc3339
 from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
 from atoll.client.informer import object_key
+from atoll.client.status import patch_status_if_changed
 from atoll.controllers import podcontrol
 
 log = logging.getLogger(__name__)
@@ -164,16 +165,9 @@ class JobController(Controller):
         return DONE
 
     async def _write_status(self, job: dict[str, Any], status: dict[str, Any]) -> None:
-        current = job.get("status") or {}
-        if all(current.get(k) == v for k, v in status.items() if v is not None) and \
-                not any(k in current for k, v in status.items() if v is None):
-            return
         ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
-        try:
-            await self.client.patch(f"/apis/batch/v1/namespaces/{ns}/jobs/{name}/status",
-                                    {"status": status})
-        except errors.NotFound:
-            pass
+        await patch_status_if_changed(self.client, f"/apis/batch/v1/namespaces/{ns}/jobs/"
+                                      f"{name}/status", job, status)
 
 
 def _new_condition(now: float, type_: str, reason: str, message: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 from atoll.api import errors, selectors
 from atoll.client import indexers as ix
 from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
-from atoll.client.events import NORMAL, WARNING, EventRecorder
+from atoll.client.events import NORMAL, WARNING
 from atoll.client.informer import object_key
 from atoll.controllers import podcontrol
 
@@ -31,6 +31,7 @@ class ReplicaSetController(Controller):
 
     name = "replicaset"
     default_workers = 4
+    events_component = "replicaset-controller"
     backoff = (0.05, 10.0)
 
     def declare(self, b: Builder) -> None:
@@ -39,12 +40,6 @@ class ReplicaSetController(Controller):
         self._owned_pods = podcontrol.observe_pods(self.expectations, "ReplicaSet")
         self.pods = b.watches("", "v1", "pods", self._map_pod,
                               indexers={podcontrol.ORPHANS: podcontrol.by_orphan_namespace})
-        self.events = EventRecorder(self.client, "replicaset-controller")
-        self._events_task: asyncio.Task[None] | None = None
-
-    async def on_synced(self) -> None:
-        if self._events_task is None or self._events_task.done():
-            self._events_task = asyncio.create_task(self.events.run(), name="replicaset-events")
 
     def _map_pod(self, kind: str, pod: dict[str, Any], old: dict[str, Any] | None
                  ) -> Iterable[str]:

@@ -14,7 +14,6 @@ agent stops it, removes its disks, then the finalizer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Iterable
 
@@ -23,7 +22,7 @@ from atoll.api.timestamps import parse_rfc3339
 from atoll.api.vmoperator import names as n
 from atoll.client import indexers as ix
 from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
-from atoll.client.events import NORMAL, WARNING, EventRecorder
+from atoll.client.events import NORMAL, WARNING
 from atoll.client.status import patch_with_retry, with_finalizer, without_finalizer
 from atoll.controllers import capacity
 from atoll.controllers.capacity import Resources
@@ -56,14 +55,13 @@ def unreachable_since(node: dict[str, Any], now: float) -> float | None:
 
 class VirtualMachineController(Controller):
     name = "virtualmachine-controller"
+    events_component = "vmoperator-controller"
     default_workers = 2
     #: seconds a host stays unreachable before its protected VMs start elsewhere; its agent
     #: has powered them off by then (it fences itself when it cannot renew its Lease)
     ha_delay: float = 1.0
 
     def declare(self, b: Builder) -> None:
-        self.events = EventRecorder(self.client, "vmoperator-controller")
-        self._events_task: asyncio.Task[None] | None = None
         self.vms = b.primary(n.GROUP, n.VERSION, "virtualmachines",
                              indexers={capacity.VM_HOST: capacity.by_vm_host,
                                        capacity.VM_CLASS: capacity.by_vm_class})
@@ -90,10 +88,6 @@ class VirtualMachineController(Controller):
         if kind == "DELETED" or unreachable_since(node, self.clock()) is not None:
             keys |= self.vms.index_keys(capacity.VM_HOST, name)
         return keys
-
-    async def on_synced(self) -> None:
-        if self._events_task is None or self._events_task.done():
-            self._events_task = asyncio.create_task(self.events.run(), name=f"{self.name}-events")
 
     # -- reconcile -------------------------------------------------------------------------------
     async def reconcile(self, key: str) -> Result:
