@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
+import urllib.request
+
+from atoll.apiserver import openapi_proto
 
 
 from tests.conftest import Platform
@@ -329,3 +333,41 @@ data: {{enabled: true, port: 8080}}
     data = json.loads(platform.kubectl("get", "cm", "scalars", "-n", namespace, "-o",
                                        "jsonpath={.data}").stdout)
     assert data == {"enabled": "true", "port": "8080"}
+
+
+LIST = """apiVersion: v1
+kind: List
+items:
+- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: l1, namespace: {ns}}}, data: {{a: b}}}}
+- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: l2, namespace: {ns}}}, {field}: {{a: b}}}}
+"""
+
+
+def test_apply_of_a_list_validates_each_item(platform: Platform, namespace: str) -> None:
+    """kubectl validates a ``kind: List`` with the OpenAPI v2 models, which it reads only as
+    protobuf: the document must decode, and each item is checked against its own kind."""
+    out = platform.kubectl("apply", "-f", "-", input=LIST.format(ns=namespace, field="data"))
+    assert "configmap/l1 created" in out.stdout and "configmap/l2 created" in out.stdout
+    bad = platform.kubectl("apply", "-f", "-", input=LIST.format(ns=namespace, field="datax"),
+                           check=False)
+    assert bad.returncode != 0
+    assert 'unknown field "datax" in io.k8s.api.core.v1.ConfigMap' in bad.stderr
+
+
+def test_openapi_v2_protobuf_is_negotiated(platform: Platform) -> None:
+
+    ctx, url, headers = platform.ssl_context(), platform.url, {}
+    for accept in openapi_proto.ACCEPTED_TYPES:
+        req = urllib.request.Request(url + "/openapi/v2", headers={**headers, "Accept": accept})
+        with urllib.request.urlopen(req, context=ctx) as resp:
+            assert resp.headers["Content-Type"] == openapi_proto.MEDIA_TYPE
+            etag = resp.headers["ETag"]
+            body = resp.read()
+        assert body.startswith(b"\n\x032.0") and b"io.k8s.api.apps.v1.Deployment" in body
+    req = urllib.request.Request(url + "/openapi/v2", headers={
+        **headers, "Accept": openapi_proto.MEDIA_TYPE, "If-None-Match": etag})
+    try:
+        urllib.request.urlopen(req, context=ctx)
+        raise AssertionError("a matching ETag must give 304")
+    except urllib.error.HTTPError as e:
+        assert e.code == 304

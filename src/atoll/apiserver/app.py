@@ -7,6 +7,7 @@ built-in namespaces exist and serves HTTPS until ``stop()``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import ssl
 import time
@@ -36,6 +37,7 @@ from atoll.apiserver.handlers import ResourceHandler
 from atoll.apiserver.metricsapi import MetricsAPI
 from atoll.apiserver.nodeproxy import NodeProxy
 from atoll.apiserver.objects import ObjectService, WriteOptions
+from atoll.apiserver import openapi_proto
 from atoll.apiserver.openapi import OpenAPI
 from atoll.apiserver.registry import Registry
 from atoll.settings import ServerSettings
@@ -287,12 +289,24 @@ class ApiServer:
         return http.raw_json_response(self.openapi.document(group, version), headers=headers)
 
     async def _openapi_v2(self, request: web.Request) -> web.Response:
-        """Swagger 2.0 as JSON; the protobuf form is not offered (clients then use v3)."""
+        """Swagger 2.0 as JSON, or as gnostic protobuf for clients that ask for it (kubectl
+        validating a ``kind: List``); the ETag lets clients revalidate their caches."""
         accept = request.headers.get("Accept", "")
-        if accept and not any(t in accept for t in ("json", "*/*")):
-            raise errors.NotAcceptable("only application/json is offered for /openapi/v2; "
-                                       "/openapi/v3 has every schema")
-        return http.raw_json_response(self.openapi.swagger_v2())
+        wants_proto = any(t in accept for t in openapi_proto.ACCEPTED_TYPES)
+        if wants_proto:
+            body = self.openapi.swagger_v2_protobuf()
+            content_type = openapi_proto.MEDIA_TYPE
+        elif not accept or any(t in accept for t in ("json", "*/*")):
+            body = self.openapi.swagger_v2()
+            content_type = "application/json"
+        else:
+            raise errors.NotAcceptable("/openapi/v2 is offered as application/json and as "
+                                       f"{openapi_proto.MEDIA_TYPE}")
+        etag = '"' + hashlib.sha512(body).hexdigest()[:32].upper() + '"'
+        headers = {"ETag": etag, "Vary": "Accept"}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, headers={**headers, "Content-Type": content_type})
 
     async def _root(self, request: web.Request) -> web.Response:
         paths = ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/metrics", "/openapi/v2", "/openapi/v3",

@@ -15,6 +15,7 @@ import orjson
 
 from atoll.api import crdschema, schemas
 from atoll.api.kinds import ResourceType
+from atoll.apiserver import openapi_proto
 from atoll.apiserver.registry import Registry
 
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
@@ -159,6 +160,15 @@ class OpenAPI:
                 "definitions": definitions,
             }))
             self._docs["v2"] = doc
+        return doc
+
+    def swagger_v2_protobuf(self) -> bytes:
+        """The same document as gnostic's protobuf (kubectl's form for validating Lists)."""
+        self._refresh()
+        doc = self._docs.get("v2pb")
+        if doc is None:
+            doc = openapi_proto.encode_document(orjson.loads(self.swagger_v2()))
+            self._docs["v2pb"] = doc
         return doc
 
     def _crd_doc(self, rt: ResourceType) -> dict[str, Any] | None:
