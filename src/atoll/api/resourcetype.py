@@ -14,6 +14,8 @@ from typing import Any
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
 SUB_VERBS = ("get", "patch", "update")
+#: a proxy subresource relays every method (upstream's "connect" verbs)
+PROXY_VERBS = ("create", "delete", "get", "patch", "update")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from atoll.api import errors
 from atoll.api.kinds import ResourceType
 from atoll.api.vmoperator.names import HOST_LABEL as VM_HOST_LABEL
 from atoll.apiserver.objects import ObjectService
+from atoll.apiserver.proxy import ResourceProxy
 from atoll.apiserver.registry import Registry
 from atoll.apiserver.routing import ResourcePath
 
@@ -40,6 +41,7 @@ class NodeProxy:
         ctx.load_cert_chain(*client_cert)
         self.ssl = ctx
         self._session: aiohttp.ClientSession | None = None
+        self.resource_proxy = ResourceProxy(svc, registry, self.session, ctx, self._agent_url)
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -55,6 +57,8 @@ class NodeProxy:
                        path: ResourcePath) -> web.StreamResponse:
         if rt.kind == "VirtualMachine" and path.subresource == "console":
             return await self._vm_console(request, rt, path)
+        if path.subresource == "proxy":
+            return await self.resource_proxy(request, rt, path)
         if rt.kind != "Pod" or path.subresource not in ("log", "exec", "attach", "portforward"):
             raise errors.NotFound(f"the {path.subresource} subresource is not served")
         pod = self.svc.get(rt, path.namespace, path.name).obj

@@ -16,7 +16,7 @@ from atoll.api.printing import (Cells, _age, _age_col, _dict, _get, _int, _list,
                                 _name_col, _quantity, _str, _wide, column, created_at_printer,
                                 format_labels, printer)
 from atoll.api.resources.base import Kind, field_bool, field_str
-from atoll.api.resourcetype import ALL_VERBS, STATUS, Subresource, builtin
+from atoll.api.resourcetype import ALL_VERBS, PROXY_VERBS, STATUS, Subresource, builtin
 from atoll.api.strategy import ObjectReader, Strategy
 
 NAMESPACES = builtin("", "v1", "Namespace", "namespaces", False, short_names=("ns",),
@@ -24,10 +24,14 @@ NAMESPACES = builtin("", "v1", "Namespace", "namespaces", False, short_names=("n
                      subresources=(STATUS, Subresource("finalize", verbs=("update",))),
                      generation=False,
                      verbs=tuple(v for v in ALL_VERBS if v != "deletecollection"))
-NODES = builtin("", "v1", "Node", "nodes", False, short_names=("no",), subresources=(STATUS,),
+NODES = builtin("", "v1", "Node", "nodes", False, short_names=("no",),
+                subresources=(STATUS, Subresource("proxy", kind="NodeProxyOptions",
+                                                  verbs=PROXY_VERBS)),
                 generation=False)
 SERVICES = builtin("", "v1", "Service", "services", True, short_names=("svc",),
-                   categories=("all",), subresources=(STATUS,), name_rule="dns1035")
+                   categories=("all",), name_rule="dns1035",
+                   subresources=(STATUS, Subresource("proxy", kind="ServiceProxyOptions",
+                                                     verbs=PROXY_VERBS)))
 ENDPOINTS = builtin("", "v1", "Endpoints", "endpoints", True, short_names=("ep",),
                     generation=False)
 CONFIGMAPS = builtin("", "v1", "ConfigMap", "configmaps", True, short_names=("cm",),

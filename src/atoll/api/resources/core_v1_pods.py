@@ -18,7 +18,7 @@ from atoll.api.printing import (Cells, Printer, _age, _age_col, _deleting, _dict
 from atoll.api.qos import qos_class
 from atoll.api.resources import podpaths, podupdate
 from atoll.api.resources.base import Kind, field_bool, field_str
-from atoll.api.resourcetype import STATUS, SUB_VERBS, Subresource, builtin
+from atoll.api.resourcetype import PROXY_VERBS, STATUS, SUB_VERBS, Subresource, builtin
 from atoll.api.strategy import Strategy
 from atoll.api.timestamps import parse_rfc3339
 
@@ -31,6 +31,7 @@ POD_SUBRESOURCES = (
     Subresource("attach", kind="PodAttachOptions", verbs=("create", "get")),
     Subresource("portforward", kind="PodPortForwardOptions", verbs=("create", "get")),
     Subresource("ephemeralcontainers", verbs=SUB_VERBS),
+    Subresource("proxy", kind="PodProxyOptions", verbs=PROXY_VERBS),
 )
 
 PODS = builtin("", "v1", "Pod", "pods", True, short_names=("po",), categories=("all",),
