@@ -24,6 +24,7 @@ from atoll.controllers.cronjob import CronJobController
 from atoll.controllers.csrcleaner import CSRCleaner
 from atoll.controllers.daemonset import DaemonSetController
 from atoll.controllers.deployment import DeploymentController
+from atoll.controllers.disruption import DisruptionController
 from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.job import JobController
 from atoll.controllers.namespace import NamespaceController
@@ -61,6 +62,7 @@ class ControllerManager:
             self._make(DeploymentController, workers),
             self._make(DaemonSetController),
             self._make(StatefulSetController),
+            self._make(DisruptionController),
             self._make(Scheduler),
             self._make(VirtualMachineController),
             self._make(DefaultClassesController),
