@@ -17,9 +17,14 @@ def test_each_kind_is_declared_once() -> None:
     served = [(rt.group, rt.version, rt.plural) for rt in resources.BUILTIN]
     assert len(served) == len(set(served))
     assert kinds.BUILTIN == resources.BUILTIN
-    for rt in resources.BUILTIN:
-        assert resources.builtin_type(rt.group, rt.plural) is rt
-        assert resources.kind(rt.kind_key).rt is rt
+    for k in resources.SERVED:
+        if k.rt is None:
+            continue
+        assert resources.builtin_type(k.rt.group, k.rt.plural) is k.rt  # the stored version
+        for rt in (k.rt, *k.other_versions):
+            assert resources.kind(rt.kind_key) is k
+            assert rt in resources.BUILTIN
+            assert rt is k.rt or rt.storage_version == k.rt.version
 
 
 def test_declarations_hold_what_they_say() -> None:
@@ -98,3 +103,18 @@ def test_configmap_and_secret_data_limits_and_keys_as_upstream() -> None:
     assert [c.field for c in secret.validate(core_v1.SECRETS, {"data": {
         f"k{i}": chunk for i in range(1025)}})] == ["data"]
     assert secret.validate(core_v1.SECRETS, {"data": {"ok": chunk}}) == []
+
+
+def test_base64_fields_read_as_go_reads_them() -> None:
+    """Go's []byte decoding skips line breaks; the API stores the canonical form."""
+    secret = {"metadata": {"name": "s"}, "data": {"a": "aGVs\nbG8=", "b": "aGVsbG8=\r\n"}}
+    core_v1.SecretStrategy().prepare_create(None, core_v1.SECRETS, secret, WriteOptions())
+    assert secret["data"] == {"a": "aGVsbG8=", "b": "aGVsbG8="}
+    cm = {"metadata": {"name": "c"}, "binaryData": {"a": "aGVs\r\nbG8="}}
+    core_v1.ConfigMapStrategy().prepare_create(None, core_v1.CONFIGMAPS, cm, WriteOptions())
+    assert cm["binaryData"] == {"a": "aGVsbG8="}
+    bad = core_v1.ConfigMapStrategy().validate(core_v1.CONFIGMAPS, {"binaryData": {"x": "!!"}})
+    assert [(c.field, c.message) for c in bad] == [("binaryData[x]", 'Invalid value: "!!": '
+                                                                     "illegal base64 data")]
+    hidden = core_v1.SecretStrategy().validate(core_v1.SECRETS, {"data": {"x": "!!"}})
+    assert "!!" not in hidden[0].message and "redacted" in hidden[0].message

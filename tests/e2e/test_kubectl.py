@@ -371,3 +371,19 @@ def test_openapi_v2_protobuf_is_negotiated(platform: Platform) -> None:
         raise AssertionError("a matching ETag must give 304")
     except urllib.error.HTTPError as e:
         assert e.code == 304
+
+
+def test_delete_returns_the_object_where_upstream_does(platform: Platform, namespace: str) -> None:
+    """Services and ServiceAccounts answer a DELETE with the deleted object (typed clients
+    decode it as the kind); ConfigMaps answer with a Status."""
+    platform.kubectl("-n", namespace, "create", "service", "clusterip", "gone", "--tcp=80")
+    platform.kubectl("-n", namespace, "create", "serviceaccount", "gone")
+    platform.kubectl("-n", namespace, "create", "configmap", "gone")
+    kinds = {}
+    for plural in ("services", "serviceaccounts", "configmaps"):
+        req = urllib.request.Request(f"{platform.url}/api/v1/namespaces/{namespace}/{plural}/gone",
+                                     method="DELETE")
+        with urllib.request.urlopen(req, context=platform.ssl_context()) as resp:
+            kinds[plural] = json.loads(resp.read())["kind"]
+    assert kinds == {"services": "Service", "serviceaccounts": "ServiceAccount",
+                     "configmaps": "Status"}

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
-from atoll.api import errors, managedfields, patch as patching, printers, selectors
+from atoll.api import errors, managedfields, patch as patching, printers, resources, selectors
 from atoll.api.kinds import ResourceType
 from atoll.api.timestamps import rfc3339
 from atoll.apiserver import http, listoptions, scale, strategy, subresources, watch
@@ -42,7 +42,19 @@ METHOD_VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "POST": "create
                 "DELETE": "delete"}
 #: subresources served here; the others (exec, log, ...) belong to the agent proxy
 LOCAL_SUBRESOURCES = {"", "status", "scale", "finalize", "binding", "eviction", "approval",
-                      "token"}
+                      "token", "ephemeralcontainers"}
+
+
+def _multi_version(rt: ResourceType) -> bool:
+    """Whether objects of ``rt`` may be stored in another version than the one served."""
+    return rt.custom is not None or bool(rt.storage_version)
+
+
+#: kinds whose registries upstream build with ``ReturnDeletedObject: true``: a DELETE answers
+#: with the object as deleted, not a Status (typed clients decode it as the kind)
+RETURNS_DELETED_OBJECT = frozenset({"/Pod", "/Namespace", "/Service", "/ServiceAccount",
+                                    "/PersistentVolume", "/PersistentVolumeClaim",
+                                    "storage.k8s.io/StorageClass"})
 
 
 class ResourceHandler:
@@ -113,10 +125,23 @@ class ResourceHandler:
 
     # -- rendering ---------------------------------------------------------------------------
     def _serve_version(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
-        """Custom resources are stored in one version and served in each (conversion None)."""
-        if rt.custom is not None and obj.get("apiVersion") != rt.group_version:
+        """Custom resources are stored in one version and served in each (conversion None);
+        built-ins served in several versions convert (``resources.convert``)."""
+        if _multi_version(rt) and obj.get("apiVersion") != rt.group_version:
+            if rt.custom is None:
+                return resources.convert(rt.kind_key, obj, rt.group_version)
             obj = dict(obj)
             obj["apiVersion"] = rt.group_version
+        return obj
+
+    @staticmethod
+    def _store_version(rt: ResourceType, st: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        """A body of the served version ``rt`` as the storage version ``st``."""
+        if st is rt:
+            return obj
+        if rt.custom is None:
+            return resources.convert(rt.kind_key, obj, st.group_version)
+        obj["apiVersion"] = st.group_version
         return obj
 
     def _respond_object(self, request: web.Request, rt: ResourceType, obj: dict[str, Any], *,
@@ -130,7 +155,8 @@ class ResourceHandler:
             return http.json_response({"kind": "PartialObjectMetadata",
                                        "apiVersion": "meta.k8s.io/v1",
                                        "metadata": obj.get("metadata", {})}, status, headers)
-        if raw is not None and (rt.custom is None or obj.get("apiVersion") == rt.group_version):
+        if raw is not None and (not _multi_version(rt) or
+                                obj.get("apiVersion") == rt.group_version):
             return http.raw_json_response(raw, status, headers)
         return http.json_response(self._serve_version(rt, obj), status, headers)
 
@@ -175,7 +201,7 @@ class ResourceHandler:
             return lambda obj, raw: orjson.dumps({"kind": "PartialObjectMetadata",
                                                   "apiVersion": "meta.k8s.io/v1",
                                                   "metadata": obj.get("metadata", {})})
-        if rt.custom is not None:
+        if _multi_version(rt):
             gv = rt.group_version
 
             def convert(obj: dict[str, Any], raw: bytes) -> bytes:
@@ -246,7 +272,7 @@ class ResourceHandler:
                               for c in result.items)
             head = orjson.dumps({"kind": "PartialObjectMetadataList",
                                  "apiVersion": "meta.k8s.io/v1", "metadata": meta})
-        elif rt.custom is not None:
+        elif _multi_version(rt):
             items = b",".join(c.raw if c.obj.get("apiVersion") == rt.group_version
                               else orjson.dumps(self._serve_version(rt, c.obj))
                               for c in result.items)
@@ -286,9 +312,7 @@ class ResourceHandler:
 
         check_type_meta(rt, obj)
         st = self.registry.storage_type(rt)
-        if st is not rt:
-            obj["apiVersion"] = st.group_version
-        return st, obj
+        return st, self._store_version(rt, st, obj)
 
     async def _create(self, request: web.Request, rt: ResourceType, namespace: str) -> web.Response:
         opts = self._write_options(request)
@@ -367,9 +391,7 @@ class ResourceHandler:
             if kind == "json" and want_rv and want_rv != current["metadata"].get("resourceVersion"):
                 raise conflict(rt, path.name)
             check_type_meta(rt, new)
-            if st is not rt:
-                new["apiVersion"] = st.group_version
-            return new
+            return self._store_version(rt, st, new)
 
         obj = await self.svc.guaranteed_update(st, path.namespace, path.name, mutate, opts,
                                                subresource=path.subresource,
@@ -403,8 +425,7 @@ class ResourceHandler:
                                       schema=schema, api_version=rt.group_version,
                                       now=rfc3339(), ignore_status=ignore_status)
             new.setdefault("metadata", {})["name"] = path.name
-            if st is not rt:
-                new["apiVersion"] = st.group_version
+            new = self._store_version(rt, st, new)
             managed = new["metadata"].get("managedFields")
             obj = self.svc.prepare_create(st, path.namespace, new, opts)
             if managed:
@@ -421,9 +442,7 @@ class ResourceHandler:
             new = managedfields.apply(live, applied, manager=opts.field_manager, force=force,
                                       schema=schema, api_version=rt.group_version,
                                       now=rfc3339(), ignore_status=ignore_status)
-            if st is not rt:
-                new["apiVersion"] = st.group_version
-            return new
+            return self._store_version(rt, st, new)
 
         obj = await self.svc.guaranteed_update(st, path.namespace, path.name, mutate, opts,
                                                subresource=path.subresource, operation="Apply")
@@ -474,7 +493,7 @@ class ResourceHandler:
             grace_seconds=options.get("gracePeriodSeconds"),
             preconditions=options.get("preconditions"), opts=wopts)
         if deleted:
-            if rt.custom is not None or rt.kind in ("Pod", "Namespace"):
+            if rt.custom is not None or rt.kind_key in RETURNS_DELETED_OBJECT:
                 return self._respond_object(request, rt, obj)
             return http.json_response({
                 "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",

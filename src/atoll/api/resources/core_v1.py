@@ -309,7 +309,48 @@ def _too_long(path: str) -> errors.Cause:
                         f"Too long: may not be more than {MAX_DATA_BYTES} bytes", path)
 
 
+def canonical_base64(value: Any) -> Any:
+    """A []byte field as Go's JSON decoder reads it and the API writes it back: line breaks
+    (``\\r``, ``\\n``) ignored, then re-encoded without them.  A value that is not base64 is
+    left as it is, for validation to name."""
+    if not isinstance(value, str) or ("\n" not in value and "\r" not in value):
+        return value
+    try:
+        decoded = base64.b64decode(value.replace("\r", "").replace("\n", ""), validate=True)
+    except (ValueError, binascii.Error):
+        return value
+    return base64.b64encode(decoded).decode()
+
+
+def _canonical_section(obj: dict[str, Any], name: str) -> None:
+    section = obj.get(name)
+    if isinstance(section, dict):
+        obj[name] = {k: canonical_base64(v) for k, v in section.items()}
+
+
+def _base64_causes(section: dict[str, Any], name: str,
+                   shown: str | None) -> tuple[list[errors.Cause], int]:
+    """Invalid base64 values of ``section`` (``shown`` replaces the value in the message, for
+    secrets) and the decoded size of the valid ones."""
+    causes, total = [], 0
+    for k, v in section.items():
+        try:
+            if not isinstance(v, str):
+                raise ValueError
+            total += len(base64.b64decode(v, validate=True))
+        except (ValueError, binascii.Error):
+            causes.append(errors.invalid_value(f"{name}[{k}]", v if shown is None else shown,
+                                               "illegal base64 data"))
+    return causes, total
+
+
 class ConfigMapStrategy(Strategy):
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        _canonical_section(obj, "binaryData")
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        _canonical_section(new, "binaryData")
+
     def validate(self, rt, obj):  # type: ignore[no-untyped-def]
         data, binary = obj.get("data"), obj.get("binaryData")
         causes: list[errors.Cause] = []
@@ -323,8 +364,12 @@ class ConfigMapStrategy(Strategy):
                 continue
             for k, v in section.items():
                 causes.extend(config_key_causes(f"{name}[{k}]", k))
-                if isinstance(v, str):
-                    total += len(v.encode()) if name == "data" else len(v) * 3 // 4
+                if isinstance(v, str) and name == "data":
+                    total += len(v.encode())
+            if name == "binaryData":
+                bad, size = _base64_causes(section, name, None)
+                causes += bad
+                total += size
         if isinstance(data, dict) and isinstance(binary, dict):
             causes.extend(errors.invalid_value(f"data[{k}]", k, "duplicate of key present in "
                                                "binaryData") for k in data if k in binary)
@@ -335,10 +380,12 @@ class ConfigMapStrategy(Strategy):
 
 class SecretStrategy(Strategy):
     def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        _canonical_section(obj, "data")
         _fold_string_data(obj)
         obj.setdefault("type", "Opaque")
 
     def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        _canonical_section(new, "data")
         _fold_string_data(new)
         new.setdefault("type", old.get("type", "Opaque"))
 
@@ -348,17 +395,9 @@ class SecretStrategy(Strategy):
             return []
         if not isinstance(data, dict):
             return [errors.Cause("FieldValueTypeInvalid", "Invalid value: must be a map", "data")]
-        causes = []
-        total = 0
-        for k, v in data.items():
-            causes.extend(config_key_causes(f"data[{k}]", k))
-            try:
-                if not isinstance(v, str):
-                    raise ValueError
-                total += len(base64.b64decode(v, validate=True))
-            except (ValueError, binascii.Error):
-                causes.append(errors.invalid_value(f"data[{k}]", "<secret contents redacted>",
-                                                   "illegal base64 data"))
+        causes = [c for k in data for c in config_key_causes(f"data[{k}]", k)]
+        bad, total = _base64_causes(data, "data", "<secret contents redacted>")
+        causes += bad
         if total > MAX_DATA_BYTES:
             causes.append(_too_long("data"))
         return causes
