@@ -84,3 +84,31 @@ def test_bad_targets(platform: Platform, namespace: str, tmp_path: Path) -> None
     out = platform.kubectl("-n", namespace, "port-forward", "pod/stuck", "18097:notaport",
                            check=False, timeout=30)
     assert out.returncode != 0 and time.monotonic() - started < 30
+
+
+def test_the_official_python_client_forwards_over_plain_websockets(
+        platform: Platform, k8s, web: str, namespace: str) -> None:
+    """``kubernetes.stream.portforward`` speaks ``v4.channel.k8s.io`` (no SPDY): two ports
+    at once, a loopback-only one among them, and a closed port's error on its channel."""
+    from kubernetes.stream import portforward
+
+    client, api = k8s
+    v1 = client.CoreV1Api(api)
+    pod = v1.list_namespaced_pod(namespace, label_selector="app=web").items[0].metadata.name
+    pf = portforward(v1.connect_get_namespaced_pod_portforward, pod, namespace,
+                     ports="8080,8081,9")
+    try:
+        socks = {port: pf.socket(port) for port in (8080, 8081)}
+        for sock in socks.values():
+            sock.setblocking(True)
+            sock.settimeout(20)
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        # the session ends when every port's connection has: each socket then reads EOF
+        for port, body in ((8080, "from-loopback"), (8081, "from-any")):
+            data = b""
+            while chunk := socks[port].recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.") and body.encode() in data
+        assert "failed to connect to localhost:9" in (pf.error(9) or "")
+    finally:
+        pf.close()

@@ -27,6 +27,8 @@ from atoll.apiserver.routing import ResourcePath
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
 PORT_FORWARD_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
+#: kubectl's SPDY tunnel first, then the websocket channel forms other clients speak
+PORT_FORWARD_PROTOCOLS = (PORT_FORWARD_PROTOCOL, "v4.channel.k8s.io", "v4.base64.channel.k8s.io")
 LOG_PARAMS = ("follow", "tailLines", "sinceSeconds", "sinceTime", "timestamps", "previous",
               "limitBytes")
 
@@ -88,15 +90,19 @@ class NodeProxy:
                                 f"of: [{' '.join(str(n) for n in regular)}]")
 
     async def _port_forward(self, request: web.Request, pod: dict[str, Any]) -> web.StreamResponse:
-        """kubectl's SPDY-in-websocket tunnel, relayed to the agent, which speaks SPDY."""
+        """kubectl's SPDY-in-websocket tunnel or the plain websocket channels (``ports`` in
+        the query), relayed to the agent, which speaks both."""
         if request.headers.get("Upgrade", "").lower() != "websocket":
             raise errors.BadRequest("Upgrade request required: port-forward needs a websocket "
                                     f"({PORT_FORWARD_PROTOCOL})")
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        protocols = tuple(p for p in offered if p in PORT_FORWARD_PROTOCOLS) or \
+            (PORT_FORWARD_PROTOCOL,)
+        params = [("ports", v) for v in request.query.getall("ports", [])]
         base = self._agent_url((pod.get("spec") or {}).get("nodeName"), pod)
         meta = pod["metadata"]
         return await self._relay_websocket(request, f"{base}/portForward/{meta['namespace']}/"
-                                                    f"{meta['name']}", [],
-                                           (PORT_FORWARD_PROTOCOL,))
+                                                    f"{meta['name']}", params, protocols)
 
     async def _vm_console(self, request: web.Request, rt: ResourceType,
                           path: ResourcePath) -> web.StreamResponse:

@@ -142,14 +142,20 @@ class PortForwarder:
         await self.session.close(data)
 
     async def _dial(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        loop = asyncio.get_running_loop()
-        if self.netns:
-            sock = await loop.run_in_executor(_netns_thread, _dial_in_netns, self.netns, port,
-                                              5.0)
-            return await asyncio.open_connection(sock=sock)
-        if not self.pod_ip:  # a host-network pod: its ports are the host's
-            return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5.0)
-        return await asyncio.wait_for(asyncio.open_connection(self.pod_ip, port), 5.0)
+        return await dial(self.netns, self.pod_ip, port)
+
+
+async def dial(netns: str | None, pod_ip: str | None,
+               port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to ``port`` of a pod: inside its network namespace (so loopback-only
+    listeners are reached, as kubelet does), at its IP, or on the host for host-network pods."""
+    loop = asyncio.get_running_loop()
+    if netns:
+        sock = await loop.run_in_executor(_netns_thread, _dial_in_netns, netns, port, 5.0)
+        return await asyncio.open_connection(sock=sock)
+    if not pod_ip:  # a host-network pod: its ports are the host's
+        return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5.0)
+    return await asyncio.wait_for(asyncio.open_connection(pod_ip, port), 5.0)
 
 
 def pod_network(pod_dir: Any) -> tuple[str | None, str | None]:

@@ -27,7 +27,7 @@ from atoll.agent.pods import logs
 from atoll.agent.pods.attempts import Attempt
 from atoll.agent.pods.worker import PodWorker
 from atoll.agent.runtime.containers import ContainerRuntime
-from atoll.agent.streams import attach, console, portforward
+from atoll.agent.streams import attach, console, portforward, portforward_ws
 from atoll.agent.streams.channels import PROTOCOLS
 from atoll.agent.streams.exec_session import ExecSession
 from atoll.agent.streams.tls import serving_cert
@@ -174,18 +174,33 @@ class AgentServer:
         return resp
 
     async def port_forward(self, request: web.Request) -> web.StreamResponse:
-        """`kubectl port-forward`: SPDY streams in a websocket, connections inside the pod."""
+        """Port-forward into the pod: kubectl's SPDY streams in a websocket, or the plain
+        ``v4.channel.k8s.io`` channels with the ports in the query (official clients)."""
         ns, name = request.match_info["ns"], request.match_info["pod"]
         worker = self._pod(request)
         if (worker.pod.get("status") or {}).get("phase") != "Running" and \
                 not any(a and a[-1].exit is None for a in worker.attempts.values()):
             raise errors.BadRequest(f'pod "{name}" is not running')
-        ws = web.WebSocketResponse(protocols=(portforward.PROTOCOL,), max_msg_size=0)
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        channels = portforward.PROTOCOL not in offered and \
+            any(p in portforward_ws.PROTOCOLS for p in offered)
+        ports: list[int] = []
+        if channels:
+            try:
+                ports = portforward_ws.parse_ports(request.query.getall("ports", []))
+            except portforward_ws.BadPorts as e:
+                raise errors.BadRequest(str(e)) from None
+        ws = web.WebSocketResponse(protocols=portforward_ws.PROTOCOLS if channels
+                                   else (portforward.PROTOCOL,), max_msg_size=0)
         await ws.prepare(request)
         netns, ip = portforward.pod_network(worker.dir)
         if worker.spec.get("hostNetwork"):
             netns, ip = None, None
-        await portforward.PortForwarder(ws, netns, ip, f"{ns}/{name}").run()
+        if channels:
+            await portforward_ws.WebsocketPortForwarder(
+                ws, lambda port: portforward.dial(netns, ip, port), ports, f"{ns}/{name}").run()
+        else:
+            await portforward.PortForwarder(ws, netns, ip, f"{ns}/{name}").run()
         await ws.close()
         return ws
 
