@@ -157,6 +157,36 @@ def test_readiness_probe_and_pod_to_pod_traffic(platform: Platform, namespace: s
     assert "it-works" in log_of(platform, client)
 
 
+def test_failing_probes_tell_why_in_events(platform: Platform, namespace: str) -> None:
+    """kubelet's Unhealthy and Killing events, with the probe's own reason."""
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "sick", "touch /alive; exec sleep 3600", restart="Always",
+        container_extra="""    readinessProbe:
+      httpGet: {path: /, port: 8080}
+      periodSeconds: 1
+    livenessProbe:
+      exec: {command: [sh, -c, "echo not-alive-anymore; test -e /nothing"]}
+      periodSeconds: 1
+      failureThreshold: 2"""))
+
+    def messages() -> dict[str, list[str]]:
+        items = json.loads(platform.kubectl(
+            "-n", namespace, "get", "events", "--field-selector", "involvedObject.name=sick",
+            "-o", "json").stdout)["items"]
+        out: dict[str, list[str]] = {}
+        for e in items:
+            out.setdefault(e["reason"], []).append(e["message"])
+        return out
+
+    seen = wait_until("Unhealthy and Killing events", lambda: (m := messages()).get(
+        "Killing") and len(m.get("Unhealthy", [])) >= 2 and m, timeout=60, interval=0.5)
+    unhealthy = seen["Unhealthy"]
+    assert any(u.startswith('Readiness probe failed: Get "http://') and
+               "connect: connection refused" in u for u in unhealthy), unhealthy
+    assert any(u == "Liveness probe failed: not-alive-anymore" for u in unhealthy), unhealthy
+    assert seen["Killing"] == ["Container c failed liveness probe, will be restarted"]
+
+
 def _netns_exists(name: str) -> bool:
     return Path("/run/netns", name).exists()
 

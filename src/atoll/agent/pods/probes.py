@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -29,8 +30,11 @@ class ProbeRunner:
     the worker, the runtime to exec in and signal, and the pod's IP as it is now."""
 
     def __init__(self, *, key: str, runtime: PodRuntime, wake: Callable[[], None],
-                 pod_ip: Callable[[], str]) -> None:
+                 pod_ip: Callable[[], str],
+                 event: Callable[[str, str, str], None] | None = None) -> None:
         self.key = key
+        #: records an Event about the pod (type, reason, message), as kubelet's prober does
+        self.event = event or (lambda type_, reason, message: None)
         self.runtime = runtime
         self.wake = wake
         self.pod_ip = pod_ip
@@ -86,20 +90,25 @@ class ProbeRunner:
             await started.wait()
         await asyncio.sleep(max(0, _int(probe.get("initialDelaySeconds"), 0)))
         successes = failures = 0
+        label = _LABELS[kind]
         while attempt.exit is None:
-            ok = await self._check(probe, container, attempt)
+            ok, detail = await self._check(probe, container, attempt)
+            if attempt.exit is not None:
+                return  # the container ended while the probe ran: nothing to report
             successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
+            if not ok:
+                self.event("Warning", "Unhealthy", f"{label} probe failed: {detail}".rstrip())
             if kind == "startupProbe":
                 if ok:
                     started.set()
                     self.wake()
                     return
                 if failures >= failure_limit:
-                    self._kill(attempt, f"startup probe failed {failures} times")
+                    self._kill(attempt, f"startup probe failed {failures} times", label)
                     return
             elif kind == "livenessProbe":
                 if failures >= failure_limit:
-                    self._kill(attempt, f"liveness probe failed {failures} times")
+                    self._kill(attempt, f"liveness probe failed {failures} times", label)
                     return
             else:
                 before = self._ready.get(name, False)
@@ -111,34 +120,47 @@ class ProbeRunner:
                     self.wake()
             await asyncio.sleep(period)
 
-    def _kill(self, attempt: Attempt, why: str) -> None:
+    def _kill(self, attempt: Attempt, why: str, label: str) -> None:
         log.info("pod %s container %s: %s, killing it", self.key, attempt.meta.name, why)
+        self.event("Normal", "Killing", f"Container {attempt.meta.name} failed "
+                                        f"{label.lower()} probe, will be restarted")
         self.runtime.signal(attempt.meta.id, signal.SIGKILL)
 
     async def _check(self, probe: dict[str, Any], container: dict[str, Any],
-                     attempt: Attempt) -> bool:
+                     attempt: Attempt) -> tuple[bool, str]:
+        """(healthy, what went wrong in kubelet's words)."""
         timeout = max(1, _int(probe.get("timeoutSeconds"), 1))
         try:
             if isinstance(probe.get("exec"), dict):
                 command = [str(c) for c in probe["exec"].get("command") or []]
                 if not command:
-                    return False
-                code, _ = await self.runtime.exec(attempt.meta.id, command, timeout=timeout)
-                return code == 0
+                    return False, "no command given"
+                code, output = await self.runtime.exec(attempt.meta.id, command,
+                                                       timeout=timeout)
+                text = output.decode(errors="replace") if isinstance(output, bytes) \
+                    else str(output or "")
+                return code == 0, text[:1024] or f"command exited with {code}"
             if isinstance(probe.get("tcpSocket"), dict):
                 spec = probe["tcpSocket"]
                 host = spec.get("host") or self.pod_ip()
                 port = _port(spec.get("port"), container)
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+                try:
+                    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                       timeout)
+                except (OSError, asyncio.TimeoutError) as e:
+                    return False, f"dial tcp {host}:{port}: {_why(e)}"
                 writer.close()
-                return True
+                return True, ""
             if isinstance(probe.get("httpGet"), dict):
                 return await self._http(probe["httpGet"], container, timeout)
-        except (OSError, asyncio.TimeoutError, ValueError, aiohttp.ClientError):
-            return False
-        return False  # grpc and unknown handlers are not supported: never healthy
+        except asyncio.TimeoutError:
+            return False, f"command timed out after {timeout}s"
+        except (OSError, ValueError, aiohttp.ClientError) as e:
+            return False, _why(e)
+        return False, "probe handler not supported (grpc)"  # never healthy
 
-    async def _http(self, spec: dict[str, Any], container: dict[str, Any], timeout: int) -> bool:
+    async def _http(self, spec: dict[str, Any], container: dict[str, Any],
+                    timeout: int) -> tuple[bool, str]:
         scheme = str(spec.get("scheme") or "HTTP").lower()
         host = spec.get("host") or self.pod_ip()
         port = _port(spec.get("port"), container)
@@ -146,10 +168,31 @@ class ProbeRunner:
         headers = {str(h.get("name")): str(h.get("value")) for h in spec.get("httpHeaders") or []
                    if isinstance(h, dict)}
         headers.setdefault("User-Agent", "kube-probe/1.37")
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
-            async with s.get(f"{scheme}://{host}:{port}{path}", headers=headers, ssl=False,
-                             allow_redirects=False) as r:
-                return 200 <= r.status < 400
+        url = f"{scheme}://{host}:{port}{path}"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+                async with s.get(url, headers=headers, ssl=False, allow_redirects=False) as r:
+                    if 200 <= r.status < 400:
+                        return True, ""
+                    return False, f"HTTP probe failed with statuscode: {r.status}"
+        except (OSError, asyncio.TimeoutError, aiohttp.ClientConnectorError) as e:
+            return False, f'Get "{url}": dial tcp {host}:{port}: {_why(e)}'
+        except aiohttp.ClientError as e:
+            return False, f'Get "{url}": {_why(e)}'
+
+
+_LABELS = {"startupProbe": "Startup", "livenessProbe": "Liveness", "readinessProbe": "Readiness"}
+
+
+def _why(e: BaseException) -> str:
+    """An error as a short reason (kubelet's Go errors read "connect: connection refused")."""
+    if isinstance(e, asyncio.TimeoutError):
+        return "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+    if isinstance(e, aiohttp.ClientConnectorError) and e.os_error is not None:
+        e = e.os_error
+    if isinstance(e, OSError) and e.errno:
+        return f"connect: {os.strerror(e.errno).lower()}"
+    return str(e) or type(e).__name__
 
 
 def _int(value: Any, default: int) -> int:

@@ -101,7 +101,7 @@ class PodWorker:
         self.reported: dict[str, Any] | None = None
         self.start_time: float | None = None
         self.probes = ProbeRunner(key=self.key, runtime=runtime, wake=self.wake,
-                                  pod_ip=self._pod_ip)
+                                  pod_ip=self._pod_ip, event=self._event)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.finished = asyncio.Event()
