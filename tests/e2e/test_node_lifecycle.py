@@ -65,6 +65,14 @@ def test_expired_lease_taints_node_and_evicts_pods(k8s, namespace: str) -> None:
                                                "leaseDurationSeconds": 60}})
         wait_for(lambda: not (v1.read_node(name).spec and v1.read_node(name).spec.taints),
                  what="taints removed")
+        # the node controller tells the story in Events, on the node and on its pods
+        def reasons(obj_name: str, ns: str) -> set[str]:
+            return {e.reason for e in v1.list_namespaced_event(
+                ns, field_selector=f"involvedObject.name={obj_name}").items}
+        wait_for(lambda: {"NodeNotReady", "NodeReady"} <= reasons(name, "default"),
+                 what="node events")
+        wait_for(lambda: {"NodeNotReady", "TaintManagerEviction"} <= reasons("victim", namespace),
+                 what="pod events")
     finally:
         v1.delete_node(name)
         coord.delete_namespaced_lease(name, "kube-node-lease")

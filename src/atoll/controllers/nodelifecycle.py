@@ -25,6 +25,7 @@ from atoll.api import errors
 from atoll.api.timestamps import parse_rfc3339, rfc3339
 from atoll.client import indexers as ix
 from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
+from atoll.client.events import NORMAL, WARNING
 
 log = logging.getLogger(__name__)
 LEASE_NAMESPACE = "kube-node-lease"
@@ -58,6 +59,7 @@ class NodeLifecycleController(Controller):
     name = "node-lifecycle"
     default_workers = 2
     backoff = (0.2, 5.0)
+    events_component = "node-controller"
 
     def declare(self, b: Builder) -> None:
         self.nodes = b.primary("", "v1", "nodes")
@@ -104,13 +106,25 @@ class NodeLifecycleController(Controller):
         if now < expires:
             if self._tainted(name):
                 await self._set_taints(node, reachable=True)
+                self._node_event(node, "NodeReady")
             return requeue_after(expires - now + SLACK_SECONDS)
         if not self._tainted(name):
             log.info("node %s: Lease expired %.1fs ago; marking it unreachable", name,
                      now - expires)
             await self._mark_unknown(node)
+            self._node_event(node, "NodeNotReady")
+            for pod in self.pods.by_index(ix.NODE_NAME, name):
+                if not pod["metadata"].get("deletionTimestamp"):
+                    self.events.record(_as_kind(pod, "Pod"), WARNING, "NodeNotReady",
+                                       "Node is not ready")
             node = await self._set_taints(node, reachable=False) or node
         return await self._evict(name, node, now)
+
+    def _node_event(self, node: dict[str, Any], state: str) -> None:
+        """upstream's RecordNodeStatusChange."""
+        name = node["metadata"]["name"]
+        self.events.record(_as_kind(node, "Node", uid=name), NORMAL, state,
+                           f"Node {name} status is now: {state}")
 
     async def _mark_unknown(self, node: dict[str, Any]) -> None:
         now = rfc3339(self.clock())
@@ -171,6 +185,8 @@ class NodeLifecycleController(Controller):
                 continue
             ns, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
             log.info("evicting pod %s/%s from unreachable node %s", ns, pod_name, name)
+            self.events.record(_as_kind(pod, "Pod"), NORMAL, "TaintManagerEviction",
+                               f"Marking for deletion Pod {ns}/{pod_name}")
             try:
                 await self.client.delete(f"/api/v1/namespaces/{ns}/pods/{pod_name}",
                                          {"apiVersion": "v1", "kind": "DeleteOptions",
@@ -191,3 +207,11 @@ class NodeLifecycleController(Controller):
                                           "preconditions": {"uid": pod["metadata"]["uid"]}})
             except (errors.NotFound, errors.Conflict):
                 continue
+
+
+def _as_kind(obj: dict[str, Any], kind: str, uid: str | None = None) -> dict[str, Any]:
+    """``obj`` with its kind (cached list items may lack it) for an Event's reference."""
+    out = {**obj, "kind": kind, "apiVersion": "v1"}
+    if uid is not None:
+        out["metadata"] = {**obj["metadata"], "uid": uid}
+    return out

@@ -25,6 +25,7 @@ import aiohttp
 from atoll.agent.images.store import ImageStore
 from atoll.api import errors
 from atoll.api.timestamps import rfc3339
+from atoll.client.events import EventRecorder
 from atoll.client.rest import ApiClient
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,30 @@ class NodeAgent:
         self.on_isolated: list[Callable[[], Awaitable[None]]] = []
         self.on_reconnected: list[Callable[[], Awaitable[None]]] = []
         self.isolated = False
+        #: kubelet's node Events (Starting, NodeReady, NodeNotReady); its sender task runs
+        #: from the first registration on
+        self.events = EventRecorder(client, "kubelet")
+        self._events_task: asyncio.Task[None] | None = None
+        self._was_ready: bool | None = None
+
+    def _node_event(self, type_: str, reason: str, message: str) -> None:
+        if self._events_task is None or self._events_task.done():
+            self._events_task = asyncio.get_running_loop().create_task(
+                self.events.run(), name="node-events")
+        # kubelet's reference to its Node: the name stands in for the uid
+        ref = {"kind": "Node", "apiVersion": "v1",
+               "metadata": {"name": self.settings.name, "uid": self.settings.name}}
+        self.events.record(ref, type_, reason, message)
+
+    def _note_readiness(self, status: dict[str, Any]) -> None:
+        """NodeReady / NodeNotReady when the Ready condition this host posts changes."""
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions") or [])
+        if ready != self._was_ready:
+            state = "NodeReady" if ready else "NodeNotReady"
+            self._node_event("Normal", state,
+                             f"Node {self.settings.name} status is now: {state}")
+        self._was_ready = ready
 
     @property
     def isolation_seconds(self) -> float:
@@ -217,14 +242,18 @@ class NodeAgent:
                                               "podCIDRs": [self.settings.pod_cidr]}}
             node = await self.client.patch(path, patch)
         self.uid = node["metadata"]["uid"]
+        self._node_event("Normal", "Starting", "Starting kubelet.")
         await self.post_status(node.get("status") or {})
         await self.renew_lease()
         log.info("registered node %s (%s)", self.settings.name, self.settings.host_ip)
         return node
 
     async def post_status(self, previous: dict[str, Any]) -> dict[str, Any]:
-        return await self.client.patch(f"/api/v1/nodes/{self.settings.name}/status",
-                                       {"status": self.status(previous)})
+        status = self.status(previous)
+        node = await self.client.patch(f"/api/v1/nodes/{self.settings.name}/status",
+                                       {"status": status})
+        self._note_readiness(status)
+        return node
 
     async def renew_lease(self) -> None:
         now = rfc3339(digits=6)  # MicroTime
