@@ -20,6 +20,12 @@ def test_a_cronjob_fires_every_minute_and_reports_it(platform: Platform, namespa
         platform.kubectl("-n", namespace, "get", "cronjob", "tick", "-o", "json").stdout
     ).get("status") or {}).get("lastSuccessfulTime") and s, timeout=90, interval=1)
     assert status["lastScheduleTime"].endswith(":00Z")
+    reasons = wait_until("the CronJob's events", lambda: (r := set(platform.kubectl(
+        "-n", namespace, "get", "events", "--field-selector", "involvedObject.kind=CronJob",
+        "-o", "jsonpath={.items[*].reason}").stdout.split())) >= {"SuccessfulCreate",
+                                                                  "SawCompletedJob"} and r,
+        timeout=30)
+    assert "UnparseableSchedule" not in reasons
     table = platform.kubectl("-n", namespace, "get", "cronjob", "tick").stdout.splitlines()
     assert table[0].split() == ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST",
                                 "SCHEDULE", "AGE"], table

@@ -472,6 +472,12 @@ spec:
     assert broken["failed"] == 2
     assert any(c["type"] == "Failed" and c["reason"] == "BackoffLimitExceeded"
                for c in broken["conditions"])
+    for job_name, wanted in (("count", {"SuccessfulCreate", "Completed"}),
+                             ("broken", {"SuccessfulCreate", "BackoffLimitExceeded"})):
+        wait_until(f"job {job_name}'s events", lambda: wanted <= set(platform.kubectl(
+            "-n", namespace, "get", "events", "--field-selector",
+            f"involvedObject.name={job_name},involvedObject.kind=Job",
+            "-o", "jsonpath={.items[*].reason}").stdout.split()), timeout=30)
 
 
 def test_deployment_rolls_out_and_back(platform: Platform, namespace: str) -> None:
@@ -554,6 +560,10 @@ spec:
                                        "json").stdout)["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     assert [p["spec"]["containers"][0]["command"][1] for p in live] == ["3601"]
+    wait_until("the DaemonSet's events", lambda: {"SuccessfulCreate", "SuccessfulDelete"} <= set(
+        platform.kubectl("-n", namespace, "get", "events", "--field-selector",
+                         "involvedObject.kind=DaemonSet", "-o",
+                         "jsonpath={.items[*].reason}").stdout.split()), timeout=30)
 
 
 def test_statefulset_orders_pods_and_keeps_claims(platform: Platform, namespace: str) -> None:
@@ -590,6 +600,11 @@ spec:
                                          "json").stdout)["items"]
     assert sorted(c["metadata"]["name"] for c in claims) == ["data-db-0", "data-db-1",
                                                               "data-db-2"]
+    messages = wait_until("the StatefulSet's events", lambda: (m := platform.kubectl(
+        "-n", namespace, "get", "events", "--field-selector", "involvedObject.kind=StatefulSet",
+        "-o", "jsonpath={.items[*].message}").stdout) and "db-2 in StatefulSet db" in m and m,
+        timeout=30)
+    assert "create Pod db-0 in StatefulSet db successful" in messages
     platform.kubectl("scale", "sts/db", "-n", namespace, "--replicas=1")
     platform.kubectl("rollout", "status", "sts/db", "-n", namespace, "--timeout=60s")
     deadline = time.monotonic() + 60

@@ -85,6 +85,12 @@ class CronJobController(Controller):
         status = dict(cj.get("status") or {})
         await self._clean_history(cj, jobs)
         active = [j for j in jobs if not finished(j) and not j["metadata"].get("deletionTimestamp")]
+        was_active = {ref.get("uid") for ref in status.get("active") or [] if isinstance(ref, dict)}
+        for job in jobs:
+            if finished(job) and job["metadata"].get("uid") in was_active:
+                self.events.record(cj, NORMAL, "SawCompletedJob",
+                                   f"Saw completed job: {job['metadata']['name']}, "
+                                   f"condition: {finished(job)}")
         status["active"] = [job_reference(j) for j in sorted(
             active, key=lambda j: j["metadata"]["name"])] or None
         done = [parse_rfc3339((j.get("status") or {}).get("completionTime"))

@@ -147,8 +147,10 @@ class DaemonSetController(Controller):
                 self.expectations.expect(key, adds=len(creates),
                                          dels={object_key(p) for p in deletes})
             results = await asyncio.gather(
-                *(podcontrol.create_pod(self.client, ns, p) for p in creates),
-                *(podcontrol.delete_pod(self.client, p) for p in deletes),
+                *(podcontrol.create_pod(self.client, ns, p, events=self.events, owner=ds)
+                  for p in creates),
+                *(podcontrol.delete_pod(self.client, p, events=self.events, owner=ds)
+                  for p in deletes),
                 return_exceptions=True)
             failures = [r for r in results if isinstance(r, Exception)]
             if failures:

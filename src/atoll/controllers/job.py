@@ -18,6 +18,7 @@ from atoll.api import conditions as cond
 from atoll.api import errors, selectors
 from atoll.api.timestamps import parse_rfc3339, rfc3339
 from atoll.client.controller import DONE, Builder, Controller, Result, requeue_after
+from atoll.client.events import NORMAL, WARNING
 from atoll.client.informer import object_key
 from atoll.client.status import patch_status_if_changed
 from atoll.controllers import podcontrol
@@ -33,6 +34,7 @@ class JobController(Controller):
     name = "job"
     default_workers = 4
     backoff = (0.05, 10.0)
+    events_component = "job-controller"
 
     def declare(self, b: Builder) -> None:
         self.expectations = podcontrol.Expectations()
@@ -86,7 +88,8 @@ class JobController(Controller):
                 conditions.append(_new_condition(now, target, failure or "CompletionsReached",
                                                  message))
             if active:
-                await asyncio.gather(*(podcontrol.delete_pod(self.client, p) for p in active))
+                await asyncio.gather(*(podcontrol.delete_pod(self.client, p, events=self.events,
+                                                             owner=job) for p in active))
             else:
                 final = "Failed" if failure else "Complete"
                 source = next(c for c in conditions if c["type"] == target)
@@ -94,6 +97,9 @@ class JobController(Controller):
                                                  source.get("message", "")))
                 if not failure:
                     status["completionTime"] = rfc3339(now)
+                    self.events.record(job, NORMAL, "Completed", "Job completed")
+                else:
+                    self.events.record(job, WARNING, failure, source.get("message", ""))
         elif not spec.get("suspend") and self.expectations.satisfied(key):
             wanted = parallelism
             if isinstance(completions, int):
@@ -108,7 +114,8 @@ class JobController(Controller):
             elif missing < 0:
                 doomed = sorted(active, key=podcontrol.deletion_rank)[:-missing]
                 self.expectations.expect(key, dels={object_key(p) for p in doomed})
-                await asyncio.gather(*(podcontrol.delete_pod(self.client, p) for p in doomed))
+                await asyncio.gather(*(podcontrol.delete_pod(self.client, p, events=self.events,
+                                                             owner=job) for p in doomed))
         if isinstance(deadline, int) and start is not None and not (failure or done):
             remaining = start + deadline - now
             again = min(again, remaining) if again is not None else remaining
@@ -135,7 +142,8 @@ class JobController(Controller):
         ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
         results = await asyncio.gather(
             *(podcontrol.create_pod(self.client, ns, podcontrol.pod_from_template(
-                job, template, generate_name=f"{name}-")) for _ in range(count)),
+                job, template, generate_name=f"{name}-"), events=self.events, owner=job)
+              for _ in range(count)),
             return_exceptions=True)
         failures = [r for r in results if isinstance(r, Exception)]
         for _ in failures:

@@ -22,6 +22,7 @@ from atoll.api import errors
 from atoll.api.timestamps import parse_rfc3339
 from atoll.client import indexers as ix
 from atoll.client.controller import Mapper, controller_owner
+from atoll.client.events import NORMAL, WARNING, EventRecorder
 from atoll.client.informer import Informer, object_key
 from atoll.client.rest import ApiClient
 
@@ -132,21 +133,38 @@ def pod_from_template(owner: dict[str, Any], template: dict[str, Any], *,
             "spec": copy.deepcopy(template.get("spec") or {})}
 
 
-async def create_pod(client: ApiClient, namespace: str, pod: dict[str, Any]) -> dict[str, Any] | None:
+async def create_pod(client: ApiClient, namespace: str, pod: dict[str, Any], *,
+                     events: EventRecorder | None = None,
+                     owner: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Create a pod; with ``events``, record it on ``owner`` as upstream's pod control does
+    (SuccessfulCreate "Created pod: NAME", FailedCreate "Error creating: ...")."""
     try:
-        return await client.create(f"/api/v1/namespaces/{namespace}/pods", pod)
+        created = await client.create(f"/api/v1/namespaces/{namespace}/pods", pod)
     except errors.AlreadyExists:
         return None
+    except errors.ApiError as e:
+        if events is not None and owner is not None:
+            events.record(owner, WARNING, "FailedCreate", f"Error creating: {e}")
+        raise
+    if events is not None and owner is not None:
+        events.record(owner, NORMAL, "SuccessfulCreate",
+                      f"Created pod: {created['metadata']['name']}")
+    return created
 
 
-async def delete_pod(client: ApiClient, pod: dict[str, Any]) -> None:
+async def delete_pod(client: ApiClient, pod: dict[str, Any], *,
+                     events: EventRecorder | None = None,
+                     owner: dict[str, Any] | None = None) -> None:
+    """Delete a pod (this incarnation only); with ``events``, SuccessfulDelete on ``owner``."""
     meta = pod["metadata"]
     try:
         await client.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
                             {"apiVersion": "v1", "kind": "DeleteOptions",
                              "preconditions": {"uid": meta["uid"]}})
     except (errors.NotFound, errors.Conflict):
-        pass
+        return
+    if events is not None and owner is not None:
+        events.record(owner, NORMAL, "SuccessfulDelete", f"Deleted pod: {meta['name']}")
 
 
 def is_active(pod: dict[str, Any]) -> bool:

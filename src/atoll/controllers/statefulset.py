@@ -19,6 +19,7 @@ from typing import Any
 
 from atoll.api import errors, selectors
 from atoll.client.controller import DONE, Builder, Controller, Result
+from atoll.client.events import NORMAL, WARNING
 from atoll.controllers import podcontrol
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class StatefulSetController(Controller):
         for i, pod in list(pods.items()):
             if (pod.get("status") or {}).get("phase") == "Failed" and \
                     not pod["metadata"].get("deletionTimestamp"):
-                await podcontrol.delete_pod(self.client, pod)
+                await self._delete(sts, pod)
                 return DONE
         for i in wanted:
             pod = pods.get(i)
@@ -96,7 +97,7 @@ class StatefulSetController(Controller):
                 targets = extra[:1] if ordered else extra
                 for i in targets:
                     if not pods[i]["metadata"].get("deletionTimestamp"):
-                        await podcontrol.delete_pod(self.client, pods[i])
+                        await self._delete(sts, pods[i])
             elif all(_running_and_ready(pods[i]) for i in wanted if i in pods):
                 await self._roll(sts, pods, wanted, update)
         await self._status(sts, pods, update)
@@ -121,7 +122,22 @@ class StatefulSetController(Controller):
             volumes.append({"name": vol_name, "persistentVolumeClaim": {"claimName": cname}})
         if volumes:
             pod["spec"]["volumes"] = volumes
-        await podcontrol.create_pod(self.client, ns, pod)
+        try:
+            created = await podcontrol.create_pod(self.client, ns, pod)
+        except errors.ApiError as e:
+            self.events.record(sts, WARNING, "FailedCreate", f"create Pod {pod_name} in "
+                                                             f"StatefulSet {name} failed error: {e}")
+            raise
+        if created is not None:
+            self.events.record(sts, NORMAL, "SuccessfulCreate",
+                               f"create Pod {pod_name} in StatefulSet {name} successful")
+
+    async def _delete(self, sts: dict[str, Any], pod: dict[str, Any]) -> None:
+        """Delete a pod, recorded in upstream's words."""
+        await podcontrol.delete_pod(self.client, pod)
+        self.events.record(sts, NORMAL, "SuccessfulDelete",
+                           f"delete Pod {pod['metadata']['name']} in StatefulSet "
+                           f"{sts['metadata']['name']} successful")
 
     async def _ensure_claim(self, sts: dict[str, Any], claim: dict[str, Any], name: str) -> None:
         ns = sts["metadata"]["namespace"]
@@ -147,7 +163,7 @@ class StatefulSetController(Controller):
                 continue
             if (pods[i]["metadata"].get("labels") or {}).get(HASH_LABEL) != update:
                 if not pods[i]["metadata"].get("deletionTimestamp"):
-                    await podcontrol.delete_pod(self.client, pods[i])
+                    await self._delete(sts, pods[i])
                 return
 
     async def _status(self, sts: dict[str, Any], pods: dict[int, dict[str, Any]],
