@@ -70,6 +70,13 @@ class ReconcileSettings:
     #: a storm of failures (an unreachable server) cannot turn into a storm of requests
     retry_qps: float = 10.0
     retry_burst: int = 100
+    #: seconds between two looks at each HorizontalPodAutoscaler (upstream's
+    #: --horizontal-pod-autoscaler-sync-period), how long a scale-down waits for the highest
+    #: recent proposal to age out (--horizontal-pod-autoscaler-downscale-stabilization), and
+    #: how far usage may stray from a target before anything changes (its --...-tolerance)
+    hpa_sync_period_seconds: float = 15.0
+    hpa_downscale_stabilization_seconds: float = 300.0
+    hpa_tolerance: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -134,3 +141,22 @@ class AgentSettings:
     vm_soft_timeout: float = 60.0
     #: a VM silent on its serial console this long after start is reported as not booting
     vm_silent_boot_timeout: float = 120.0
+    #: image pulls: (registry, mirror URL) pairs tried in order before the registry itself
+    #: (e.g. ("docker.io", "https://mirror.example:5000")); the registry is the fallback
+    registry_mirrors: tuple[tuple[str, str], ...] = ()
+    #: registries (host[:port]) spoken to over plain http or unverified https, as Docker's
+    #: insecure-registries (loopback registries may always use http)
+    insecure_registries: tuple[str, ...] = ()
+    #: extra CA certificates (PEM) trusted for registries besides the system's
+    registry_ca_file: Path | None = None
+    #: the node's own registry credentials: a docker config.json (``auths``)
+    registry_credentials_file: Path | None = None
+    #: seconds a registry may stay silent mid-answer before a pull fails (a stalled blob)
+    registry_read_timeout: float = 60.0
+    #: decompressed bytes one image layer may unpack to (stops decompression bombs)
+    image_max_layer_bytes: int = 16 << 30
+    #: image garbage collection (kubelet's --image-gc-high/low-threshold, in percent of the
+    #: image filesystem, and --minimum-image-gc-age in seconds)
+    image_gc_high_threshold: int = 85
+    image_gc_low_threshold: int = 80
+    image_gc_min_age: float = 120.0

@@ -21,8 +21,11 @@ def _server(pods: dict[tuple[str, str], Any]) -> AgentServer:
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+              "message": message, "reason": reason, "code": code}
+    if code in (403, 404):  # upstream always fills details for these (kubectl reads them)
+        status["details"] = {}
+    return status
 
 
 async def _get(server: AgentServer, path: str, *, authorize: bool = False) -> tuple[int, Any]:
@@ -62,3 +65,17 @@ async def test_a_container_not_started_yet_is_a_bad_request() -> None:
         400, _status(400, "BadRequest", 'pod "p" is not running'))
     assert await _get(_server({}), "/stats/summary") == (
         200, {"node": {"nodeName": "n1"}, "pods": []})
+
+
+async def test_exec_and_attach_name_the_container_they_cannot_reach() -> None:
+    """Refusals come before the upgrade, so the API server can relay them to the client."""
+    meta = SimpleNamespace(name="c", id="cid")
+    done = SimpleNamespace(meta=meta, exit={"exitCode": 0})
+    worker = SimpleNamespace(attempts={"c": [done]}, pod={"status": {"phase": "Running"}},
+                             spec={"containers": [{"name": "c"}]})
+    server = _server({("n", "p"): worker, ("n", "q"): SimpleNamespace(attempts={}, spec={})})
+    assert await _get(server, "/exec/n/p/c?command=true") == (400, _status(
+        400, "BadRequest", 'cannot exec in a stopped container: container "c" in pod "p" is '
+                           "not running"))
+    assert await _get(server, "/attach/n/q/c") == (400, _status(
+        400, "BadRequest", 'container not found ("c"): it has not started in pod "q" yet'))

@@ -387,3 +387,24 @@ def test_delete_returns_the_object_where_upstream_does(platform: Platform, names
             kinds[plural] = json.loads(resp.read())["kind"]
     assert kinds == {"services": "Service", "serviceaccounts": "ServiceAccount",
                      "configmaps": "Status"}
+
+
+def test_status_counts_upstream_always_sends_are_there_from_creation(
+        platform: Platform, namespace: str) -> None:
+    """Go's status types serialize some counts even when zero; typed clients read them from
+    the object a create returns, before any controller wrote its status."""
+    template = {"metadata": {"labels": {"app": "z"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    spec = {"selector": {"matchLabels": {"app": "z"}}, "template": template}
+    expected = {"ReplicaSet": {"replicas": 0},
+                "StatefulSet": {"replicas": 0, "availableReplicas": 0},
+                "DaemonSet": {"currentNumberScheduled": 0, "numberMisscheduled": 0,
+                              "desiredNumberScheduled": 0, "numberReady": 0}}
+    for kind, counts in expected.items():
+        body = {"apiVersion": "apps/v1", "kind": kind,
+                "metadata": {"name": f"z-{kind.lower()}", "namespace": namespace},
+                "spec": {**spec, **({"replicas": 0} if kind != "DaemonSet" else {})}}
+        created = json.loads(platform.kubectl("create", "-f", "-", "-o", "json",
+                                              input=json.dumps(body)).stdout)
+        status = created.get("status") or {}
+        assert {k: status.get(k) for k in counts} == counts, (kind, status)

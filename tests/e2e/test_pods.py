@@ -187,6 +187,30 @@ def test_failing_probes_tell_why_in_events(platform: Platform, namespace: str) -
     assert seen["Killing"] == ["Container c failed liveness probe, will be restarted"]
 
 
+def test_mount_failures_and_stops_are_events(platform: Platform, namespace: str) -> None:
+    """FailedMount names the missing volume source; deleting a pod records Killing."""
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(
+        namespace, "nomount", "sleep 3600",
+        extra="  volumes: [{name: v, configMap: {name: absent-cm}}]",
+        container_extra="    volumeMounts: [{name: v, mountPath: /v}]"))
+    platform.kubectl("apply", "-f", "-", input=pod_yaml(namespace, "stopper", "sleep 3600",
+                                                      restart="Always"))
+
+    def events_of(name: str) -> list[tuple[str, str]]:
+        items = json.loads(platform.kubectl(
+            "-n", namespace, "get", "events", "--field-selector", f"involvedObject.name={name}",
+            "-o", "json").stdout)["items"]
+        return [(e["reason"], e["message"]) for e in items]
+
+    failed = wait_until("FailedMount", lambda: [m for r, m in events_of("nomount")
+                                                if r == "FailedMount"], timeout=60)
+    assert "absent-cm" in failed[0], failed
+    wait_pod(platform, namespace, "stopper", phase("Running"))
+    platform.kubectl("-n", namespace, "delete", "pod", "stopper", "--wait=false")
+    wait_until("Killing", lambda: ("Killing", "Stopping container c") in events_of("stopper"),
+               timeout=60)
+
+
 def _netns_exists(name: str) -> bool:
     return Path("/run/netns", name).exists()
 

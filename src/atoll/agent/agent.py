@@ -20,6 +20,9 @@ from atoll.agent.host.network import CNI, NetworkSettings
 from atoll.agent.host.node import NodeAgent, NodeSettings, runc_version
 from atoll.agent.host.routes import PodRoutes
 from atoll.agent.host.stats import StatsCollector
+from atoll.agent.images.imagegc import GCSettings, ImageGC
+from atoll.agent.images.puller import ImagePuller, PullSettings
+from atoll.agent.images.registry import RegistrySettings
 from atoll.agent.images.store import ImageStore
 from atoll.agent.pods.worker import PodWorker, WorkerSettings
 from atoll.agent.runtime.containers import ContainerMeta, ContainerRuntime
@@ -46,6 +49,12 @@ class Agent:
             config.server = s.server.rstrip("/")
         self.client = ApiClient(config, user_agent=f"atoll-agent/{s.name}")
         self.images = ImageStore(s.data_dir / "images")
+        self.puller = ImagePuller(self.images, PullSettings(
+            registry=RegistrySettings(insecure=s.insecure_registries,
+                                      ca_file=s.registry_ca_file, mirrors=s.registry_mirrors,
+                                      read_timeout=s.registry_read_timeout),
+            credentials_file=s.registry_credentials_file,
+            max_layer_bytes=s.image_max_layer_bytes))
         run_dir = s.run_dir or Path("/run/atoll") / s.name
         self.runtime = ContainerRuntime(run_dir / "containers", runc=s.runtime,
                                         runc_root=run_dir / "runc")
@@ -96,6 +105,11 @@ class Agent:
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
         vms = asyncio.create_task(self.vms.run(), name="vms")
         tasks = [heartbeat, vms, asyncio.create_task(self.stats.run(), name="stats")]
+        image_gc = ImageGC(self.images, GCSettings(
+            high_percent=self.settings.image_gc_high_threshold,
+            low_percent=self.settings.image_gc_low_threshold,
+            min_age=self.settings.image_gc_min_age), self._images_in_use, self.puller.last_used)
+        tasks.append(asyncio.create_task(image_gc.run(), name="image-gc"))
         if self.settings.pod_routes:
             tasks.append(asyncio.create_task(PodRoutes(
                 self.client, self.informers, self.settings.name, self.settings.host_ip,
@@ -118,6 +132,16 @@ class Agent:
     def vm_worker(self, uid: str) -> VMWorker | None:
         return self.vms.workers.get(uid)
 
+    def _images_in_use(self) -> set[str]:
+        """Images (refs and ids) of every container on this host, running or exited."""
+        used: set[str] = set()
+        for meta in self.runtime.list():
+            used.update((meta.image, meta.image_id))
+        for worker in list(self.workers.values()):
+            for ref, _ in worker.pulls.values():
+                used.add(ref)
+        return used
+
     def _running_containers(self) -> list[tuple[str, str, str, str, str]]:
         """(namespace, pod, pod uid, container, cgroup) of each running container, for stats."""
         out = []
@@ -131,6 +155,7 @@ class Agent:
 
     async def close(self) -> None:
         await self.vms.close()
+        await self.puller.close()
         if self.server is not None:
             await self.server.stop()
         await self.client.close()
@@ -144,7 +169,8 @@ class Agent:
             return
         if worker is None:
             worker = PodWorker(pod, client=self.client, runtime=self.runtime, images=self.images,
-                               cni=self.cni, settings=self.worker_settings)
+                               cni=self.cni, settings=self.worker_settings,
+                               puller=self.puller)
             self.workers[uid] = worker
             worker.start(self._found.pop(uid, None))
             asyncio.get_running_loop().create_task(self._forget_when_done(uid, worker))
@@ -168,7 +194,8 @@ class Agent:
             pod = {"metadata": {"uid": uid, "name": uid, "namespace": "",
                                 "deletionGracePeriodSeconds": 1}, "spec": {}}
             worker = PodWorker(pod, client=self.client, runtime=self.runtime, images=self.images,
-                               cni=self.cni, settings=self.worker_settings)
+                               cni=self.cni, settings=self.worker_settings,
+                               puller=self.puller)
             worker._adopt(self._found.pop(uid, []))
             worker.deleted_from_api = True
             await worker.sync()

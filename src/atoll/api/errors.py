@@ -48,6 +48,9 @@ class Cause:
 class ApiError(Exception):
     code = 500
     reason = "InternalError"
+    #: upstream's constructor for this error always fills ``details`` (even when empty):
+    #: clients such as kubectl dereference it
+    always_details = False
 
     def __init__(
         self,
@@ -86,10 +89,10 @@ class ApiError(Exception):
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         }
-        if details:
+        if details or self.always_details:
             status["details"] = details
+        status["code"] = self.code  # upstream's field order: details before code
         return status
 
 
@@ -103,14 +106,17 @@ class Unauthorized(ApiError):
 
 class Forbidden(ApiError):
     code, reason = 403, "Forbidden"
+    always_details = True
 
 
 class NotFound(ApiError):
     code, reason = 404, "NotFound"
+    always_details = True
 
 
 class MethodNotAllowed(ApiError):
     code, reason = 405, "MethodNotAllowed"
+    always_details = True
 
 
 class NotAcceptable(ApiError):
@@ -119,10 +125,12 @@ class NotAcceptable(ApiError):
 
 class AlreadyExists(ApiError):
     code, reason = 409, "AlreadyExists"
+    always_details = True
 
 
 class Conflict(ApiError):
     code, reason = 409, "Conflict"
+    always_details = True
 
 
 class Expired(ApiError):
@@ -139,6 +147,7 @@ class UnsupportedMediaType(ApiError):
 
 class Invalid(ApiError):
     code, reason = 422, "Invalid"
+    always_details = True
 
 
 class TooManyRequests(ApiError):

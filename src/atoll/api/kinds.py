@@ -26,6 +26,8 @@ REVIEWS: tuple[ResourceType, ...] = (
             "localsubjectaccessreviews", True, verbs=("create",)),
     builtin("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False,
             verbs=("create",)),
+    builtin("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False,
+            verbs=("create",)),
 )
 
 #: The resource metrics API (metrics-server's): read-only, answered from the host agents.
@@ -38,7 +40,8 @@ METRICS: tuple[ResourceType, ...] = (
 GROUP_ORDER = (
     "", "apiregistration.k8s.io", "apps", "events.k8s.io", "authentication.k8s.io",
     "authorization.k8s.io", "autoscaling", "batch", "certificates.k8s.io", "networking.k8s.io",
-    "policy", "rbac.authorization.k8s.io", "storage.k8s.io", "coordination.k8s.io",
+    "policy", "rbac.authorization.k8s.io", "storage.k8s.io", "admissionregistration.k8s.io",
+    "coordination.k8s.io",
     "apiextensions.k8s.io", "metrics.k8s.io",
 )
 

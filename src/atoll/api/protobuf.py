@@ -31,6 +31,28 @@ MAX_DEPTH = 100
 _GO_ZERO_TIME = -62135596800  # Go's time.Time{} in Unix seconds: encoded, means "unset"
 _DECODE_ERRORS = (IndexError, ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error,
                   OverflowError, RecursionError)
+#: embedded structs whose JSON is inlined into their parent (Go's ``json:""`` or
+#: ``json:",inline"`` tags, found in k8s.io/api's types.go): the proto nests them as a field,
+#: JSON does not (a Volume's ``configMap`` sits beside its ``name``)
+INLINE: dict[str, frozenset[int]] = {
+    "k8s.io.api.core.v1.Volume": frozenset({2}),
+    "k8s.io.api.core.v1.PersistentVolumeSpec": frozenset({2}),
+    "k8s.io.api.core.v1.SecretProjection": frozenset({1}),
+    "k8s.io.api.core.v1.ConfigMapVolumeSource": frozenset({1}),
+    "k8s.io.api.core.v1.ConfigMapProjection": frozenset({1}),
+    "k8s.io.api.core.v1.ConfigMapKeySelector": frozenset({1}),
+    "k8s.io.api.core.v1.SecretKeySelector": frozenset({1}),
+    "k8s.io.api.core.v1.ConfigMapEnvSource": frozenset({1}),
+    "k8s.io.api.core.v1.SecretEnvSource": frozenset({1}),
+    "k8s.io.api.core.v1.Probe": frozenset({1}),
+    "k8s.io.api.core.v1.EphemeralContainer": frozenset({1}),
+    "k8s.io.api.admissionregistration.v1.RuleWithOperations": frozenset({2}),
+    "k8s.io.api.admissionregistration.v1.NamedRuleWithOperations": frozenset({2}),
+    "k8s.io.api.networking.v1.IngressRule": frozenset({2}),
+    "k8s.io.api.resource.v1.DeviceClaimConfiguration": frozenset({2}),
+    "k8s.io.api.resource.v1.DeviceAllocationConfiguration": frozenset({3}),
+    "k8s.io.api.resource.v1.DeviceClassConfiguration": frozenset({1}),
+}
 _META_KINDS = {"DeleteOptions", "CreateOptions", "UpdateOptions", "PatchOptions", "ListOptions",
                "GetOptions", "Status"}
 
@@ -189,11 +211,17 @@ def _message(buf: memoryview, name: str, depth: int) -> Any:
     if fields is None:
         raise ValueError(f"unknown message {name}")
     out: dict[str, Any] = {}
+    inline = INLINE.get(name, frozenset())
     for num, wire, value in _fields_of(buf):
         spec = fields.get(num)
         if spec is None:
             continue  # a field newer than our table: ignored, as proto readers do
         json_name, typ, value_type, repeated, omit_zero = spec
+        if num in inline:
+            embedded = _value(typ, wire, value, depth)
+            if isinstance(embedded, dict):
+                out.update(embedded)
+            continue
         if typ == "map":
             entry = _map_entry(value, value_type, depth)
             out.setdefault(json_name, {})[entry[0]] = entry[1]

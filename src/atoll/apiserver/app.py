@@ -19,7 +19,7 @@ from aiohttp import web
 from atoll import __version__
 from atoll.api import errors
 from atoll.apiserver import (authn, authz, bootstrap_policy, builtin_crds, certificates, crds,
-                             discovery, heap, http, join, metrics, pki, protocol, rbac,
+                             discovery, heap, http, join, metrics, pki, protocol, proxy, rbac,
                              routing, serviceaccounts)
 from atoll.apiserver.admission import Admission
 from atoll.apiserver.admission.escalation import EscalationCheck
@@ -29,6 +29,8 @@ from atoll.apiserver.admission.podsecurity import PodSecurity
 from atoll.apiserver.admission.quota import QuotaAdmission
 from atoll.apiserver.admission.serviceaccount import ServiceAccountAdmission
 from atoll.apiserver.admission.vmbindings import VMBindings
+from atoll.apiserver.admission.webhook_client import WebhookClient
+from atoll.apiserver.admission.webhooks import Webhooks
 from atoll.apiserver.audit import AuditLog
 from atoll.apiserver.contentlibrary import ContentLibrary
 from atoll.apiserver.crd_cleanup import CRDCleanup
@@ -40,6 +42,7 @@ from atoll.apiserver.objects import ObjectService, WriteOptions
 from atoll.apiserver import openapi_proto
 from atoll.apiserver.openapi import OpenAPI
 from atoll.apiserver.registry import Registry
+from atoll.apiserver.tokenreview import TokenReviewer
 from atoll.settings import ServerSettings
 from atoll.storage.cacher import Cacher
 from atoll.storage.store import Store
@@ -94,11 +97,14 @@ class ApiServer:
         self.handler = ResourceHandler(self.svc, self.registry)
         self.authorizer = rbac.Authorizer(rbac.RuleResolver(self.cacher))
         self.audit = AuditLog(settings.audit_log or settings.data_dir / "audit.log")
+        self.webhook_client = WebhookClient(
+            lambda ns, name, port: proxy.resolve_service(self.svc, self.registry, ns, name, port))
         self.svc.admission = Admission([
             LimitRanger(), ServiceAccountAdmission(), PodSecurity(settings.pod_security_default),
             NodeRestriction(),
             EscalationCheck(self.authorizer), certificates.ApprovalCheck(self.authorizer),
-            VMBindings()], quota=QuotaAdmission())
+            VMBindings()], quota=QuotaAdmission(), webhooks=Webhooks(self.webhook_client,
+                                                                     self.registry))
         self.node_proxy: NodeProxy | None = None
         self.trimmer: heap.Trimmer | None = None
         self.metrics = metrics.Metrics()
@@ -160,6 +166,7 @@ class ApiServer:
         self.ready = False
         if self.node_proxy is not None:
             await self.node_proxy.close()
+        await self.webhook_client.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -197,6 +204,7 @@ class ApiServer:
                          self.audit.middleware(), authz.middleware(self.authorizer)],
             client_max_size=http.MAX_BODY_BYTES + 1024)
         app["reviewer"] = authz.Reviewer(self.authorizer)
+        app["token_reviewer"] = TokenReviewer(tokens, issuer.authenticate, issuer.audiences)
         app["token_issuer"] = issuer
         if self.node_proxy is not None:
             app["metrics_api"] = MetricsAPI(self.node_proxy)

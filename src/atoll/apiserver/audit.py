@@ -10,6 +10,7 @@ Denied and failed requests are logged too: they are what an auditor looks for.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import queue
@@ -27,6 +28,18 @@ from atoll.api.timestamps import rfc3339
 log = logging.getLogger(__name__)
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+#: the current request's audit annotations (admission webhooks add theirs here); None outside
+#: an audited request
+ANNOTATIONS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "audit_annotations", default=None)
+
+
+def annotate(key: str, value: str) -> None:
+    """Add an annotation to the audit event of the request being served, if any."""
+    current = ANNOTATIONS.get()
+    if current is not None:
+        current.setdefault(key, value)
 
 
 class AuditLog:
@@ -78,6 +91,8 @@ class AuditLog:
                 return await handler(request)
             received = rfc3339(digits=6)
             code = 500
+            annotations: dict[str, str] = {}
+            token = ANNOTATIONS.set(annotations)
             try:
                 response = await handler(request)
                 code = response.status
@@ -89,7 +104,11 @@ class AuditLog:
                 code = err.status
                 raise
             finally:
-                self.record(self._event(request, received, code))
+                ANNOTATIONS.reset(token)
+                event = self._event(request, received, code)
+                if annotations:
+                    event["annotations"] = annotations
+                self.record(event)
 
         return audit
 

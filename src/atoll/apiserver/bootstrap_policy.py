@@ -166,6 +166,10 @@ def cluster_roles() -> list[dict[str, Any]]:
                                     _rule(["authentication.k8s.io"], ["selfsubjectreviews"],
                                           ["create"])]),
         _role("system:node", NODE_RULES),
+        # delegated authentication and authorization (extension API servers, auth proxies)
+        _role("system:auth-delegator", [
+            _rule(["authentication.k8s.io"], ["tokenreviews"], ["create"]),
+            _rule(["authorization.k8s.io"], ["subjectaccessreviews"], ["create"])]),
         _role("system:service-account-issuer-discovery",
               [_urls(["/.well-known/openid-configuration", "/openid/v1/jwks"], ["get"])]),
     ]

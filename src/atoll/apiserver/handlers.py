@@ -547,7 +547,7 @@ class ResourceHandler:
             raise errors.MethodNotAllowed("the server does not allow this method on the requested "
                                           "resource")
         body = await self._body(request)
-        reviewer = request.app.get("reviewer")
+        reviewer = request.app.get("token_reviewer" if rt.kind == "TokenReview" else "reviewer")
         if reviewer is None:
             raise errors.ServiceUnavailable("access reviews are not available")
         result = await reviewer(request, rt, path, body)

@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from atoll.api import errors
 from atoll.api.kinds import ResourceType
 from atoll.api.vmoperator.names import HOST_LABEL as VM_HOST_LABEL
+from atoll.apiserver import streamcheck
 from atoll.apiserver.objects import ObjectService
 from atoll.apiserver.proxy import ResourceProxy
 from atoll.apiserver.registry import Registry
@@ -72,12 +73,14 @@ class NodeProxy:
         if path.subresource == "log":
             params = {k: v for k, v in request.query.items() if k in LOG_PARAMS}
             return await self._logs(request, f"{base}/containerLogs{target}", params)
+        if path.subresource == "exec":
+            streamcheck.check_exec(pod, container)
         return await self._exec(request, f"{base}/{path.subresource}{target}")
 
     def _container(self, pod: dict[str, Any], wanted: str) -> str:
         spec = pod.get("spec") or {}
         names = [c.get("name") for c in (spec.get("containers") or []) +
-                 (spec.get("initContainers") or [])]
+                 (spec.get("initContainers") or []) + (spec.get("ephemeralContainers") or [])]
         name = pod["metadata"]["name"]
         if wanted:
             if wanted not in names:
@@ -111,7 +114,7 @@ class NodeProxy:
         host = (vm["metadata"].get("labels") or {}).get(VM_HOST_LABEL)
         url = f"{self._agent_url(host, vm)}/vmConsole/{vm['metadata']['uid']}"
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await self._relay_websocket(request, url, [], ())
+            return await self._relay_websocket(request, url, [], (), probe_upgrade=True)
         params = {k: v for k, v in request.query.items() if k == "tailLines"}
         return await self._logs(request, url, params)
 
@@ -151,24 +154,34 @@ class NodeProxy:
             return resp
 
     async def _exec(self, request: web.Request, url: str) -> web.StreamResponse:
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            raise errors.BadRequest("Upgrade request required: exec and attach need a "
-                                    "websocket (v5.channel.k8s.io)")
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         protocols = [p for p in EXEC_PROTOCOLS if p in offered] or list(EXEC_PROTOCOLS)
         params = [(k, v) for k, v in request.query.items()
                   if k in ("command", "stdin", "stdout", "stderr", "tty", "container")]
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            # kubectl falls back to SPDY when the websocket upgrade failed: give it the
+            # agent's reason (it shows "unable to upgrade connection: <message>")
+            refused = await streamcheck.handshake_error(self.session(), url, params,
+                                                        tuple(protocols), self.ssl)
+            raise refused or errors.BadRequest("Upgrade request required: exec and attach "
+                                               "need a websocket (v5.channel.k8s.io)")
         return await self._relay_websocket(request, url, params, tuple(protocols))
 
     async def _relay_websocket(self, request: web.Request, url: str,
                                params: list[tuple[str, str]],
-                               protocols: tuple[str, ...]) -> web.StreamResponse:
-        """A websocket from the client, relayed message by message to one on the agent."""
+                               protocols: tuple[str, ...], *,
+                               probe_upgrade: bool = False) -> web.StreamResponse:
+        """A websocket from the client, relayed message by message to one on the agent.
+        A refused handshake is asked again for the agent's reason (``streamcheck``; with
+        ``probe_upgrade`` as an upgrade, where a plain GET means something else)."""
         try:
             upstream = await self.session().ws_connect(url, params=params, ssl=self.ssl,
                                                        protocols=protocols, max_msg_size=0)
         except aiohttp.WSServerHandshakeError as e:
-            raise errors.BadRequest(f"the agent refused: {e.message}") from None
+            refused = await streamcheck.handshake_error(self.session(), url, params, protocols,
+                                                        self.ssl, upgrade=probe_upgrade)
+            raise refused or errors.BadRequest(f"the agent refused: {e.status} {e.message}") \
+                from None
         except aiohttp.ClientError as e:
             raise errors.ServiceUnavailable(f"cannot reach the node's agent: {e}") from None
         ws = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol

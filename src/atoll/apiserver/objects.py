@@ -161,6 +161,7 @@ class ObjectService:
         self._check_namespace(rt, namespace)
         strategy.for_type(rt).validate_create(self, rt, obj)
         self.admission.validate_create(self, rt, obj, opts)
+        obj = await self.admission.admit_create(self, rt, obj, opts, _options("Create", opts))
         if opts.dry_run:
             obj["metadata"]["resourceVersion"] = ""
             return obj
@@ -315,6 +316,8 @@ class ObjectService:
             strategy.prepare_update(self, rt, current, new, opts, subresource=subresource)
             strat.validate_update(self, rt, current, new)
             self.admission.validate_update(self, rt, current, new, opts, subresource)
+            new = await self.admission.admit_update(self, rt, current, new, opts, subresource,
+                                                    _options("Update", opts))
             await strategy.track_managed_fields_async(rt, current, new, opts,
                                                       operation=operation, subresource=subresource)
             if semantically_equal(current, new):
@@ -386,6 +389,12 @@ class ObjectService:
                         f'{meta.get("resourceVersion")}', name=name, group=rt.group,
                         kind=rt.plural)
             self.admission.validate_delete(self, rt, obj, opts)
+            delete_options = _options("Delete", opts)
+            if propagation:
+                delete_options["propagationPolicy"] = propagation
+            if grace_seconds is not None:
+                delete_options["gracePeriodSeconds"] = grace_seconds
+            await self.admission.admit_delete(self, rt, obj, opts, delete_options)
             finalizers = list(meta.get("finalizers") or [])
             policy = propagation or strat.default_propagation
             marked = bool(meta.get("deletionTimestamp"))
@@ -436,6 +445,16 @@ class ObjectService:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _options(kind: str, opts: WriteOptions) -> dict[str, Any]:
+    """The request's Create/Update/DeleteOptions, as admission webhooks receive them."""
+    out: dict[str, Any] = {"kind": f"{kind}Options", "apiVersion": "meta.k8s.io/v1"}
+    if opts.dry_run:
+        out["dryRun"] = ["All"]
+    if opts.field_manager and kind != "Delete":
+        out["fieldManager"] = opts.field_manager
+    return out
+
+
 def check_type_meta(rt: ResourceType, obj: dict[str, Any]) -> None:
     """apiVersion/kind must name this resource; absent ones are inferred (kopf posts events so)."""
     api_version = obj.get("apiVersion")

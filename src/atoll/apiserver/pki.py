@@ -59,14 +59,16 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def ensure_ca(directory: Path) -> CertPair:
-    """Create the cluster CA in ``directory`` unless it already exists."""
-    pair = CertPair(directory / "ca.crt", directory / "ca.key")
+def ensure_ca(directory: Path, stem: str = "ca") -> CertPair:
+    """Create a CA in ``directory`` unless it already exists: the cluster CA (``ca``), or
+    another one for a separate trust domain (``front-proxy-ca``, the aggregator's)."""
+    pair = CertPair(directory / f"{stem}.crt", directory / f"{stem}.key")
     if pair.cert.exists() and pair.key.exists():
         return pair
     directory.mkdir(parents=True, exist_ok=True)
     key = _new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"atoll-ca@{int(_now().timestamp())}")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                         f"atoll-{stem}@{int(_now().timestamp())}")])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name)
@@ -227,12 +229,23 @@ def _is_ip(name: str) -> bool:
 def ensure_client(directory: Path, ca: CertPair, name: str, user: str,
                   groups: tuple[str, ...]) -> CertPair:
     pair = CertPair(directory / f"{name}.crt", directory / f"{name}.key")
-    if pair.cert.exists() and pair.key.exists():
+    if pair.cert.exists() and pair.key.exists() and _subject(pair.cert) == (user, groups):
         return pair
     cert, key = issue(ca, common_name=user, organizations=groups)
     _write_private(pair.key, key)
     _write_private(pair.cert, cert)
     return pair
+
+
+def _subject(path: Path) -> tuple[str, tuple[str, ...]]:
+    """(CN, O values) of a certificate: an identity renamed in a release gets a new one."""
+    try:
+        subject = x509.load_pem_x509_certificate(path.read_bytes()).subject
+    except (OSError, ValueError):
+        return "", ()
+    cn = [str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = tuple(str(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    return (cn[0] if cn else ""), orgs
 
 
 def kubeconfig(*, server: str, ca_pem: bytes, user: str, cert_pem: bytes | None = None,

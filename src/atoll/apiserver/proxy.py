@@ -123,59 +123,9 @@ class ResourceProxy:
         return _url(target.scheme or "http", ip, port), _ctx(target.scheme)
 
     def _service(self, namespace: str, target: ProxyTarget) -> tuple[str, ssl.SSLContext | None]:
-        svc = self._lookup("services", namespace, target.name)
-        spec = svc.get("spec") or {}
-        port = next((p for p in spec.get("ports") or []
-                     if target.port in (p.get("name") or "", str(p.get("port")))), None)
-        if port is None:
-            raise errors.ServiceUnavailable(f'no service port "{target.port}" found for '
-                                            f'service "{target.name}"' if target.port else
-                                            f'no unnamed service port found for service '
-                                            f'"{target.name}"')
-        backends = self._endpoints(namespace, target.name, port) \
-            or self._selected_pods(namespace, spec, port)
-        if not backends:
-            raise errors.ServiceUnavailable(f'no endpoints available for service '
-                                            f'"{target.name}"')
-        ip, backend_port = random.choice(backends)
+        ip, backend_port = resolve_service(self.svc, self.registry, namespace, target.name,
+                                           target.port)
         return _url(target.scheme or "http", ip, str(backend_port)), _ctx(target.scheme)
-
-    def _endpoints(self, namespace: str, name: str, port: dict[str, Any]) -> list[tuple[str, int]]:
-        """Ready addresses of the Service's Endpoints for this port (selector-less Services
-        are backed by hand-written Endpoints)."""
-        rt = self.registry.lookup("", "v1", "endpoints")
-        cached = self.svc.read(rt, namespace, name) if rt is not None else None
-        out = []
-        for subset in (cached.obj.get("subsets") or []) if cached is not None else []:
-            ports = [p.get("port") for p in subset.get("ports") or []
-                     if (p.get("name") or "") == (port.get("name") or "")]
-            for address in subset.get("addresses") or []:
-                if address.get("ip") and ports and isinstance(ports[0], int):
-                    out.append((address["ip"], ports[0]))
-        return out
-
-    def _selected_pods(self, namespace: str, spec: dict[str, Any],
-                       port: dict[str, Any]) -> list[tuple[str, int]]:
-        selector = spec.get("selector")
-        if not isinstance(selector, dict) or not selector:
-            return []
-        rt = self.registry.lookup("", "v1", "pods")
-        assert rt is not None
-        target_port = port.get("targetPort", port.get("port"))
-        out = []
-        for cached in self.svc.read_list(rt, namespace):
-            pod = cached.obj
-            status = pod.get("status") or {}
-            ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                        for c in status.get("conditions") or [])
-            if not ready or not status.get("podIP") or pod["metadata"].get("deletionTimestamp") \
-                    or not _selects(selector, pod):
-                continue
-            number = target_port if isinstance(target_port, int) else \
-                _named_port(pod, str(target_port))
-            if number is not None:
-                out.append((status["podIP"], int(number)))
-        return out
 
     def _node(self, target: ProxyTarget) -> tuple[str, ssl.SSLContext | None]:
         node = self._lookup("nodes", "", target.name)
@@ -215,6 +165,68 @@ class ResourceProxy:
                 await resp.write(chunk)
             await resp.write_eof()
             return resp
+
+
+def resolve_service(svc: ObjectService, registry: Registry, namespace: str, name: str,
+                    port_key: str) -> tuple[str, int]:
+    """One ready backend ``(ip, port)`` of a Service's port, named or numbered (``""``: the
+    unnamed one): its Endpoints when it has them, else the ready pods its selector picks.
+    The proxy subresources, admission webhooks and the aggregator all dial Services so."""
+    rt = registry.lookup("", "v1", "services")
+    assert rt is not None
+    spec = svc.get(rt, namespace, name).obj.get("spec") or {}
+    port = next((p for p in spec.get("ports") or []
+                 if port_key in (p.get("name") or "", str(p.get("port")))), None)
+    if port is None:
+        raise errors.ServiceUnavailable(f'no service port "{port_key}" found for '
+                                        f'service "{name}"' if port_key else
+                                        f'no unnamed service port found for service '
+                                        f'"{name}"')
+    backends = _endpoints(svc, registry, namespace, name, port) \
+        or _selected_pods(svc, registry, namespace, spec, port)
+    if not backends:
+        raise errors.ServiceUnavailable(f'no endpoints available for service "{name}"')
+    return random.choice(backends)
+
+
+def _endpoints(svc: ObjectService, registry: Registry, namespace: str, name: str,
+               port: dict[str, Any]) -> list[tuple[str, int]]:
+    """Ready addresses of the Service's Endpoints for this port (selector-less Services
+    are backed by hand-written Endpoints)."""
+    rt = registry.lookup("", "v1", "endpoints")
+    cached = svc.read(rt, namespace, name) if rt is not None else None
+    out = []
+    for subset in (cached.obj.get("subsets") or []) if cached is not None else []:
+        ports = [p.get("port") for p in subset.get("ports") or []
+                 if (p.get("name") or "") == (port.get("name") or "")]
+        for address in subset.get("addresses") or []:
+            if address.get("ip") and ports and isinstance(ports[0], int):
+                out.append((address["ip"], ports[0]))
+    return out
+
+
+def _selected_pods(svc: ObjectService, registry: Registry, namespace: str,
+                   spec: dict[str, Any], port: dict[str, Any]) -> list[tuple[str, int]]:
+    selector = spec.get("selector")
+    if not isinstance(selector, dict) or not selector:
+        return []
+    rt = registry.lookup("", "v1", "pods")
+    assert rt is not None
+    target_port = port.get("targetPort", port.get("port"))
+    out = []
+    for cached in svc.read_list(rt, namespace):
+        pod = cached.obj
+        status = pod.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions") or [])
+        if not ready or not status.get("podIP") or pod["metadata"].get("deletionTimestamp") \
+                or not _selects(selector, pod):
+            continue
+        number = target_port if isinstance(target_port, int) else \
+            _named_port(pod, str(target_port))
+        if number is not None:
+            out.append((status["podIP"], int(number)))
+    return out
 
 
 def _selects(selector: dict[str, Any], pod: dict[str, Any]) -> bool:

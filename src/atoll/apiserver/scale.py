@@ -50,6 +50,8 @@ def to_scale(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         selector = _get_path(obj, selector_path) or ""
     else:
         sel = (obj.get("spec") or {}).get("selector")
+        if rt.kind_key == "/ReplicationController" and isinstance(sel, dict):
+            sel = {"matchLabels": sel}  # a plain label map
         selector = selectors.selector_to_string(sel) if isinstance(sel, dict) else ""
     status: dict[str, Any] = {"replicas": int(_get_path(obj, status_path) or 0)}
     if selector:

@@ -54,6 +54,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "reported as not booting (GuestBootstrap=False)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Node label (repeatable)")
+    p.add_argument("--registry-mirror", action="append", default=[],
+                   metavar="REGISTRY=URL",
+                   help="pull REGISTRY's images from the mirror at URL first, the registry "
+                        "itself if the mirror fails (repeatable; e.g. "
+                        "docker.io=https://mirror.example:5000)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="a registry reached over plain http or https without certificate "
+                        "checks (repeatable; loopback registries may always use http)")
+    p.add_argument("--registry-ca-file", type=Path, default=None,
+                   help="extra CA certificates (PEM) trusted for registries")
+    p.add_argument("--registry-config", type=Path, default=None,
+                   help="the node's registry credentials: a docker config.json")
+    p.add_argument("--registry-read-timeout", type=float, default=60.0,
+                   help="seconds a registry may stay silent mid-answer before a pull fails")
+    p.add_argument("--image-gc-high-threshold", type=int, default=85,
+                   help="percent of the image filesystem in use that starts image garbage "
+                        "collection")
+    p.add_argument("--image-gc-low-threshold", type=int, default=80,
+                   help="percent of the image filesystem image garbage collection frees "
+                        "down to")
+    p.add_argument("--minimum-image-gc-age", type=float, default=120.0,
+                   help="seconds an unused image is kept at least")
     p.set_defaults(func=run)
 
 
@@ -66,6 +88,15 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         if not sep or not key:
             raise ValueError(f"--label wants KEY=VALUE, not {item!r}")
         labels.append((key, value))
+    mirrors = []
+    for item in args.registry_mirror:
+        registry, sep, url = item.partition("=")
+        if not sep or not registry or not url:
+            raise ValueError(f"--registry-mirror wants REGISTRY=URL, not {item!r}")
+        mirrors.append((registry, url))
+    if not 0 <= args.image_gc_low_threshold <= args.image_gc_high_threshold <= 100:
+        raise ValueError("--image-gc-low-threshold must be at most --image-gc-high-threshold, "
+                         "both 0-100")
     return AgentSettings(
         kubeconfig=Path(resolve_kubeconfig(args.kubeconfig)), server=args.server,
         name=args.name or socket.gethostname().lower(),
@@ -76,7 +107,13 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         lease_seconds=args.lease_seconds, backoff_base=args.crashloop_backoff,
         backoff_max=args.crashloop_backoff_max, labels=tuple(labels),
         vm_soft_timeout=args.vm_soft_timeout,
-        vm_silent_boot_timeout=args.vm_silent_boot_timeout)
+        vm_silent_boot_timeout=args.vm_silent_boot_timeout,
+        registry_mirrors=tuple(mirrors), insecure_registries=tuple(args.insecure_registry),
+        registry_ca_file=args.registry_ca_file, registry_credentials_file=args.registry_config,
+        registry_read_timeout=args.registry_read_timeout,
+        image_gc_high_threshold=args.image_gc_high_threshold,
+        image_gc_low_threshold=args.image_gc_low_threshold,
+        image_gc_min_age=args.minimum_image_gc_age)
 
 
 async def _main(settings: AgentSettings) -> None:

@@ -133,14 +133,19 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
                           service_account_jwks_uri=args.service_account_jwks_uri)
 
 
+#: the admin user's name, as kubeadm names it
+ADMIN_USER = "kubernetes-admin"
+
+
 def write_admin_kubeconfig(settings: ServerSettings) -> Path:
-    """The cluster-admin kubeconfig (CN=admin, O=system:masters), written once per data dir."""
+    """The cluster-admin kubeconfig, written once per data dir: kubeadm's admin identity
+    (CN=kubernetes-admin, O=system:masters, the superuser group), in ``pki/admin.crt``."""
     pki_dir = settings.data_dir / "pki"
     ca = pki.ensure_ca(pki_dir)
-    admin = pki.ensure_client(pki_dir, ca, "admin", "admin", ("system:masters",))
+    admin = pki.ensure_client(pki_dir, ca, "admin", ADMIN_USER, ("system:masters",))
     host = "127.0.0.1" if settings.bind_address in ("0.0.0.0", "::") else settings.bind_address
     text = pki.kubeconfig(server=f"https://{host}:{settings.port}", ca_pem=ca.cert_pem(),
-                          user="admin", cert_pem=admin.cert_pem(), key_pem=admin.key_pem())
+                          user=ADMIN_USER, cert_pem=admin.cert_pem(), key_pem=admin.key_pem())
     path = admin_kubeconfig_path(settings.data_dir)
     if not path.exists() or path.read_text() != text:
         pki.write_file(path, text)

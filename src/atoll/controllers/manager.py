@@ -26,10 +26,12 @@ from atoll.controllers.daemonset import DaemonSetController
 from atoll.controllers.deployment import DeploymentController
 from atoll.controllers.disruption import DisruptionController
 from atoll.controllers.garbagecollector import GarbageCollector
+from atoll.controllers.hpa import HorizontalPodAutoscalerController
 from atoll.controllers.job import JobController
 from atoll.controllers.namespace import NamespaceController
 from atoll.controllers.nodelifecycle import NodeLifecycleController
 from atoll.controllers.replicaset import ReplicaSetController
+from atoll.controllers.replicationcontroller import ReplicationControllerController
 from atoll.controllers.resourcequota import ResourceQuotaController
 from atoll.controllers.scheduler import Scheduler
 from atoll.controllers.serviceaccounts import ServiceAccountsController
@@ -57,11 +59,13 @@ class ControllerManager:
             self._make(NamespaceController, max(1, workers // 2)),
             self._make(NodeLifecycleController),
             self._make(ReplicaSetController, workers),
+            self._make(ReplicationControllerController),
             self._make(JobController, workers),
             self._make(CronJobController),
             self._make(DeploymentController, workers),
             self._make(DaemonSetController),
             self._make(StatefulSetController),
+            self._make(HorizontalPodAutoscalerController),
             self._make(DisruptionController),
             self._make(Scheduler),
             self._make(VirtualMachineController),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from atoll.api import errors, selectors
 from atoll.client import indexers as ix
@@ -33,11 +33,14 @@ class ReplicaSetController(Controller):
     default_workers = 4
     events_component = "replicaset-controller"
     backoff = (0.05, 10.0)
+    #: the kind kept and its (group, version, plural): ReplicationControllers reuse all this
+    owner_kind: ClassVar[str] = "ReplicaSet"
+    resource: ClassVar[tuple[str, str, str]] = ("apps", "v1", "replicasets")
 
     def declare(self, b: Builder) -> None:
         self.expectations = podcontrol.Expectations()
-        self.sets = b.primary("apps", "v1", "replicasets")
-        self._owned_pods = podcontrol.observe_pods(self.expectations, "ReplicaSet")
+        self.sets = b.primary(*self.resource)
+        self._owned_pods = podcontrol.observe_pods(self.expectations, self.owner_kind)
         self.pods = b.watches("", "v1", "pods", self._map_pod,
                               indexers={podcontrol.ORPHANS: podcontrol.by_orphan_namespace})
 
@@ -49,7 +52,7 @@ class ReplicaSetController(Controller):
             labels = pod["metadata"].get("labels")
             for rs in self.sets.by_index(ix.NAMESPACE, pod["metadata"].get("namespace", "")):
                 try:
-                    if _selector(rs).matches(labels):
+                    if self.selector_of(rs).matches(labels):
                         keys.add(object_key(rs))
                 except errors.ApiError:
                     continue
@@ -61,7 +64,7 @@ class ReplicaSetController(Controller):
             self.expectations.forget(key)
             return DONE
         try:
-            selector = _selector(rs)
+            selector = self.selector_of(rs)
         except errors.ApiError:
             return DONE  # the API server validates selectors; nothing sane to do here
         pods = await self._claim(rs, selector)
@@ -158,10 +161,11 @@ class ReplicaSetController(Controller):
         current = rs.get("status") or {}
         if any(current.get(k, 0) != v for k, v in status.items()):
             ns, name = rs["metadata"]["namespace"], rs["metadata"]["name"]
+            group, version, plural = self.resource
+            base = f"/apis/{group}/{version}" if group else f"/api/{version}"
             try:
-                await self.client.patch(
-                    f"/apis/apps/v1/namespaces/{ns}/replicasets/{name}/status",
-                    {"status": status})
+                await self.client.patch(f"{base}/namespaces/{ns}/{plural}/{name}/status",
+                                        {"status": status})
             except errors.NotFound:
                 return DONE
         if len(available) < len(ready) and min_ready:
@@ -169,5 +173,7 @@ class ReplicaSetController(Controller):
         return DONE
 
 
-def _selector(rs: dict[str, Any]) -> selectors.LabelSelector:
-    return selectors.label_selector_from_dict((rs.get("spec") or {}).get("selector"))
+    @staticmethod
+    def selector_of(rs: dict[str, Any]) -> selectors.LabelSelector:
+        return selectors.label_selector_from_dict((rs.get("spec") or {}).get("selector"))
+

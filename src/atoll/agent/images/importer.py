@@ -121,7 +121,10 @@ def import_file(store: ImageStore, path: Path, *, name: str = "",
             config = {k: cfg[k] for k in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User")
                       if cfg.get(k) is not None}
             for ref in refs:
-                out.append(store.tag(ref, plan.config_digest, digests, config))
+                try:
+                    out.append(store.tag(ref, plan.config_digest, digests, config))
+                except ValueError as e:
+                    raise ImageImportError(f"cannot name the image {ref!r}: {e}") from None
         return out
 
 
@@ -237,7 +240,10 @@ class _Counting(io.RawIOBase):
         return n
 
 
-def unpack_layer(blob: IO[bytes], dest: Path, progress: Progress | None = None) -> None:
+def unpack_layer(blob: IO[bytes], dest: Path, progress: Progress | None = None,
+                 max_bytes: int | None = None) -> None:
+    """Unpack one layer into ``dest``; ``max_bytes`` caps the file bytes it may write
+    (sparse members count at their full size: a small tar cannot fill the disk)."""
     counted = io.BufferedReader(_Counting(blob, progress), 1 << 20)
     head = counted.peek(4)[:4]
     if head[:2] == b"\x1f\x8b":
@@ -249,7 +255,13 @@ def unpack_layer(blob: IO[bytes], dest: Path, progress: Progress | None = None) 
     root = safepath.open_root(dest)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
+            written = 0
             for member in tar:
+                if max_bytes is not None and member.isreg():
+                    written += member.size
+                    if written > max_bytes:
+                        raise ImageImportError(f"the layer unpacks to more than {max_bytes} "
+                                               f"bytes; refused")
                 _unpack_member(tar, member, root)
     except safepath.PathEscape as e:
         raise ImageImportError(f"unsafe path in layer: {e.strerror}") from None

@@ -18,9 +18,12 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from atoll.agent.images import reference
 
 DEFAULT_REGISTRY = "docker.io"
 BUSYBOX_REF = "docker.io/library/busybox:latest"
@@ -34,6 +37,14 @@ class Image:
     id: str
     layers: list[Path]
     config: dict[str, Any] = field(default_factory=dict)
+    #: ``repo@sha256:<manifest digest>`` of an image pulled from a registry (none: imported)
+    repo_digests: list[str] = field(default_factory=list)
+    #: bytes of the image's blobs as the registry served them (what kubelet reports)
+    content_size: int = 0
+
+    @property
+    def pulled(self) -> bool:
+        return bool(self.repo_digests)
 
     @property
     def env(self) -> list[str]:
@@ -41,16 +52,9 @@ class Image:
 
 
 def normalize(ref: str) -> str:
-    """``busybox`` → ``docker.io/library/busybox:latest``, as container runtimes read refs."""
-    ref = ref.strip()
-    name, digest = (ref.split("@", 1) + [""])[:2]
-    first, _, rest = name.partition("/")
-    if not rest or ("." not in first and ":" not in first and first != "localhost"):
-        name = f"{DEFAULT_REGISTRY}/{name}" if rest else f"{DEFAULT_REGISTRY}/library/{name}"
-    last = name.rsplit("/", 1)[-1]
-    if ":" not in last and not digest:
-        name += ":latest"
-    return f"{name}@{digest}" if digest else name
+    """``busybox`` → ``docker.io/library/busybox:latest``, as container runtimes read refs
+    (ValueError when the reference is not valid)."""
+    return reference.normalize(ref.strip())
 
 
 def _escape(ref: str) -> str:
@@ -80,7 +84,8 @@ class ImageStore:
         layers = [self.layers_dir / d.replace(":", "_") for d in data.get("layers") or []]
         if not all(p.is_dir() for p in layers):
             return None
-        return Image(data["ref"], data["id"], layers, data.get("config") or {})
+        return Image(data["ref"], data["id"], layers, data.get("config") or {},
+                     list(data.get("repoDigests") or []), int(data.get("contentSize") or 0))
 
     def list(self) -> list[Image]:
         out = []
@@ -95,15 +100,69 @@ class ImageStore:
         return out
 
     def tag(self, ref: str, image_id: str, layer_digests: list[str],
-            config: dict[str, Any]) -> Image:
+            config: dict[str, Any], *, repo_digests: list[str] | None = None,
+            content_size: int = 0) -> Image:
         norm = normalize(ref)
-        record = {"ref": norm, "id": image_id, "layers": layer_digests, "config": config}
+        record: dict[str, Any] = {"ref": norm, "id": image_id, "layers": layer_digests,
+                                  "config": config}
+        if repo_digests:
+            record["repoDigests"] = list(repo_digests)
+            record["contentSize"] = content_size
         tmp = self.refs_dir / f".{_escape(norm)}.tmp"
         tmp.write_text(json.dumps(record))
         os.replace(tmp, self.refs_dir / f"{_escape(norm)}.json")
         image = self.get(norm)
         assert image is not None
         return image
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every ref record as stored (layers as digests), broken ones left out."""
+        out = []
+        for path in sorted(self.refs_dir.glob("*.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("ref"), str):
+                out.append(data)
+        return out
+
+    def untag(self, ref: str) -> None:
+        """Forget one ref (its layers stay until ``remove_unreferenced_layers``)."""
+        try:
+            (self.refs_dir / f"{_escape(normalize(ref))}.json").unlink()
+        except (OSError, ValueError):
+            pass
+
+    def remove_unreferenced_layers(self, min_age: float = 0.0) -> int:
+        """Delete layers no ref names any more and older than ``min_age`` seconds (a pull
+        that just committed a layer tags it a moment later); bytes freed (file sizes)."""
+        used = {str(d).replace(":", "_") for r in self.records() for d in r.get("layers") or []}
+        freed = 0
+        now = time.time()
+        for layer in list(self.layers_dir.iterdir()):
+            if layer.name in used or not layer.is_dir():
+                continue
+            try:
+                if now - layer.lstat().st_mtime < min_age:
+                    continue
+            except OSError:
+                continue
+            freed += self._dir_size(layer)
+            self._sizes.pop(layer, None)
+            shutil.rmtree(layer, ignore_errors=True)
+        return freed
+
+    @staticmethod
+    def _dir_size(path: Path) -> int:
+        size = 0
+        for dirpath, _, files in os.walk(path):
+            for name in files:
+                try:
+                    size += os.lstat(os.path.join(dirpath, name)).st_size
+                except OSError:
+                    continue
+        return size
 
     def size(self, image: Image) -> int:
         """Bytes of the image's unpacked layers (each layer measured once)."""

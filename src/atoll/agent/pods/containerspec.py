@@ -20,8 +20,11 @@ from atoll.api import quantity
 def runtime_spec(pod: dict[str, Any], container: dict[str, Any], image_config: dict[str, Any],
                  env: dict[str, str], *, pod_dir: Path,
                  pod_volumes: dict[str, volumes.HostVolume], netns_path: str,
-                 cgroups_path: str) -> dict[str, Any]:
-    """The OCI ``config.json`` of ``container``; raises ``podenv.ConfigError``."""
+                 cgroups_path: str,
+                 join_namespaces: dict[str, str] | None = None) -> dict[str, Any]:
+    """The OCI ``config.json`` of ``container``; raises ``podenv.ConfigError``.
+    ``join_namespaces``: namespaces (by type) to enter rather than create, as an ephemeral
+    container enters its target's."""
     spec = pod.get("spec") or {}
     argv = podenv.command_line(container, image_config, env)
     if not argv:
@@ -35,8 +38,11 @@ def runtime_spec(pod: dict[str, Any], container: dict[str, Any], image_config: d
         groups.append(pod_sc["fsGroup"])
     caps = sc.get("capabilities") or {}
     mounts = container_mounts(pod_dir, container, env, pod_volumes)
+    env_list = [f"{k}={v}" for k, v in env.items()]
+    if container.get("tty") and "TERM" not in env:
+        env_list.append("TERM=xterm")  # as containerd does for a terminal
     cfg = oci.ContainerConfig(
-        args=argv, env=[f"{k}={v}" for k, v in env.items()],
+        args=argv, env=env_list,
         cwd=str(container.get("workingDir") or image_config.get("WorkingDir") or "/"),
         uid=int(uid) if isinstance(uid, int) else 0, gid=int(gid) if isinstance(gid, int) else 0,
         groups=groups, hostname=hostname(pod),
@@ -48,7 +54,11 @@ def runtime_spec(pod: dict[str, Any], container: dict[str, Any], image_config: d
         cap_add=[str(c) for c in caps.get("add") or []],
         cap_drop=[str(c) for c in caps.get("drop") or []],
         privileged=bool(sc.get("privileged")),
-        no_new_privileges=sc.get("allowPrivilegeEscalation") is False)
+        no_new_privileges=sc.get("allowPrivilegeEscalation") is False,
+        terminal=bool(container.get("tty")),
+        host_namespaces=frozenset(ns for ns, key in (("pid", "hostPID"), ("ipc", "hostIPC"))
+                                  if spec.get(key)),
+        join_namespaces=dict(join_namespaces or {}))
     return oci.runtime_spec(cfg)
 
 

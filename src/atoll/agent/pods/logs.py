@@ -77,9 +77,9 @@ async def stream(path: Path, opts: LogOptions,
             inotify.add_watch(str(path.parent), flags.MODIFY | flags.CREATE | flags.CLOSE_WRITE)
         with open(path, "rb") as f:
             data = f.read()
-            records = [r for r in (parse_line(x) for x in data.splitlines(keepends=True)
-                                   if x.endswith(b"\n")) if r]
-            consumed = sum(len(x) for x in data.splitlines(keepends=True) if x.endswith(b"\n"))
+            # records end at "\n" only: a terminal's text holds lone "\r"s (splitlines would cut)
+            consumed = data.rfind(b"\n") + 1
+            records = [r for r in (parse_line(x) for x in data[:consumed].split(b"\n")[:-1]) if r]
             f.seek(consumed)
             lines = render(records, opts)
             if opts.tail_lines is not None:

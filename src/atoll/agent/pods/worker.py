@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from atoll.agent.host.network import CNI, NetworkError, PodNetwork
-from atoll.agent.images.store import ImageStore
-from atoll.agent.pods import containerspec, report, volumes
+from atoll.agent.images.puller import ImagePuller, PullError, shared_puller
+from atoll.agent.images.store import Image, ImageStore
+from atoll.agent.pods import containerspec, ephemeral, report, volumes
 from atoll.agent.pods import env as podenv
 from atoll.agent.pods import status as podstatus
 from atoll.agent.pods.attempts import Attempt, should_restart
@@ -75,11 +76,15 @@ class WorkerSettings:
 class PodWorker:
     def __init__(self, pod: dict[str, Any], *, client: ApiClient, runtime: PodRuntime,
                  images: ImageStore, cni: CNI, settings: WorkerSettings,
-                 events: EventRecorder | None = None) -> None:
+                 events: EventRecorder | None = None,
+                 puller: ImagePuller | None = None) -> None:
         self.uid: str = pod["metadata"]["uid"]
         self.client = client
         self.runtime = runtime
         self.images = images
+        self.puller = puller or shared_puller(images)
+        #: image pulls under way, by container: (image ref, task)
+        self.pulls: dict[str, tuple[str, asyncio.Task[Any]]] = {}
         self.cni = cni
         self.settings = settings
         self.dir = settings.pods_dir / self.uid
@@ -212,6 +217,8 @@ class PodWorker:
         if await self._prepare():
             if await self._run_init_containers():
                 await self._run_containers()
+                for c in ephemeral.pending(self.spec, self.attempts):
+                    await self._start_if_due(c)  # once each: never restarted
         await self._report()
         return False
 
@@ -235,11 +242,14 @@ class PodWorker:
                                           else self.settings.host_ip)
         except volumes.VolumeError as e:
             self.setup_error = str(e)
+            self._event(WARNING, "FailedMount", f"MountVolume.SetUp failed: {e}")
             self._set_all_waiting("ContainerCreating", str(e))
             self._wake_later(self._retry_delay("__setup__"))
             return False
         except (NetworkError, OSError) as e:
             self.setup_error = f"failed to set up the pod network: {e}"
+            self._event(WARNING, "FailedCreatePodSandBox",
+                        f"Failed to create pod sandbox: {self.setup_error}")
             self._set_all_waiting("ContainerCreating", self.setup_error)
             self._wake_later(self._retry_delay("__setup__"))
             return False
@@ -297,24 +307,99 @@ class PodWorker:
     def _pod_id(self) -> str:
         return f"{self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}({self.uid})"
 
+    # -- images ------------------------------------------------------------------------------------
+    def _image_for(self, container: dict[str, Any]) -> Image | None:
+        """The container's image per its imagePullPolicy, or None while it is being pulled
+        (in the background: the worker stays free for deletes) or cannot be pulled (the
+        container waits with kubelet's reason, retried with back-off)."""
+        name = container["name"]
+        ref = str(container.get("image") or "")
+        pending = self.pulls.get(name)
+        if pending is not None and pending[0] == ref and not pending[1].done():
+            return None
+        if pending is not None:
+            del self.pulls[name]
+            if pending[0] == ref and pending[1].done():
+                return self._pulled(name, ref, pending[1])
+        try:
+            image = self.puller.present(ref, container.get("imagePullPolicy"))
+        except PullError as e:
+            self._pull_failed(name, ref, e)
+            return None
+        if image is not None:
+            self._event(NORMAL, "Pulled", f'Container image "{ref}" already present on machine')
+            self.puller.mark_used(image)
+            return image
+        self._event(NORMAL, "Pulling", f'Pulling image "{ref}"')
+        task = asyncio.get_running_loop().create_task(self._pull(ref), name=f"pull-{name}")
+        task.add_done_callback(lambda _: self.wake())
+        self.pulls[name] = (ref, task)
+        return None
+
+    async def _pull(self, ref: str) -> Any:
+        secrets = []
+        for item in self.spec.get("imagePullSecrets") or []:
+            secret_name = item.get("name") if isinstance(item, dict) else None
+            if not secret_name:
+                continue
+            secret = await self._fetch("Secret", str(secret_name))
+            if secret is None:
+                self._event(WARNING, "FailedToRetrieveImagePullSecret",
+                            f'Unable to retrieve some image pull secrets ({secret_name}); '
+                            f'attempting to pull the image may not succeed.')
+            else:
+                secrets.append(secret)
+        return await self.puller.pull(ref, secrets)
+
+    def _pulled(self, name: str, ref: str, task: asyncio.Task[Any]) -> Image | None:
+        if task.cancelled():
+            return None
+        error = task.exception()
+        if error is not None:
+            if not isinstance(error, PullError):
+                log.error("pod %s: pulling %s failed: %r", self.key, ref, error)
+                error = PullError("ErrImagePull", f"internal error: {type(error).__name__}")
+            self._pull_failed(name, ref, error)
+            return None
+        result = task.result()
+        self.not_before.pop(f"pull:{name}#n", None)
+        self._event(NORMAL, "Pulled",
+                    f'Successfully pulled image "{ref}" in {go_duration(result.pull_seconds)} '
+                    f'({go_duration(result.total_seconds)} including waiting). Image size: '
+                    f'{result.size} bytes.')
+        self.puller.mark_used(result.image)
+        return result.image
+
+    def _pull_failed(self, name: str, ref: str, error: PullError) -> None:
+        """ErrImagePull now, ImagePullBackOff while the back-off runs (as kubelet shows)."""
+        if error.reason == "ErrImagePull":
+            message = f'Failed to pull image "{ref}": {error.message}'
+        else:
+            message = error.message
+        self.waiting[name] = (error.reason, message)
+        self._event(WARNING, "Failed", message)
+        self._event(WARNING, "Failed", f"Error: {error.reason}")
+        delay = self._retry_delay(f"pull:{name}")
+        self.not_before[name] = time.time() + delay
+        self._wake_later(delay)
+        if error.reason != "ErrImagePull":
+            return
+
+        def back_off() -> None:
+            if self.waiting.get(name) == (error.reason, message) and name not in self.pulls:
+                self.waiting[name] = ("ImagePullBackOff",
+                                      f'Back-off pulling image "{ref}": ErrImagePull: '
+                                      f'{error.message}')
+                self._event(NORMAL, "BackOff", f'Back-off pulling image "{ref}"')
+                self.wake()
+        asyncio.get_running_loop().call_later(min(delay / 2, 2.0), back_off)
+
     async def _start(self, container: dict[str, Any]) -> None:
         name = container["name"]
         image_ref = str(container.get("image") or "")
-        image = self.images.get(image_ref)
+        image = self._image_for(container)
         if image is None:
-            pulled_before = self.waiting.get(name, ("", ""))[0] in ("ErrImagePull",
-                                                                     "ImagePullBackOff")
-            self.waiting[name] = (
-                "ImagePullBackOff" if pulled_before else "ErrImagePull",
-                f'Back-off pulling image "{image_ref}": image not found on this host; import it '
-                f'with "atoll image import FILE"' if pulled_before else
-                f'Failed to pull image "{image_ref}": image not found on this host (no registry '
-                f'access); import it with "atoll image import FILE"')
-            self._event(WARNING, "Failed", self.waiting[name][1])
-            self.not_before[name] = time.time() + self._retry_delay(f"pull:{name}")
-            self._wake_later(self.not_before[name] - time.time())
             return
-        self._event(NORMAL, "Pulled", f'Container image "{image_ref}" already present on machine')
         previous = self.attempts.get(name, [])
         attempt_no = previous[-1].meta.attempt + 1 if previous else 0
         try:
@@ -325,7 +410,8 @@ class PodWorker:
                 self.pod, container, image.config, env, pod_dir=self.dir,
                 pod_volumes=self.volumes or {},
                 netns_path=self.network.netns_path if self.network else "",
-                cgroups_path=f"/atoll/{self.settings.node_name}/{self.uid}-{name}")
+                cgroups_path=f"/atoll/{self.settings.node_name}/{self.uid}-{name}",
+                join_namespaces=ephemeral.namespaces(self.spec, container, self.attempts))
         except podenv.ConfigError as e:
             self.waiting[name] = ("CreateContainerConfigError", str(e))
             self._event(WARNING, "Failed", f"Error: {e}")
@@ -334,7 +420,8 @@ class PodWorker:
             return
         cid = container_id(self.uid, name, attempt_no)
         meta = ContainerMeta(id=cid, pod_uid=self.uid, name=name, attempt=attempt_no,
-                             image=image_ref, image_id=image.id,
+                             image=image_ref,
+                             image_id=image.repo_digests[0] if image.repo_digests else image.id,
                              log_path=str(self.dir / "logs" / name / f"{attempt_no}.log"),
                              created=time.time())
         self.waiting.pop(name, None)
@@ -439,6 +526,8 @@ class PodWorker:
         running = [a for attempts in self.attempts.values() for a in attempts[-1:]
                    if a.exit is None]
         self.probes.stop()
+        for a in running:  # kubelet's words when it stops a container
+            self._event(NORMAL, "Killing", f"Stopping container {a.meta.name}")
         await asyncio.gather(*(self.runtime.stop(a.meta.id, grace) for a in running))
 
     async def _release(self) -> None:
@@ -496,6 +585,9 @@ class PodWorker:
                                host_ip=self.settings.host_ip, start_time=self.start_time,
                                terminal=self._terminal(), deadline_exceeded=deadline_exceeded)
         status = podstatus.pod_status(view, self.pod.get("status") or {}, qos_class(self.pod))
+        if self.spec.get("ephemeralContainers"):
+            status["ephemeralContainerStatuses"] = ephemeral.statuses(
+                self.spec, self.attempts, self.waiting, runtime=self.runtime, probes=self.probes)
         if status == self.reported:
             return
         ns, name = self.pod["metadata"]["namespace"], self.pod["metadata"]["name"]
@@ -536,6 +628,7 @@ def with_admitted_spec(pod: dict[str, Any], admitted: dict[str, Any]) -> dict[st
         spec["terminationGracePeriodSeconds"] = grace
     if isinstance(new.get("tolerations"), list):
         spec["tolerations"] = copy.deepcopy(new["tolerations"])
+    ephemeral.carry(spec, new)  # added through pods/ephemeralcontainers, never changed
     return {**pod, "spec": spec}
 
 
@@ -550,6 +643,19 @@ def _shared_recorder(client: ApiClient) -> EventRecorder:
         task = asyncio.get_running_loop().create_task(recorder.run(), name="pod-events")
         entry = _recorders[id(client)] = (client, recorder, task)
     return entry[1]
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go prints one truncated to milliseconds (kubelet's Pulled event)."""
+    ms = int(seconds * 1000)
+    if ms < 1000:
+        return f"{ms}ms"
+    minutes, rest = divmod(ms, 60_000)
+    hours, minutes = divmod(minutes, 60)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    return f"{minutes}m{secs}" if minutes else secs
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -107,6 +107,11 @@ class ContainerRuntime:
             return state / "stdin", state / "stdin.close"
         return None
 
+    def resize_fifo(self, cid: str) -> Path | None:
+        """The FIFO that sets the window size of a container with a terminal, else None."""
+        path = self.dir(cid) / "state" / "resize"
+        return path if path.exists() else None
+
     def shim_pid(self, cid: str) -> int | None:
         data = _read_json(self.dir(cid) / "state" / "shim.json")
         return int(data["pid"]) if data and isinstance(data.get("pid"), int) else None

@@ -94,6 +94,12 @@ class ContainerConfig:
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False
     no_new_privileges: bool = False
+    #: a pseudo-terminal as stdio (``tty: true``): the shim receives its master from runc
+    terminal: bool = False
+    #: namespaces joined by path instead of made new, by type (``pid`` of a debug target...)
+    join_namespaces: dict[str, str] = field(default_factory=dict)
+    #: namespaces of the host kept, by type (``hostPID``: pid, ``hostIPC``: ipc)
+    host_namespaces: frozenset[str] = frozenset()
 
 
 def _nofile() -> int:
@@ -107,9 +113,33 @@ def _cap(name: str) -> str:
     return name if name.startswith("CAP_") else f"CAP_{name}"
 
 
+#: Linux capability numbers (``linux/capability.h``), for reading a bounding set
+CAP_NUMBERS = {name: n for n, name in enumerate((
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE"))}
+
+
+def host_capabilities() -> list[str]:
+    """The capabilities this process may grant (its bounding set): a privileged container
+    gets these, as containerd does, since runc fails on any it cannot apply."""
+    try:
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return list(ALL_CAPABILITIES)
+    return [c for c in ALL_CAPABILITIES if mask >> CAP_NUMBERS[c] & 1]
+
+
 def capabilities(cfg: ContainerConfig) -> list[str]:
     if cfg.privileged:
-        return list(ALL_CAPABILITIES)
+        return host_capabilities()
     drop = {_cap(c) for c in cfg.cap_drop}
     if "CAP_ALL" in drop:
         caps: list[str] = []
@@ -138,8 +168,9 @@ def runtime_spec(cfg: ContainerConfig) -> dict[str, Any]:
         Mount("/dev/mqueue", "mqueue", type="mqueue", options=["nosuid", "noexec", "nodev"]),
         Mount("/sys", "sysfs", type="sysfs", options=["nosuid", "noexec", "nodev", "ro"]),
     ]
-    namespaces: list[dict[str, str]] = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
-                                        {"type": "mount"}]
+    namespaces: list[dict[str, str]] = [
+        {"type": t, "path": cfg.join_namespaces[t]} if t in cfg.join_namespaces else {"type": t}
+        for t in ("pid", "ipc", "uts", "mount") if t not in cfg.host_namespaces]
     if cfg.netns_path:
         namespaces.append({"type": "network", "path": cfg.netns_path})
     elif not cfg.host_network:
@@ -156,7 +187,7 @@ def runtime_spec(cfg: ContainerConfig) -> dict[str, Any]:
     return {
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": False,
+            "terminal": cfg.terminal,
             "user": {"uid": cfg.uid, "gid": cfg.gid,
                      **({"additionalGids": cfg.groups} if cfg.groups else {})},
             "args": cfg.args,

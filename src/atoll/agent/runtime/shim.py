@@ -18,6 +18,13 @@ containerd's shims do).  It imports only the standard library.  It:
 4. when the container exits, records ``exit.json`` (exit code, signal,
    OOM kill, times) atomically and deletes the runc container.
 
+A container whose spec asks for a terminal (``process.terminal``, from ``tty: true``) gets
+a pseudo-terminal instead of pipes: runc hands the shim the pty master over a console socket
+(``--console-socket``, SCM_RIGHTS); the shim keeps it for the container's life, logs what it
+reads as ``stdout`` (partial lines at once, so a prompt shows), writes the ``stdin`` FIFO into
+it (``stdin.close`` sends the terminal's EOF, ^D), and applies window sizes written to the
+``resize`` FIFO (``<rows> <cols>`` lines) with TIOCSWINSZ.
+
 Everything it knows is in its state directory, so a restarted agent adopts
 a running container by reading that directory and the shim's pid.
 
@@ -29,14 +36,17 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import importlib.util
 import json
 import os
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 import types
@@ -72,9 +82,11 @@ def write_json(path: str, data: dict) -> None:
 class LogWriter:
     """CRI log lines from two pipes, each split on newlines."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, eager: bool = False) -> None:
         self.file = open(path, "ab", buffering=0)
         self.partial = {"stdout": b"", "stderr": b""}
+        #: write an unfinished line at once as a partial record (a terminal's prompt)
+        self.eager = eager
 
     def feed(self, stream: str, data: bytes) -> None:
         buf = self.partial[stream] + data
@@ -87,7 +99,7 @@ class LogWriter:
                 out.append(stamp + b" " + stream.encode() + b" P " + line[:MAX_LINE] + b"\n")
                 line = line[MAX_LINE:]
             out.append(stamp + b" " + stream.encode() + b" F " + line + b"\n")
-        while len(self.partial[stream]) > MAX_LINE:
+        while len(self.partial[stream]) > MAX_LINE or (self.eager and self.partial[stream]):
             chunk, self.partial[stream] = (self.partial[stream][:MAX_LINE],
                                            self.partial[stream][MAX_LINE:])
             out.append(stamp + b" " + stream.encode() + b" P " + chunk + b"\n")
@@ -166,8 +178,20 @@ def zygote(path: str) -> int:
                 code = run_container(argparse.Namespace(**request))
             except BaseException:  # noqa: BLE001 - a shim never returns into the zygote loop
                 code = 1
+                _record_crash(str(request.get("state") or ""))
             os._exit(code)
         conn.close()
+
+
+def _record_crash(state: str) -> None:
+    """The shim's own traceback, in its state directory (the zygote has no stderr)."""
+    import traceback
+
+    try:
+        with open(os.path.join(state, "shim.err"), "w") as f:
+            traceback.print_exc(file=f)
+    except OSError:
+        pass
 
 
 def run_container(args: argparse.Namespace) -> int:
@@ -178,24 +202,37 @@ def run_container(args: argparse.Namespace) -> int:
     state = args.state
     write_json(os.path.join(state, "shim.json"), {"pid": os.getpid(), "startedAt": time.time()})
     with open(os.path.join(args.bundle, "config.json")) as f:
-        cgroup_path = json.load(f).get("linux", {}).get("cgroupsPath", "")
+        config = json.load(f)
+    cgroup_path = config.get("linux", {}).get("cgroupsPath", "")
+    tty = bool(config.get("process", {}).get("terminal"))
 
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    stdin: int | None = subprocess.DEVNULL
-    if getattr(args, "stdin", False):
-        stdin = open_stdin(state)
     runc = [args.runc, "--root", args.root, "--log", os.path.join(state, "runc.log"),
             "--log-format", "json"]
     pid_file = os.path.join(state, "container.pid")
-    created = subprocess.run(runc + ["create", "--bundle", args.bundle, "--pid-file", pid_file,
-                                     args.id],
-                             stdin=stdin, stdout=out_w, stderr=err_w)
-    os.close(out_w)
-    os.close(err_w)
-    if isinstance(stdin, int) and stdin != subprocess.DEVNULL:
-        os.close(stdin)  # the container holds it now
-    if created.returncode != 0:
+    create = runc + ["create", "--bundle", args.bundle, "--pid-file", pid_file]
+    master = -1
+    outputs: dict[int, str] = {}
+    if tty:
+        master, returncode = create_with_terminal(create, args.id)
+        if master >= 0:
+            outputs[master] = "stdout"
+            open_resize(state, master)
+            if getattr(args, "stdin", False):
+                open_stdin(state, master)
+    else:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        outputs = {out_r: "stdout", err_r: "stderr"}
+        stdin: int | None = subprocess.DEVNULL
+        if getattr(args, "stdin", False):
+            stdin = open_stdin(state)
+        returncode = subprocess.run(create + [args.id], stdin=stdin, stdout=out_w,
+                                    stderr=err_w).returncode
+        os.close(out_w)
+        os.close(err_w)
+        if isinstance(stdin, int) and stdin != subprocess.DEVNULL:
+            os.close(stdin)  # the container holds it now
+    if returncode != 0:
         write_json(os.path.join(state, "exit.json"), {
             "exitCode": 128, "reason": "StartError", "message": runc_error(state),
             "finishedAt": time.time()})
@@ -231,11 +268,11 @@ def run_container(args: argparse.Namespace) -> int:
 
     reaper = threading.Thread(target=reap, daemon=True)
     reaper.start()
-    logs = LogWriter(args.log)
+    logs = LogWriter(args.log, eager=tty)
     sel = selectors.DefaultSelector()
-    sel.register(out_r, selectors.EVENT_READ, "stdout")
-    sel.register(err_r, selectors.EVENT_READ, "stderr")
-    open_streams = 2
+    for fd, stream in outputs.items():
+        sel.register(fd, selectors.EVENT_READ, stream)
+    open_streams = len(outputs)
     drain_deadline: float | None = None
     while open_streams:
         if exit_status and drain_deadline is None:
@@ -244,10 +281,14 @@ def run_container(args: argparse.Namespace) -> int:
         if drain_deadline is not None and timeout == 0.0:
             break
         for key, _ in sel.select(timeout):
-            data = os.read(key.fd, 65536)
+            try:
+                data = os.read(key.fd, 65536)
+            except OSError:  # EIO: every holder of the terminal's other side is gone
+                data = b""
             if not data:
                 sel.unregister(key.fd)
-                os.close(key.fd)
+                if key.fd != master:  # the stdin and resize relays may still write to it
+                    os.close(key.fd)
                 open_streams -= 1
             else:
                 logs.feed(key.data, data)
@@ -267,11 +308,94 @@ def run_container(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_stdin(state: str) -> int:
-    """The container's stdin: the read end of a pipe the shim fills from the ``stdin`` FIFO.
+def create_with_terminal(create: list[str], cid: str) -> tuple[int, int]:
+    """``runc create`` of a container with a terminal: (pty master, runc's exit code).
+
+    runc connects to the console socket while it creates the container and sends the
+    master as SCM_RIGHTS ancillary data; the master is -1 when none came.  The socket is
+    abstract (a state directory's path can pass the 108 bytes a socket path may have; runc
+    reads a leading ``@`` as abstract), and only runc itself may hand the master over.
+    """
+    name = f"atoll-console-{os.getpid()}-{os.urandom(6).hex()}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("\0" + name)
+    server.listen(1)
+    server.settimeout(0.2)
+    proc = subprocess.Popen(create + ["--console-socket", "@" + name, cid],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    master = -1
+    try:
+        while master < 0:
+            try:
+                conn, _ = server.accept()
+            except socket.timeout:
+                if proc.poll() is not None:
+                    break
+                continue
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize("3i"))
+            if struct.unpack("3i", creds)[0] != proc.pid:
+                conn.close()
+                continue
+            with conn:
+                conn.settimeout(10)
+                try:
+                    _, fds, _, _ = socket.recv_fds(conn, 4096, 4)
+                except OSError:
+                    fds = []
+            for extra in fds[1:]:
+                os.close(extra)
+            if fds:
+                master = fds[0]
+    finally:
+        server.close()
+    code = proc.wait()
+    if code != 0 and master >= 0:
+        os.close(master)
+        master = -1
+    if code == 0 and master < 0:
+        code = 1  # created, but without the terminal it asked for
+    return master, code
+
+
+def open_resize(state: str, master: int) -> None:
+    """Apply window sizes written to the ``resize`` FIFO (``<rows> <cols>`` lines)."""
+    path = os.path.join(state, "resize")
+    if not os.path.exists(path):
+        os.mkfifo(path, 0o600)
+    fd = os.open(path, os.O_RDWR)  # read-write: writers coming and going never end it
+
+    def relay() -> None:
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            buf = b""
+            while True:
+                try:
+                    chunk = f.read(256)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    try:
+                        rows, cols = (int(x) for x in line.split())
+                        fcntl.ioctl(master, termios.TIOCSWINSZ,
+                                    struct.pack("HHHH", rows, cols, 0, 0))
+                    except (ValueError, OSError):
+                        continue
+
+    threading.Thread(target=relay, daemon=True).start()
+
+
+def open_stdin(state: str, terminal: int = -1) -> int:
+    """The container's stdin, fed from the ``stdin`` FIFO: the read end of a pipe, or (with
+    a ``terminal`` master) the terminal itself, whose fd is returned.
 
     The FIFOs are opened read-write so they never report EOF when an attach session
-    goes away; the container's pipe ends only when ``stdin.close`` says so.
+    goes away; the container's stdin ends only when ``stdin.close`` says so (a pipe is
+    closed; a terminal is sent its EOF character).
     """
     fifo, close_fifo = os.path.join(state, "stdin"), os.path.join(state, "stdin.close")
     for path in (fifo, close_fifo):
@@ -279,7 +403,10 @@ def open_stdin(state: str) -> int:
             os.mkfifo(path, 0o600)
     data_fd = os.open(fifo, os.O_RDWR)
     close_fd = os.open(close_fifo, os.O_RDWR)
-    pipe_r, pipe_w = os.pipe()
+    if terminal >= 0:
+        pipe_r, pipe_w = terminal, terminal
+    else:
+        pipe_r, pipe_w = os.pipe()
 
     def relay() -> None:
         sel = selectors.DefaultSelector()
@@ -289,6 +416,8 @@ def open_stdin(state: str) -> int:
             while True:
                 for key, _ in sel.select():
                     if key.data == "close":
+                        if terminal >= 0:
+                            os.write(terminal, b"\x04")
                         return
                     chunk = os.read(data_fd, 65536)
                     view = memoryview(chunk)
@@ -297,7 +426,8 @@ def open_stdin(state: str) -> int:
         except OSError:  # the container closed its stdin or exited
             return
         finally:
-            os.close(pipe_w)
+            if terminal < 0:
+                os.close(pipe_w)
 
     threading.Thread(target=relay, daemon=True).start()
     return pipe_r

@@ -1,8 +1,12 @@
 """``kubectl exec``: one ``runc exec`` wired to a websocket with the channel protocol.
 
-With a terminal the command gets a pty (resize messages reach it as ``TIOCSWINSZ``); without,
-pipes.  The last message, on the error channel, is the exit Status kubectl turns into its exit
-code.
+With a terminal, ``runc exec -t`` runs in the foreground on a pty of the agent's: runc makes
+the container's own pty, relays between the two (in raw mode) and, on SIGWINCH, copies this
+pty's size to it, so a resize message is a ``TIOCSWINSZ`` here plus a SIGWINCH to runc.  (A
+detached ``runc exec`` with a console socket would hand over the container's master directly,
+but then nobody could learn the command's exit code.)  Without a terminal, pipes.  Stdin comes
+in BINARY or TEXT frames; v5's close of stdin is the command's end of file.  The last message,
+on the error channel, is the exit Status kubectl turns into its exit code.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import struct
 import termios
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from atoll.agent.streams.channels import CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT
+from atoll.agent.streams.channels import CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT, decode, \
+    window_size
 
 
 class ExecSession:
@@ -91,29 +96,58 @@ class ExecSession:
             await self._send(channel, data)
 
     async def _read_client(self, proc: asyncio.subprocess.Process) -> None:
+        """The client's stdin (BINARY or TEXT frames), resizes, and v5's close of stdin,
+        after which the command reads end of file (a terminal gets its EOF character)."""
+        stdin_open = True
         async for msg in self.ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
+            frame = decode(msg)
+            if frame is None:
                 continue
-            channel, payload = msg.data[0], msg.data[1:]
-            if channel == STDIN:
-                if self.tty and self.master >= 0:
-                    os.write(self.master, payload)
-                elif proc.stdin is not None:
-                    proc.stdin.write(payload)
-                    await proc.stdin.drain()
-            elif channel == RESIZE and self.tty and self.master >= 0:
+            channel, payload = frame
+            if channel == STDIN and stdin_open:
                 try:
-                    size = json.loads(payload)
-                    fcntl.ioctl(self.master, termios.TIOCSWINSZ,
-                                struct.pack("HHHH", int(size["Height"]), int(size["Width"]), 0, 0))
-                    os.kill(proc.pid, signal.SIGWINCH)
-                except (ValueError, KeyError, OSError):
+                    if self.tty and self.master >= 0:
+                        await _write_fd(self.master, payload)
+                    elif proc.stdin is not None:
+                        proc.stdin.write(payload)
+                        await proc.stdin.drain()
+                except (OSError, ConnectionError):  # the command is gone or closed its stdin
+                    stdin_open = False
+            elif channel == RESIZE and self.tty and self.master >= 0:
+                size = window_size(payload)
+                if size is None:
                     continue
-            elif channel == CLOSE and payload[:1] == bytes([STDIN]):
-                if self.tty and self.master >= 0:
-                    os.write(self.master, b"\x04")
-                elif proc.stdin is not None:
-                    proc.stdin.close()
+                try:
+                    fcntl.ioctl(self.master, termios.TIOCSWINSZ,
+                                struct.pack("HHHH", size[0], size[1], 0, 0))
+                    os.kill(proc.pid, signal.SIGWINCH)
+                except OSError:
+                    continue
+            elif channel == CLOSE and payload[:1] == bytes([STDIN]) and stdin_open:
+                stdin_open = False
+                try:
+                    if self.tty and self.master >= 0:
+                        await _write_fd(self.master, b"\x04")
+                    elif proc.stdin is not None:
+                        proc.stdin.close()
+                except (OSError, ConnectionError):
+                    pass
+
+
+async def _write_fd(fd: int, data: bytes) -> None:
+    """All of ``data`` into a non-blocking fd (a pty master), waiting while it is full."""
+    loop = asyncio.get_running_loop()
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            ready = loop.create_future()
+            loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+            try:
+                await ready
+            finally:
+                loop.remove_writer(fd)
 
 
 def _exit_status(code: int, argv: list[str]) -> dict[str, Any]:

@@ -225,14 +225,27 @@ class AgentServer:
         data = await asyncio.to_thread(console.read_log, worker.run / "console.log", lines)
         return web.Response(body=data, content_type="text/plain")
 
+    def _stream_attempt(self, request: web.Request) -> tuple[PodWorker, Attempt]:
+        """The container an exec or attach reaches, as kubelet names the ones it cannot."""
+        name, container = request.match_info["pod"], request.match_info["container"]
+        worker = self._pod(request)
+        attempts = worker.attempts.get(container) or []
+        if not attempts:
+            raise errors.BadRequest(f'container not found ("{container}"): it has not started '
+                                    f'in pod "{name}" yet')
+        return worker, attempts[-1]
+
     async def exec(self, request: web.Request) -> web.StreamResponse:
-        _, attempt = self._attempt(request)
+        _, attempt = self._stream_attempt(request)
         if attempt.exit is not None:
-            raise errors.BadRequest("cannot exec in a container that is not running")
+            raise errors.BadRequest(f'cannot exec in a stopped container: container '
+                                    f'"{attempt.meta.name}" in pod '
+                                    f'"{request.match_info["pod"]}" is not running')
         q = request.query
         command = q.getall("command", [])
         if not command:
             raise errors.BadRequest("you must specify at least one command")
+        _require_upgrade(request)
         ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
         await ws.prepare(request)
         tty = q.get("tty") in ("true", "1")
@@ -249,21 +262,33 @@ class AgentServer:
         """The container's output from now on, on the stdout/stderr channels, and with
         ``stdin=true`` the client's input into the container's stdin (containers with
         ``stdin: true``; ``stdinOnce`` closes it when the first session ends)."""
-        worker, attempt = self._attempt(request)
+        worker, attempt = self._stream_attempt(request)
         want_stdin = request.query.get("stdin") in ("true", "1")
         fifos = self.runtime.stdin_fifos(attempt.meta.id) if want_stdin else None
         if want_stdin and fifos is None:
             raise errors.BadRequest(f"stdin is not enabled for container {attempt.meta.name}: "
                                     "set stdin: true in its spec")
-        once = _container_spec(worker, attempt.meta.name).get("stdinOnce") is True
+        spec = _container_spec(worker, attempt.meta.name)
+        once = spec.get("stdinOnce") is True
+        resize = self.runtime.resize_fifo(attempt.meta.id) if spec.get("tty") else None
+        _require_upgrade(request)
         ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
         await ws.prepare(request)
-        await attach.stream(ws, attempt, fifos, once)
+        await attach.stream(ws, attempt, fifos, once, resize)
         return ws
 
 
+def _require_upgrade(request: web.Request) -> None:
+    """Refuse a stream request that is not a websocket upgrade (after the checks above it,
+    so the API server can ask a plain GET why a handshake was refused)."""
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise errors.BadRequest("Upgrade request required: exec and attach need a websocket "
+                                "(v5.channel.k8s.io)")
+
+
 def _container_spec(worker: PodWorker, name: str) -> dict[str, Any]:
-    for c in (worker.spec.get("containers") or []) + (worker.spec.get("initContainers") or []):
+    for c in (worker.spec.get("containers") or []) + (worker.spec.get("initContainers") or []) \
+            + (worker.spec.get("ephemeralContainers") or []):
         if c.get("name") == name:
             return c
     return {}

@@ -1,6 +1,5 @@
 """apps/v1 workloads: deployments, replica sets, daemon sets, stateful sets, controller
-revisions (and the printer and fields of core/v1 ReplicationControllers, which are not served
-but print like replica sets).
+revisions (and the printer and fields core/v1 ReplicationControllers share: ``core_v1_rc``).
 """
 
 from __future__ import annotations
@@ -27,6 +26,16 @@ STATEFULSETS = builtin("apps", "v1", "StatefulSet", "statefulsets", True, short_
                        categories=("all",), subresources=(STATUS, SCALE))
 CONTROLLERREVISIONS = builtin("apps", "v1", "ControllerRevision", "controllerrevisions", True,
                               generation=False)
+
+
+#: status fields the Go types serialize even when zero (no ``omitempty``): typed clients read
+#: them from a freshly created object, before its controller wrote any status
+ALWAYS_SENT_STATUS = {
+    "ReplicaSet": ("replicas",),
+    "StatefulSet": ("replicas", "availableReplicas"),
+    "DaemonSet": ("currentNumberScheduled", "numberMisscheduled", "desiredNumberScheduled",
+                  "numberReady"),
+}
 
 
 class WorkloadStrategy(Strategy):
@@ -61,7 +70,9 @@ class WorkloadStrategy(Strategy):
         tmpl = spec.get("template")
         if isinstance(tmpl, dict) and isinstance(tmpl.get("spec"), dict):
             default_pod_spec(tmpl["spec"])
-        obj.setdefault("status", {})
+        status = obj.setdefault("status", {})
+        for field_ in ALWAYS_SENT_STATUS.get(rt.kind, ()):
+            status.setdefault(field_, 0)
 
     def validate(self, rt, obj):  # type: ignore[no-untyped-def]
         spec = obj.get("spec")
@@ -191,5 +202,3 @@ REPLICASET = Kind(REPLICASETS, _WORKLOADS, _replica_set, _replicas_fields)
 DAEMONSET = Kind(DAEMONSETS, _WORKLOADS, _daemon_set)
 STATEFULSET = Kind(STATEFULSETS, _WORKLOADS, _stateful_set)
 CONTROLLERREVISION = Kind(CONTROLLERREVISIONS)
-REPLICATIONCONTROLLER = Kind(None, printer=_replica_set, fields=_replicas_fields,
-                             key="/ReplicationController")

@@ -29,6 +29,10 @@ class Kind:
     fields: FieldsFn | None = None
     #: ``<group>/<Kind>`` when there is no ``rt``
     key: str = ""
+    #: the kind's other served versions (``storage_version`` naming ``rt``'s), and how an
+    #: object of any served version becomes another: ``convert(obj, "group/version")``
+    other_versions: tuple[ResourceType, ...] = ()
+    convert: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
 
     @property
     def kind_key(self) -> str:

@@ -16,7 +16,7 @@ from atoll.api.printing import (Cells, Printer, _age, _age_col, _deleting, _dict
                                 _int, _list, _name, _name_col, _str, _wide, column,
                                 human_duration, printer)
 from atoll.api.qos import qos_class
-from atoll.api.resources import podpaths, podupdate
+from atoll.api.resources import podephemeral, podpaths, podupdate
 from atoll.api.resources.base import Kind, field_bool, field_str
 from atoll.api.resourcetype import PROXY_VERBS, STATUS, SUB_VERBS, Subresource, builtin
 from atoll.api.strategy import Strategy
@@ -47,7 +47,7 @@ def default_pod_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("securityContext", {})
     spec.setdefault("enableServiceLinks", True)
-    for key in ("containers", "initContainers"):
+    for key in ("containers", "initContainers", "ephemeralContainers"):
         for c in spec.get(key) or []:
             if isinstance(c, dict):
                 _default_container(c)
@@ -105,6 +105,9 @@ class PodStrategy(Strategy):
         """
         if subresource == "status":
             return
+        if subresource == "ephemeralcontainers":
+            self._update_ephemeral(rt, old, new)
+            return
         spec, old_spec = new.get("spec"), old.get("spec") or {}
         if isinstance(spec, dict) and isinstance(old_spec, dict):
             default_pod_spec(spec)
@@ -119,6 +122,27 @@ class PodStrategy(Strategy):
         causes = podupdate.validate(old, new, subresource=subresource)
         if causes:
             raise errors.invalid(rt.kind, old["metadata"].get("name", ""), causes, rt.group)
+
+    def _update_ephemeral(self, rt: Any, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """``pods/ephemeralcontainers``: only the ephemeral containers change."""
+        pod = podephemeral.merged(old, new)
+        spec = pod.get("spec")
+        if isinstance(spec, dict):
+            for c in spec.get("ephemeralContainers") or []:
+                if isinstance(c, dict):
+                    _default_container(c)
+        new.clear()
+        new.update(pod)
+        causes = podephemeral.validate_update(old, new)
+        if causes:
+            raise errors.invalid(rt.kind, old["metadata"].get("name", ""), causes, rt.group)
+
+    def validate_create(self, svc, rt, obj):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec")
+        causes = self.validate(rt, obj) + podephemeral.forbidden_on_create(
+            spec if isinstance(spec, dict) else {})
+        if causes:
+            raise errors.invalid(rt.kind, obj["metadata"].get("name", ""), causes, rt.group)
 
     def deletion_grace(self, obj, grace):  # type: ignore[no-untyped-def]
         if grace is not None:

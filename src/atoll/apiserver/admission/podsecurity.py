@@ -132,6 +132,15 @@ def _dig(obj: Any, path: tuple[str, ...]) -> Any:
     return obj
 
 
+#: members may add ephemeral (debug) containers beyond the namespace's level
+CLUSTER_ADMIN_GROUP = "system:masters"
+
+
+def _cluster_admin(opts: WriteOptions) -> bool:
+    groups = getattr(opts.user_info, "groups", None) or ()
+    return CLUSTER_ADMIN_GROUP in groups
+
+
 class PodSecurity(BasePlugin):
     def __init__(self, default_level: str = "baseline") -> None:
         if default_level not in LEVELS:
@@ -158,6 +167,14 @@ class PodSecurity(BasePlugin):
         if not rt.group and rt.plural == "pods":
             if subresource in IGNORED_SUBRESOURCES or _relevant(old) == _relevant(new):
                 return  # nothing that decides what runs has changed
+            if subresource == "ephemeralcontainers" and _cluster_admin(opts):
+                # debugging a running pod is an administrator's act: the pod's own containers
+                # cannot change through this subresource, and kubectl debug's default profile
+                # adds SYS_PTRACE, which baseline refuses; tenants stay checked
+                policy = self.policy(svc, (new.get("metadata") or {}).get("namespace", ""))
+                if policy is not None:
+                    self._warn(policy.enforce, new.get("metadata"), new.get("spec"), opts)
+                return
             self._admit_pod(svc, new, opts)
         elif (rt.group, rt.plural) in TEMPLATES and not subresource:
             path = TEMPLATES[(rt.group, rt.plural)]
