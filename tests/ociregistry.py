@@ -182,7 +182,7 @@ def start(root: Path, port: int, *, user: str = "", password: str = "",
           tls: bool = False) -> Registry:
     """``docker-registry serve`` on 127.0.0.1:port; returns once ``/v2/`` answers."""
     root.mkdir(parents=True, exist_ok=True)
-    config = [f"version: 0.1", "log: {level: info, accesslog: {disabled: false}}",
+    config = ["version: 0.1", "log: {level: info, accesslog: {disabled: false}}",
               f"storage: {{filesystem: {{rootdirectory: {root / 'storage'}}}, "
               f"delete: {{enabled: true}}}}"]
     http = f"http: {{addr: 127.0.0.1:{port}"

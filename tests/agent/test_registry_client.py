@@ -17,8 +17,8 @@ from aiohttp import web
 from atoll.agent.images import credentials, reference
 from atoll.agent.images.imagegc import GCSettings, ImageGC
 from atoll.agent.images.puller import ImagePuller, PullError, PullSettings
-from atoll.agent.images.registry import (Platform, RegistryClient, RegistrySettings,
-                                         amd64_level, choose_platform)
+from atoll.agent.images.platforms import Platform, amd64_level, choose_platform
+from atoll.agent.images.registry import RegistryClient, RegistrySettings
 from atoll.agent.images.store import BUSYBOX_REF, ImageStore
 from tests import ociregistry
 from tests.conftest import free_port
@@ -573,7 +573,7 @@ async def test_credentials_echoed_by_a_registry_are_scrubbed(hostile: str,
 
 
 def test_go_durations_as_kubelet_prints_them() -> None:
-    from atoll.agent.pods.worker import go_duration
+    from atoll.agent.pods.imagepull import go_duration
     assert go_duration(0.0123) == "12ms"
     assert go_duration(1.2345) == "1.234s"
     assert go_duration(2.0) == "2s"

@@ -7,7 +7,6 @@ Pods here are ordinary runc pods of a Deployment; evictions go through the real
 from __future__ import annotations
 
 import json
-import ssl
 import urllib.error
 import urllib.request
 from typing import Any

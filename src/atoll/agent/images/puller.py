@@ -34,8 +34,9 @@ from atoll.agent.images import credentials as creds_mod
 from atoll.agent.images import reference
 from atoll.agent.images.importer import ImageImportError, unpack_layer
 from atoll.agent.images.reference import Reference
-from atoll.agent.images.registry import (Credentials, Platform, RegistryClient, RegistryError,
-                                         RegistrySettings, Resolved, host_platform_)
+from atoll.agent.images.platforms import Platform, host_platform_
+from atoll.agent.images.registry import Credentials, RegistryClient, RegistrySettings, Resolved
+from atoll.agent.images.registry_errors import RegistryError
 from atoll.agent.images.store import Image, ImageStore
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,6 @@ import base64
 import hashlib
 import logging
 import os
-import platform as host_platform
 import re
 import ssl
 import time
@@ -36,7 +35,11 @@ from typing import Any
 import aiohttp
 import orjson
 
+from atoll.agent.images.platforms import (NoMatchingPlatform, Platform, choose_platform,
+                                         host_platform_)
 from atoll.agent.images.reference import Reference, is_loopback_host
+from atoll.agent.images.registry_errors import (RegistryError, parse_challenge, short_error,
+                                                status_text)
 
 log = logging.getLogger(__name__)
 
@@ -94,98 +97,6 @@ class Credentials:
 
     def __repr__(self) -> str:
         return "Credentials(***)"
-
-
-class RegistryError(Exception):
-    """A pull failed; the text is safe to show a user (no credentials)."""
-
-    def __init__(self, message: str, *, unauthorized: bool = False,
-                 not_found: bool = False, retry_elsewhere: bool = True) -> None:
-        super().__init__(message)
-        self.unauthorized = unauthorized
-        self.not_found = not_found
-        #: a mirror's failure lets the next endpoint be tried
-        self.retry_elsewhere = retry_elsewhere
-
-
-@dataclass(frozen=True)
-class Platform:
-    os: str = "linux"
-    architecture: str = "amd64"
-    variant: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
-
-
-def host_platform_() -> Platform:
-    """This host's platform as OCI names it (amd64 variants by the CPU's level)."""
-    machine = host_platform.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        machine, machine)
-    variant = f"v{amd64_level()}" if arch == "amd64" else ("v8" if arch == "arm64" else "")
-    return Platform("linux", arch, variant)
-
-
-def amd64_level(cpuinfo: str | None = None) -> int:
-    """The x86-64 micro-architecture level (1-4) of this CPU, from its flags."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return 1
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            break
-    levels = [("v2", {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"}),
-              ("v3", {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe"}),
-              ("v4", {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"})]
-    level = 1
-    for _, needed in levels:
-        if not needed <= flags:
-            break
-        level += 1
-    return level
-
-
-def choose_platform(index: dict[str, Any], want: Platform) -> dict[str, Any]:
-    """The index entry for ``want``: os and architecture equal, the best variant the host
-    runs (amd64 levels up to the host's, arm64's "" meaning v8); RegistryError if none."""
-    best: tuple[int, dict[str, Any]] | None = None
-    seen = []
-    for desc in index.get("manifests") or []:
-        if not isinstance(desc, dict):
-            continue
-        plat = desc.get("platform") if isinstance(desc.get("platform"), dict) else {}
-        os_, arch = str(plat.get("os") or ""), str(plat.get("architecture") or "")
-        variant = str(plat.get("variant") or "")
-        if os_ and arch and os_ != "unknown":
-            seen.append(f"{os_}/{arch}" + (f"/{variant}" if variant else ""))
-        if os_ != want.os or arch != want.architecture:
-            continue
-        rank = _variant_rank(arch, variant, want.variant)
-        if rank is not None and (best is None or rank > best[0]):
-            best = (rank, desc)
-    if best is None:
-        raise RegistryError(f"no matching manifest for {want} in the manifest list entries "
-                            f"({', '.join(seen) or 'none'})", retry_elsewhere=False)
-    return best[1]
-
-
-def _variant_rank(arch: str, variant: str, host_variant: str) -> int | None:
-    """Higher is better; None: the host cannot run it."""
-    if arch == "amd64":
-        level = int(variant[1:]) if re.fullmatch(r"v[1-4]", variant) else (1 if not variant
-                                                                            else 99)
-        host = int(host_variant[1:]) if re.fullmatch(r"v[1-4]", host_variant) else 1
-        return level if level <= host else None
-    if arch == "arm64":
-        v = variant or "v8"
-        hv = host_variant or "v8"
-        return 1 if v == hv or v == "v8" else None
-    return 1 if not variant or not host_variant or variant == host_variant else None
 
 
 @dataclass
@@ -314,24 +225,24 @@ class RegistryClient:
                     if resp.status in (200, 404) or 200 <= resp.status < 300:
                         # some registries answer 404 at /v2/ yet serve /v2/<name>/...
                         return None
-                    raise RegistryError(_status_text(resp.status, body, ep.host, []))
+                    raise RegistryError(status_text(resp.status, body, ep.host, []))
         except TimeoutError:
             raise RegistryError(f"the registry {ep.host} did not answer in "
                                 f"{self.settings.request_timeout:g}s") from None
         except (aiohttp.ClientSSLError, ssl.SSLError) as e:
-            err = RegistryError(f"TLS to {ep.host} failed: {_short(e)}")
+            err = RegistryError(f"TLS to {ep.host} failed: {short_error(e)}")
             err.tls = True  # type: ignore[attr-defined]
             raise err from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
                 aiohttp.ClientResponseError) as e:
             # an http server spoken to in TLS, or the other way round
-            err = RegistryError(f"{ep.host} does not speak {ep.scheme}: {_short(e)}")
+            err = RegistryError(f"{ep.host} does not speak {ep.scheme}: {short_error(e)}")
             err.tls = True  # type: ignore[attr-defined]
             raise err from None
         except aiohttp.ClientConnectorError as e:
-            raise RegistryError(f"cannot reach the registry {ep.host}: {_short(e)}") from None
+            raise RegistryError(f"cannot reach the registry {ep.host}: {short_error(e)}") from None
         except (aiohttp.ClientError, OSError) as e:
-            err = RegistryError(f"cannot reach the registry {ep.host}: {_short(e)}")
+            err = RegistryError(f"cannot reach the registry {ep.host}: {short_error(e)}")
             err.tls = ep.scheme == "https"  # type: ignore[attr-defined]
             raise err from None
 
@@ -380,12 +291,12 @@ class RegistryClient:
                     body = await _read_capped(resp, 1 << 20, "the token answer")
                     if resp.status != 200:
                         raise RegistryError(
-                            _status_text(resp.status, body, parts.netloc, secrets),
+                            status_text(resp.status, body, parts.netloc, secrets),
                             unauthorized=resp.status in (401, 403))
         except TimeoutError:
             raise RegistryError(f"the token server {parts.netloc} did not answer") from None
         except (aiohttp.ClientError, OSError) as e:
-            raise RegistryError(f"cannot get a token from {parts.netloc}: {_short(e)}") from None
+            raise RegistryError(f"cannot get a token from {parts.netloc}: {short_error(e)}") from None
         try:
             data = orjson.loads(body)
             token = data.get("token") or data.get("access_token")
@@ -411,18 +322,18 @@ class RegistryClient:
             body = await _read_capped(resp, 64 << 10, "an error answer")
             resp.release()
             if challenge is None or (challenge[0] == "basic" and (creds is None or auth)):
-                raise RegistryError(_status_text(401, body, ep.host, secrets), unauthorized=True)
+                raise RegistryError(status_text(401, body, ep.host, secrets), unauthorized=True)
             self._challenges[ep.base] = challenge
             auth = await self._auth_header(ep, repo, creds, refresh=True)
         if resp.status in (401, 403):
             body = await _read_capped(resp, 64 << 10, "an error answer")
             resp.release()
-            raise RegistryError(_status_text(resp.status, body, ep.host, secrets),
+            raise RegistryError(status_text(resp.status, body, ep.host, secrets),
                                 unauthorized=True)
         if resp.status != 200:
             body = await _read_capped(resp, 64 << 10, "an error answer")
             resp.release()
-            raise RegistryError(_status_text(resp.status, body, ep.host, secrets),
+            raise RegistryError(status_text(resp.status, body, ep.host, secrets),
                                 not_found=resp.status == 404)
         return resp
 
@@ -444,7 +355,7 @@ class RegistryClient:
                 raise RegistryError(f"{parts.netloc} did not answer in "
                                     f"{self.settings.read_timeout:g}s") from None
             except (aiohttp.ClientError, OSError) as e:
-                raise RegistryError(f"cannot reach {parts.netloc}: {_short(e)}") from None
+                raise RegistryError(f"cannot reach {parts.netloc}: {short_error(e)}") from None
             if resp.status not in (301, 302, 303, 307, 308):
                 return resp
             location = resp.headers.get("Location", "")
@@ -472,7 +383,10 @@ class RegistryClient:
         for _ in range(3):
             if media not in INDEX_TYPES:
                 break
-            desc = choose_platform(data, want)
+            try:
+                desc = choose_platform(data, want)
+            except NoMatchingPlatform as e:
+                raise RegistryError(str(e), retry_elsewhere=False) from None
             d, size = _descriptor(desc, "a manifest list entry")
             data, media, _ = await self._manifest(ep, ref.path, d, creds, expect=d,
                                                   expect_size=size)
@@ -605,7 +519,7 @@ class RegistryClient:
                                 f"{self.settings.read_timeout:g}s)") from None
         except (aiohttp.ClientError, OSError) as e:
             raise RegistryError(f"downloading blob {digest} from {ep.host} failed: "
-                                f"{_short(e)}") from None
+                                f"{short_error(e)}") from None
         finally:
             if not ok:
                 try:
@@ -615,18 +529,6 @@ class RegistryClient:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def parse_challenge(header: str) -> tuple[str, dict[str, str]] | None:
-    """``Bearer realm="https://auth",service="reg",scope="..."`` → ("bearer", {...})."""
-    header = header.strip()
-    if not header:
-        return None
-    scheme, _, rest = header.partition(" ")
-    params = {k.lower(): v for k, v in re.findall(r'([A-Za-z_]+)="([^"]*)"', rest)}
-    for k, v in re.findall(r'([A-Za-z_]+)=([^",\s]+)', rest):
-        params.setdefault(k.lower(), v)
-    return scheme.lower(), params
-
-
 def _descriptor(desc: Any, what: str) -> tuple[str, int]:
     if not isinstance(desc, dict):
         raise RegistryError(f"the manifest has no valid descriptor for {what}")
@@ -654,42 +556,9 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int, what: str,
     except TimeoutError:
         raise RegistryError(f"the registry stalled sending {what}") from None
     except (aiohttp.ClientError, OSError) as e:
-        raise RegistryError(f"reading {what} failed: {_short(e)}") from None
+        raise RegistryError(f"reading {what} failed: {short_error(e)}") from None
     if exact and len(buf) != cap:
         raise RegistryError(f"size mismatch for {what}: got {len(buf)} of {cap} bytes")
     return bytes(buf)
 
 
-def _status_text(status: int, body: bytes, host: str, secrets: list[str]) -> str:
-    """The registry's own words (its ``errors`` JSON), never a secret."""
-    reasons = []
-    try:
-        data = orjson.loads(body)
-        for err in (data.get("errors") or [])[:5] if isinstance(data, dict) else []:
-            if isinstance(err, dict):
-                code = str(err.get("code") or "").lower()
-                msg = str(err.get("message") or "")
-                reasons.append(f"{code}: {msg}" if code and msg else code or msg)
-        if not reasons and isinstance(data, dict) and data.get("details"):
-            reasons.append(str(data["details"]))
-    except (orjson.JSONDecodeError, TypeError, AttributeError):
-        pass
-    text = "; ".join(r for r in reasons if r)
-    if not text:
-        text = {401: "unauthorized", 403: "denied", 404: "not found",
-                429: "too many requests"}.get(status, "unexpected answer")
-    return scrub(f"{text} ({status} from {host})", secrets)
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` printable and short, every secret replaced."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text[:600]
-
-
-def _short(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return text.splitlines()[0][:300] if text else type(e).__name__
