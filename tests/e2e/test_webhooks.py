@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import ssl
 import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest

@@ -51,6 +51,9 @@ PRIORITIES: dict[str, tuple[int, int]] = {
     "metrics.k8s.io": (100, 100),
 }
 OPTS = WriteOptions(field_manager="atoll-apiserver")
+#: what a check depends on: APIServices, Services, their Endpoints (and CRDs, for local ones)
+WATCHED = (APISERVICES.prefix(""), "/registry/core/services/", "/registry/core/endpoints/",
+           "/registry/apiextensions.k8s.io/customresourcedefinitions/")
 
 
 def local_apiservice(group: str, version: str, custom: bool) -> dict[str, Any]:
@@ -90,8 +93,7 @@ class APIServices:
         svc.cacher.listeners.append(self._on_event)
 
     def _on_event(self, ev: Any) -> None:
-        if ev.key.startswith(APISERVICES.prefix("")) or "/services/" in ev.key \
-                or "/endpoints/" in ev.key or "customresourcedefinitions" in ev.key:
+        if ev.key.startswith(WATCHED):
             self._wake.set()
 
     # -- start-up --------------------------------------------------------------------------

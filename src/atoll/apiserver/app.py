@@ -31,6 +31,8 @@ from atoll.apiserver.admission.serviceaccount import ServiceAccountAdmission
 from atoll.apiserver.admission.vmbindings import VMBindings
 from atoll.apiserver.admission.webhook_client import WebhookClient
 from atoll.apiserver.admission.webhooks import Webhooks
+from atoll.apiserver.aggregator import Aggregator
+from atoll.apiserver.apiservices import FRONT_PROXY_CLIENT, APIServices
 from atoll.apiserver.audit import AuditLog
 from atoll.apiserver.contentlibrary import ContentLibrary
 from atoll.apiserver.crd_cleanup import CRDCleanup
@@ -106,6 +108,7 @@ class ApiServer:
             VMBindings()], quota=QuotaAdmission(), webhooks=Webhooks(self.webhook_client,
                                                                      self.registry))
         self.node_proxy: NodeProxy | None = None
+        self.aggregator: Aggregator | None = None
         self.trimmer: heap.Trimmer | None = None
         self.metrics = metrics.Metrics()
         self.runner: web.AppRunner | None = None
@@ -136,6 +139,11 @@ class ApiServer:
         self.node_proxy = NodeProxy(self.svc, self.registry,
                                     (str(agent_client.cert), str(agent_client.key)))
         self.handler.subresource_proxy = self.node_proxy
+        front_proxy_ca = pki.ensure_ca(pki_dir, "front-proxy-ca")
+        front_proxy_client = pki.ensure_client(pki_dir, front_proxy_ca, FRONT_PROXY_CLIENT,
+                                               FRONT_PROXY_CLIENT, ())
+        self.aggregator = Aggregator(self.svc, self.registry, front_proxy_client)
+        apiservices = APIServices(self.svc, self.aggregator)
         await self.cacher.start()
         heap.HeapKeeper(lambda: len(self.cacher.objects)).watch(self.cacher)
         self.trimmer = heap.Trimmer(lambda: self.cacher.watcher_count,
@@ -143,6 +151,8 @@ class ApiServer:
         self.trimmer.start()
         crds.CRDWatcher(self.registry, self.cacher).start()
         await self._bootstrap()
+        await apiservices.publish_authentication(ca, front_proxy_ca)
+        await apiservices.register_local()
         app = self.build_app()
         self.runner = protocol.Runner(app, access_log=None, handler_cancellation=True)
         await self.runner.setup()
@@ -155,6 +165,7 @@ class ApiServer:
         await site.start()
         self._tasks.append(asyncio.create_task(CRDCleanup(self.svc, self.registry).run(),
                                                name="crd-cleanup"))
+        self._tasks.append(asyncio.create_task(apiservices.run(), name="apiservices"))
         csr_type = self.registry.lookup(certificates.GROUP, "v1", "certificatesigningrequests")
         assert csr_type is not None
         self._tasks.append(asyncio.create_task(
@@ -167,6 +178,8 @@ class ApiServer:
         if self.node_proxy is not None:
             await self.node_proxy.close()
         await self.webhook_client.close()
+        if self.aggregator is not None:
+            await self.aggregator.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -232,6 +245,10 @@ class ApiServer:
         return app
 
     async def _resource(self, request: web.Request) -> web.StreamResponse:
+        if self.aggregator is not None:
+            remote = await self.aggregator.maybe_serve(request)
+            if remote is not None:
+                return remote
         parsed = routing.parse(request.path)
         if parsed is None:
             raise errors.NotFound("the server could not find the requested resource")
@@ -262,8 +279,14 @@ class ApiServer:
     async def _apis(self, request: web.Request) -> web.Response:
         v = discovery.aggregated_version(request)
         if v:
-            return discovery.respond(request, discovery.aggregated(self.registry, False, v), v)
-        return discovery.respond(request, discovery.group_list(self.registry))
+            doc = discovery.aggregated(self.registry, False, v)
+            if self.aggregator is not None:
+                doc = self.aggregator.merge_aggregated(doc)
+            return discovery.respond(request, doc, v)
+        doc = discovery.group_list(self.registry)
+        if self.aggregator is not None:
+            doc = self.aggregator.merge_group_list(doc)
+        return discovery.respond(request, doc)
 
     async def _version(self, request: web.Request) -> web.Response:
         return http.json_response({**KUBE_VERSION, "atollVersion": __version__})
