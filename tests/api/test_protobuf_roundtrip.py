@@ -16,22 +16,10 @@ from typing import Any
 import pytest
 
 from atoll.api import protobuf, resources
+from tests.api.test_protobuf import varint
 
 MAX_DEPTH = 5
 T = "k8s.io.apimachinery.pkg."
-
-
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def key(num: int, wire: int) -> bytes:

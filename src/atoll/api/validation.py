@@ -415,3 +415,17 @@ def validate_update_meta(old_meta: Any, new_meta: Any, path: str = "metadata") -
         if new != old_meta.get(key, ""):
             causes.append(errors.invalid_value(f"{path}.{key}", new, FIELD_IMMUTABLE))
     return causes
+
+
+def container_name_causes(name: Any, field: str, taken: set[str]) -> list[Cause]:
+    """A container's name as ValidateContainers checks it: required, an RFC 1123 label, and
+    unique among ``taken`` (which a valid, new name joins)."""
+    if not name:
+        return [errors.required(field)]
+    if not isinstance(name, str) or is_dns1123_label(name):
+        return [errors.invalid_value(field, name, "a lowercase RFC 1123 label must consist of "
+                                                  "lower case alphanumeric characters or '-'")]
+    if name in taken:
+        return [Cause("FieldValueDuplicate", f'Duplicate value: "{name}"', field)]
+    taken.add(name)
+    return []

@@ -30,13 +30,7 @@ from atoll.apiserver import http, proxy
 from atoll.apiserver.authn import UserInfo
 from atoll.apiserver.pki import CertPair
 
-#: hop-by-hop headers, the caller's credentials and any identity headers it sent itself
-_DROP_REQUEST = frozenset(h.lower() for h in (
-    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
-    "Transfer-Encoding", "Upgrade", "Host", "Authorization", "Cookie", "Content-Length"))
-_DROP_RESPONSE = frozenset(h.lower() for h in (
-    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
-    "Transfer-Encoding", "Upgrade", "Content-Length", "Content-Encoding"))
+#: besides proxy.DROP_REQUEST: identity headers a caller sent itself are never passed on
 IDENTITY_PREFIXES = ("x-remote-", "impersonate-")
 UNAVAILABLE = "the server is currently unable to handle the request"
 
@@ -159,32 +153,14 @@ class Aggregator:
         except (errors.NotFound, errors.ServiceUnavailable):
             raise errors.ServiceUnavailable(UNAVAILABLE) from None
         headers = CIMultiDict((k, v) for k, v in request.headers.items()
-                              if k.lower() not in _DROP_REQUEST
+                              if k.lower() not in proxy.DROP_REQUEST
                               and not k.lower().startswith(IDENTITY_PREFIXES))
         for k, v in identity_headers(request["user"]):
             headers.add(k, v)
         headers["X-Forwarded-For"] = request.remote or ""
-        url = base + request.rel_url.raw_path_qs
-        body = request.content if request.can_read_body else None
-        try:
-            upstream = await self.session().request(
-                request.method, url, headers=headers, data=body, ssl=ctx,
-                server_hostname=server_name, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=None))
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            raise errors.ServiceUnavailable(f"error trying to reach service: {e}") from None
-        async with upstream:
-            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for k, v in upstream.headers.items():
-                if k.lower() not in _DROP_RESPONSE:
-                    resp.headers.add(k, v)
-            if "Content-Encoding" in upstream.headers:
-                resp.headers["Content-Encoding"] = upstream.headers["Content-Encoding"]
-            await resp.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await resp.write(chunk)
-            await resp.write_eof()
-            return resp
+        return await proxy.forward(self.session(), request, base + request.rel_url.raw_path_qs,
+                                   headers, ssl=ctx, server_hostname=server_name,
+                                   read_timeout=None, unreachable="error trying to reach service")
 
     # -- discovery -------------------------------------------------------------------------
     def _remote_groups(self) -> dict[str, list[dict[str, Any]]]:

@@ -30,7 +30,7 @@ from atoll.apiserver.registry import Registry
 from atoll.apiserver.routing import ResourcePath
 
 #: hop-by-hop headers (RFC 9110 §7.6.1) and the caller's credentials: never forwarded
-_DROP_REQUEST = frozenset(h.lower() for h in (
+DROP_REQUEST = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
     "Transfer-Encoding", "Upgrade", "Host", "Authorization", "Cookie", "Content-Length",
     "X-Remote-User", "X-Remote-Group"))
@@ -142,29 +142,39 @@ class ResourceProxy:
         if request.headers.get("Upgrade"):
             raise errors.BadRequest("upgrade requests are not proxied through this subresource")
         headers = CIMultiDict((k, v) for k, v in request.headers.items()
-                              if k.lower() not in _DROP_REQUEST
+                              if k.lower() not in DROP_REQUEST
                               and not k.lower().startswith("impersonate-"))
         headers["X-Forwarded-For"] = request.remote or ""
-        body = request.content if request.can_read_body else None
-        try:
-            upstream = await self.session().request(
-                request.method, url, headers=headers, data=body, ssl=ctx if ctx else False,
-                allow_redirects=False, auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=300))
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            raise errors.ServiceUnavailable(f"error trying to reach the backend: {e}") from None
-        async with upstream:
-            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for k, v in upstream.headers.items():
-                if k.lower() not in _DROP_RESPONSE:
-                    resp.headers.add(k, v)
-            if "Content-Encoding" in upstream.headers:
-                resp.headers["Content-Encoding"] = upstream.headers["Content-Encoding"]
-            await resp.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await resp.write(chunk)
-            await resp.write_eof()
-            return resp
+        return await forward(self.session(), request, url, headers, ssl=ctx if ctx else False,
+                             read_timeout=300, unreachable="error trying to reach the backend")
+
+
+async def forward(session: aiohttp.ClientSession, request: web.Request, url: str,
+                  headers: CIMultiDict[str], *, ssl: Any, read_timeout: float | None,
+                  unreachable: str, server_hostname: str | None = None) -> web.StreamResponse:
+    """``request`` sent on to ``url`` with ``headers`` (the caller chose them), and the answer
+    streamed back as it came: status, end-to-end headers, body bytes undecoded.  The proxy
+    subresources and the aggregator relay so."""
+    body = request.content if request.can_read_body else None
+    try:
+        upstream = await session.request(
+            request.method, url, headers=headers, data=body, ssl=ssl,
+            server_hostname=server_hostname, allow_redirects=False, auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=read_timeout))
+    except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        raise errors.ServiceUnavailable(f"{unreachable}: {e}") from None
+    async with upstream:
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for k, v in upstream.headers.items():
+            if k.lower() not in _DROP_RESPONSE:
+                resp.headers.add(k, v)
+        if "Content-Encoding" in upstream.headers:
+            resp.headers["Content-Encoding"] = upstream.headers["Content-Encoding"]
+        await resp.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
 
 
 def resolve_service(svc: ObjectService, registry: Registry, namespace: str, name: str,

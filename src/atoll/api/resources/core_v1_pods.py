@@ -200,18 +200,7 @@ def _validate_containers(containers: Any, path: str, *, required: bool) -> list[
         if not isinstance(c, dict):
             causes.append(errors.Cause("FieldValueTypeInvalid", "Invalid value: must be an object", p))
             continue
-        name = c.get("name")
-        if not name:
-            causes.append(errors.required(f"{p}.name"))
-        elif not isinstance(name, str) or validation.is_dns1123_label(name):
-            causes.append(errors.invalid_value(f"{p}.name", name,
-                                               "a lowercase RFC 1123 label must consist of lower "
-                                               "case alphanumeric characters or '-'"))
-        elif name in seen:
-            causes.append(errors.Cause("FieldValueDuplicate", f'Duplicate value: "{name}"',
-                                       f"{p}.name"))
-        else:
-            seen.add(name)
+        causes += validation.container_name_causes(c.get("name"), f"{p}.name", seen)
         if not c.get("image"):
             causes.append(errors.required(f"{p}.image"))
         causes += _validate_resources(c.get("resources"), f"{p}.resources")

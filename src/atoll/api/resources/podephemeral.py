@@ -68,25 +68,14 @@ def validate_containers(spec: dict[str, Any], ephemeral: list[Any]) -> list[erro
     others = {c.get("name") for key in ("containers", "initContainers")
               for c in spec.get(key) or [] if isinstance(c, dict)}
     causes: list[errors.Cause] = []
-    seen: set[str] = set()
+    taken = {str(n) for n in others if n}
     for i, c in enumerate(ephemeral):
         p = f"{PATH}[{i}]"
         if not isinstance(c, dict):
             causes.append(errors.Cause("FieldValueTypeInvalid", "Invalid value: must be an object",
                                        p))
             continue
-        name = c.get("name")
-        if not name:
-            causes.append(errors.required(f"{p}.name"))
-        elif not isinstance(name, str) or validation.is_dns1123_label(name):
-            causes.append(errors.invalid_value(f"{p}.name", name,
-                                               "a lowercase RFC 1123 label must consist of lower "
-                                               "case alphanumeric characters or '-'"))
-        elif name in seen or name in others:
-            causes.append(errors.Cause("FieldValueDuplicate", f'Duplicate value: "{name}"',
-                                       f"{p}.name"))
-        else:
-            seen.add(name)
+        causes += validation.container_name_causes(c.get("name"), f"{p}.name", taken)
         if not c.get("image"):
             causes.append(errors.required(f"{p}.image"))
         for field in FORBIDDEN_FIELDS:
