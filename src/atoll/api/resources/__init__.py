@@ -14,8 +14,8 @@ from atoll.api.printing import Printer
 from atoll.api.resources import (admissionregistration_v1, apiextensions_v1,
                                  apiregistration_v1, apps_v1, autoscaling, batch_v1,
                                  certificates_v1, coordination_v1, core_v1, core_v1_pods,
-                                 core_v1_rc, events, networking_v1, policy_v1, rbac_v1,
-                                 storage_v1, vmoperator, volumes)
+                                 core_v1_rc, discovery_v1, events, networking_v1, policy_v1,
+                                 rbac_v1, storage_v1, vmoperator, volumes)
 from atoll.api.resources.base import FieldsFn, Kind
 from atoll.api.resourcetype import ResourceType
 from atoll.api.strategy import Strategy
@@ -44,7 +44,9 @@ SERVED: tuple[Kind, ...] = (
     events.EVENT,
     apiextensions_v1.CUSTOMRESOURCEDEFINITION,
     policy_v1.PODDISRUPTIONBUDGET,
-    networking_v1.NETWORKPOLICY,
+    networking_v1.NETWORKPOLICY, networking_v1.INGRESS, networking_v1.INGRESSCLASS,
+    networking_v1.SERVICECIDR, networking_v1.IPADDRESS,
+    discovery_v1.ENDPOINTSLICE,
 )
 
 #: kinds that add rules or printing without a built-in resource type of their own
