@@ -97,7 +97,14 @@ def wait_ready(platform: Platform, timeout: float = 90.0) -> None:
 
 
 def start_platform(data_dir: Path, port: int | None = None, *extra: str) -> Platform:
+    """`atoll up` on ``data_dir``; a platform whose agent uses slot bridge n also gets
+    slot n's Service and NodePort ranges (unless ``extra`` names its own)."""
     port = port or free_port()
+    if "--service-cluster-ip-range" not in extra:
+        for n in range(10):
+            if f"--agent-arg=--bridge={slot_bridge(n)}" in extra:
+                extra = (*extra, *service_args(n))
+                break
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-up.log"
     log = open(log_path, "ab")
@@ -136,6 +143,24 @@ def slot_bridge(n: int) -> str:
 def slot_cidr(n: int) -> str:
     """Pod range n of this session: 10.<250 - 4*slot - n>.0.0/16."""
     return f"10.{250 - 4 * TEST_SLOT - n}.0.0/16"
+
+
+def slot_service_cidr(n: int) -> str:
+    """Service range n of this session: 10.<100 + 4*slot + n>.0.0/16 (platforms in one
+    network namespace must not program the same cluster IPs)."""
+    return f"10.{100 + 4 * TEST_SLOT + n}.0.0/16"
+
+
+def slot_node_ports(n: int) -> str:
+    """NodePort range n of this session: 64 ports of 30000-32767 of its own."""
+    low = 30000 + 64 * (4 * TEST_SLOT + n)
+    return f"{low}-{low + 63}"
+
+
+def service_args(n: int) -> tuple[str, ...]:
+    """`atoll up` flags giving platform n its own Service and NodePort ranges."""
+    return ("--service-cluster-ip-range", slot_service_cidr(n),
+            "--service-node-port-range", slot_node_ports(n))
 
 
 #: the test platform's host agent: its own node name, bridge and pod range, fast restarts

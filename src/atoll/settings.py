@@ -54,6 +54,11 @@ class ServerSettings:
     #: kubelet's one-hour pod tokens stay valid for a year, as upstream's default
     service_account_extend_token_expiration: bool = True
     service_account_jwks_uri: str = ""
+    #: Services' cluster IPs come from this range (kube's --service-cluster-ip-range): its
+    #: first address is default/kubernetes's, its tenth kube-system/kube-dns's
+    service_cluster_ip_range: str = "10.96.0.0/12"
+    #: NodePorts come from this inclusive range (kube's --service-node-port-range)
+    service_node_port_range: tuple[int, int] = (30000, 32767)
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 from atoll.api import quantity
 from atoll.apiserver import pki
@@ -79,6 +81,34 @@ def add_token_flags(p: argparse.ArgumentParser) -> None:
                         "(default: true, as upstream)")
     p.add_argument("--service-account-jwks-uri", default="",
                    help="jwks_uri of /.well-known/openid-configuration (default: this server)")
+    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12", metavar="CIDR",
+                   help="cluster IPs of Services come from here (default: 10.96.0.0/12)")
+    p.add_argument("--service-node-port-range", default="30000-32767", metavar="A-B",
+                   help="NodePorts come from here (default: 30000-32767)")
+
+
+def service_args(settings: ServerSettings) -> list[str]:
+    """The Service range flags that give a child `atoll server` these settings."""
+    low, high = settings.service_node_port_range
+    return ["--service-cluster-ip-range", settings.service_cluster_ip_range,
+            "--service-node-port-range", f"{low}-{high}"]
+
+
+def service_ranges(args: argparse.Namespace) -> dict[str, Any]:
+    """--service-cluster-ip-range and --service-node-port-range, checked."""
+    try:
+        cidr = ipaddress.ip_network(args.service_cluster_ip_range, strict=True)
+    except ValueError as e:
+        raise ValueError(f"--service-cluster-ip-range: {e}") from None
+    if cidr.num_addresses < 16:
+        raise ValueError("--service-cluster-ip-range must hold at least 16 addresses")
+    parts = args.service_node_port_range.split("-")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError("--service-node-port-range must be two ports, e.g. 30000-32767")
+    low, high = int(parts[0]), int(parts[1])
+    if not 0 < low <= high < 65536:
+        raise ValueError("--service-node-port-range must be within 1-65535, low to high")
+    return {"service_cluster_ip_range": str(cidr), "service_node_port_range": (low, high)}
 
 
 def token_args(settings: ServerSettings) -> list[str]:
@@ -130,7 +160,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
                               args.service_account_max_token_expiration),
                           service_account_extend_token_expiration=(
                               args.service_account_extend_token_expiration == "true"),
-                          service_account_jwks_uri=args.service_account_jwks_uri)
+                          service_account_jwks_uri=args.service_account_jwks_uri,
+                          **service_ranges(args))
 
 
 #: the admin user's name, as kubeadm names it

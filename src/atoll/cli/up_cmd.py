@@ -61,7 +61,7 @@ async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
     server_args += ["--default-toleration-seconds", str(settings.pod_toleration_seconds),
                     "--content-max-blob-size", str(settings.content_max_blob_bytes),
                     "--pod-security-default", settings.pod_security_default,
-                    *server_cmd.token_args(settings)]
+                    *server_cmd.token_args(settings), *server_cmd.service_args(settings)]
     if settings.audit_log:
         server_args += ["--audit-log-path", str(settings.audit_log)]
     kubeconfig = admin_kubeconfig_path(settings.data_dir)
