@@ -25,6 +25,9 @@ from atoll.controllers.csrcleaner import CSRCleaner
 from atoll.controllers.daemonset import DaemonSetController
 from atoll.controllers.deployment import DeploymentController
 from atoll.controllers.disruption import DisruptionController
+from atoll.controllers.endpoints import EndpointsController
+from atoll.controllers.endpointslice import EndpointSliceController
+from atoll.controllers.endpointslicemirroring import EndpointSliceMirroringController
 from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.hpa import HorizontalPodAutoscalerController
 from atoll.controllers.job import JobController
@@ -67,6 +70,9 @@ class ControllerManager:
             self._make(StatefulSetController),
             self._make(HorizontalPodAutoscalerController),
             self._make(DisruptionController),
+            self._make(EndpointSliceController, workers),
+            self._make(EndpointsController, workers),
+            self._make(EndpointSliceMirroringController),
             self._make(Scheduler),
             self._make(VirtualMachineController),
             self._make(DefaultClassesController),
