@@ -60,8 +60,12 @@ def test_attach_it_relays_the_pty_and_survives_an_agent_restart(platform: Platfo
         "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sh"],
                                  "stdin": True, "tty": True}]}}))
     wait_until("the pod running", lambda: running(platform, namespace, "term"), 60)
-    shown = in_terminal(platform, ["-n", namespace, "attach", "-it", "term"],
-                        "stty size; tty\nexit\n", rows=40, cols=120)
+    # kubectl attach sends a size one larger, then the real one, to make the program redraw;
+    # the typed line may overtake the second resize, so the shell waits for it (bounded)
+    typed = ('for i in $(seq 100); do [ "$(stty size)" = "40 120" ] && break; sleep 0.05; '
+             'done; stty size; tty\nexit\n')
+    shown = in_terminal(platform, ["-n", namespace, "attach", "-it", "term"], typed,
+                        rows=40, cols=120)
     assert "40 120" in shown.splitlines(), shown  # the resize reached the container's pty
     assert "/dev/pts/0" in shown.splitlines(), shown
     # the shell exited and was restarted; the agent restarts under the new one
