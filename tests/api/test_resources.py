@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from atoll.api import kinds, resources
+import pytest
+
+from atoll.api import errors, kinds, resources
 from atoll.api.resources import core_v1
+from atoll.api.resources.serviceaddresses import ServiceRanges
 from atoll.api.resourcetype import ResourceType
 from atoll.api.strategy import ObjectReader, Strategy, WriteOptions
 
@@ -56,6 +60,7 @@ class _Reader:
     """A read-only view over a dict of objects: all a strategy may use."""
 
     pod_toleration_seconds = 300
+    service_ranges = ServiceRanges(ipaddress.IPv4Network("10.96.0.0/24"), (30000, 30009))
 
     def __init__(self, objs: list[tuple[ResourceType, dict[str, Any]]]) -> None:
         self.objs = objs
@@ -81,8 +86,48 @@ def test_a_strategy_works_against_the_read_only_view() -> None:
     svc = {"metadata": {"name": "new", "namespace": "a"}, "spec": {"ports": [{"port": 80}]}}
     core_v1.SERVICE.strategy.prepare_create(reader, core_v1.SERVICES, svc, WriteOptions())
     ip = svc["spec"]["clusterIP"]
-    assert ip.startswith("10.") and ip not in {o["spec"]["clusterIP"] for _, o in taken}
+    # 10-249 taken, and 1-16 are the static band: only 250-254 remain for dynamic picks
+    assert ip in {f"10.96.0.{i}" for i in range(250, 255)}, ip
+    assert svc["spec"]["clusterIPs"] == [ip]
     assert svc["spec"]["ports"] == [{"port": 80, "protocol": "TCP", "targetPort": 80}]
+
+
+def _service(name: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "a"},
+            "spec": {"ports": [{"port": 80}], **spec}}
+
+
+def test_requested_cluster_ips_and_node_ports_are_checked_as_upstream() -> None:
+    strategy = core_v1.SERVICE.strategy
+    reader = _Reader([(core_v1.SERVICES, {
+        "metadata": {"name": "old", "namespace": "a"},
+        "spec": {"clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"], "type": "NodePort",
+                 "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30001}]}})])
+    cases = {
+        "spec.clusterIPs: Invalid value: \"10.96.0.1\": failed to allocate IP 10.96.0.1: "
+        "provided IP is already allocated": _service("a", clusterIP="10.96.0.1"),
+        "is not in the valid range. The range of valid IPs is 10.96.0.0/24":
+            _service("b", clusterIP="10.97.0.1"),
+        "must be a valid IP address": _service("c", clusterIP="ten"),
+        "spec.ports[0].nodePort: Invalid value: 30001: provided port is already allocated":
+            _service("d", type="NodePort", ports=[{"port": 80, "nodePort": 30001}]),
+        "provided port is not in the valid range. The range of valid ports is 30000-30009":
+            _service("e", type="NodePort", ports=[{"port": 80, "nodePort": 80}]),
+    }
+    for message, body in cases.items():
+        with pytest.raises(errors.Invalid) as caught:
+            strategy.prepare_create(reader, core_v1.SERVICES, body, WriteOptions())
+        assert caught.value.code == 422 and message in str(caught.value), (message, caught.value)
+    # the well-known static address is free to ask for; node ports fill the rest of the range
+    dns = _service("kube-dns", clusterIP="10.96.0.10", type="NodePort",
+                   ports=[{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}])
+    strategy.prepare_create(reader, core_v1.SERVICES, dns, WriteOptions())
+    ports = [p["nodePort"] for p in dns["spec"]["ports"]]
+    assert dns["spec"]["clusterIPs"] == ["10.96.0.10"]
+    assert len(set(ports)) == 2 and all(30000 <= p <= 30009 and p != 30001 for p in ports)
+    headless = _service("h", clusterIP="None")
+    strategy.prepare_create(reader, core_v1.SERVICES, headless, WriteOptions())
+    assert headless["spec"]["clusterIPs"] == ["None"]
 
 
 def test_configmap_and_secret_data_limits_and_keys_as_upstream() -> None:

@@ -46,6 +46,8 @@ class ObjectReader(Protocol):
 
     #: DefaultTolerationSeconds admission: how long pods stay on a not-ready node
     pod_toleration_seconds: int
+    #: where Services' cluster IPs and node ports come from (api.resources.serviceaddresses)
+    service_ranges: Any
 
     def read(self, rt: ResourceType, namespace: str, name: str) -> Stored | None:
         """The object, or None when there is none."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import ssl
 import time
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from atoll import __version__
 from atoll.api import errors
+from atoll.api.resources.serviceaddresses import ServiceRanges
 from atoll.apiserver import (authn, authz, bootstrap_policy, builtin_crds, certificates, crds,
                              discovery, heap, http, join, metrics, pki, protocol, proxy, rbac,
                              routing, serviceaccounts)
@@ -31,6 +33,7 @@ from atoll.apiserver.admission.serviceaccount import ServiceAccountAdmission
 from atoll.apiserver.admission.vmbindings import VMBindings
 from atoll.apiserver.admission.webhook_client import WebhookClient
 from atoll.apiserver.admission.webhooks import Webhooks
+from atoll.apiserver import servicebootstrap
 from atoll.apiserver.aggregator import Aggregator
 from atoll.apiserver.apiservices import FRONT_PROXY_CLIENT, APIServices
 from atoll.apiserver.audit import AuditLog
@@ -93,7 +96,10 @@ class ApiServer:
                              window_seconds=settings.watch_window_seconds)
         self.registry = Registry()
         self.svc = ObjectService(self.store, self.cacher, self.registry,
-                                 pod_toleration_seconds=settings.pod_toleration_seconds)
+                                 pod_toleration_seconds=settings.pod_toleration_seconds,
+                                 service_ranges=ServiceRanges(
+                                     ipaddress.IPv4Network(settings.service_cluster_ip_range),
+                                     settings.service_node_port_range))
         self.openapi = OpenAPI(self.registry)
         self.openapi.registry_crd = self._crd_by_name
         self.handler = ResourceHandler(self.svc, self.registry)
@@ -201,6 +207,7 @@ class ApiServer:
                                           WriteOptions(field_manager="atoll-apiserver"))
                 except errors.AlreadyExists:
                     pass
+        await servicebootstrap.ensure(self.svc, self.svc.service_ranges, self.settings.port)
         await builtin_crds.ensure(self.svc, self.registry)
         builtin_crds.Keeper(self.svc, self.registry, self.cacher)
         await bootstrap_policy.ensure(self.svc, self.registry)

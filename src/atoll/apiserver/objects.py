@@ -24,12 +24,13 @@ from atoll.api.resources.core_v1 import NAMESPACES
 from atoll.api.resourcetype import ResourceType
 from atoll.api.strategy import WriteOptions
 from atoll.api.timestamps import rfc3339
-from atoll.apiserver import strategy
+from atoll.api.resources import serviceaddresses
+from atoll.apiserver import serviceips, strategy
 from atoll.apiserver.admission import Admission
 from atoll.apiserver.registry import Registry
 from atoll.storage.cacher import CachedObject, Cacher, decode
 from atoll.storage.store import (KeyExists, KeyNotFound, RevisionMismatch, Store, Compacted,
-                                 FutureRevision, TxnOp)
+                                 FutureRevision, KeyValue, TxnOp)
 
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 MAX_OBJECT_BYTES = 1536 * 1024
@@ -53,12 +54,15 @@ class ObjectService:
     plugins read other objects through (``read``, ``read_list``, ``resource``)."""
 
     def __init__(self, store: Store, cacher: Cacher, registry: Registry, *,
-                 pod_toleration_seconds: int = 300) -> None:
+                 pod_toleration_seconds: int = 300,
+                 service_ranges: serviceaddresses.ServiceRanges | None = None) -> None:
         self.store = store
         self.cacher = cacher
         self.registry = registry
         #: DefaultTolerationSeconds admission: how long pods stay on a not-ready node
         self.pod_toleration_seconds = pod_toleration_seconds
+        #: where Services' cluster IPs and node ports come from
+        self.service_ranges = service_ranges or serviceaddresses.ServiceRanges()
         self.admission = Admission()
         self._quota_locks: dict[str, asyncio.Lock] = {}
 
@@ -211,8 +215,9 @@ class ObjectService:
         meta.pop("resourceVersion", None)
         raw = encode_for_store(obj)
         key = rt.key(meta.get("namespace", ""), meta["name"])
+        claims = serviceips.claims(self, rt, obj)
         charges = self.admission.charges(self, rt, obj)
-        if not charges:
+        if not charges and not claims:
             try:
                 kv = await self.store.create(key, raw)
             except KeyExists:
@@ -224,9 +229,13 @@ class ObjectService:
                 for _ in range(MAX_UPDATE_RETRIES * 5):
                     charges = self.admission.charges(self, rt, obj)
                     try:
-                        kv = (await self.store.txn([TxnOp("create", key, raw), *charges]))[0]
+                        kv = (await self.store.txn([TxnOp("create", key, raw), *charges,
+                                                    *claims]))[0]
                         break
-                    except KeyExists:
+                    except KeyExists as e:
+                        if e.args and serviceips.is_address_key(e.args[0]):
+                            raise serviceaddresses.already_allocated(
+                                obj, e.args[0].rsplit("/", 1)[-1]) from None
                         raise self._exists(rt, meta["name"]) from None
                     except (RevisionMismatch, KeyNotFound):
                         await self._catch_up()  # another server charged: start from there
@@ -327,7 +336,8 @@ class ObjectService:
             meta = new["metadata"]
             if strat.ready_to_delete(new):
                 try:
-                    kv = await self.store.delete(key, expected_mod_revision=cached.mod_revision)
+                    kv = await self._commit(TxnOp("delete", key, expected=cached.mod_revision),
+                                            serviceips.releases(self, rt, current))
                 except RevisionMismatch:
                     if has_precondition:
                         raise conflict(rt, name) from None
@@ -340,8 +350,10 @@ class ObjectService:
                 return new
             meta.pop("resourceVersion", None)
             try:
-                kv = await self.store.update(key, encode_for_store(new),
-                                             expected_mod_revision=cached.mod_revision)
+                kv = await self._commit(
+                    TxnOp("update", key, encode_for_store(new), expected=cached.mod_revision),
+                    [*serviceips.claims(self, rt, new, current),
+                     *serviceips.releases(self, rt, current, new)], new)
             except RevisionMismatch:
                 if has_precondition:
                     raise conflict(rt, name) from None
@@ -355,6 +367,27 @@ class ObjectService:
         raise errors.Conflict(f'Operation cannot be fulfilled on {rt.qualified} "{name}": too many '
                               "concurrent updates, please retry", name=name, group=rt.group,
                               kind=rt.plural)
+
+    async def _commit(self, op: TxnOp, alongside: list[TxnOp],
+                      obj: dict[str, Any] | None = None) -> KeyValue:
+        """One write of an object, with the writes that must land with it (a Service's
+        IPAddresses); a race on those reads as a race on the object (retry on a fresh look),
+        an address someone else holds as upstream's 422."""
+        if not alongside:
+            if op.kind == "delete":
+                return await self.store.delete(op.key, expected_mod_revision=op.expected)
+            return await self.store.update(op.key, op.value, expected_mod_revision=op.expected)
+        try:
+            return (await self.store.txn([op, *alongside]))[0]
+        except KeyExists as e:
+            if obj is not None and e.args and serviceips.is_address_key(e.args[0]):
+                raise serviceaddresses.already_allocated(obj, e.args[0].rsplit("/", 1)[-1]) \
+                    from None
+            raise
+        except (KeyNotFound, RevisionMismatch) as e:
+            if getattr(e, "key", e.args[0] if e.args else op.key) != op.key:
+                raise RevisionMismatch(op.key, op.expected, 0) from None
+            raise
 
     async def _catch_up(self) -> None:
         rev = await self.store.current_revision()
@@ -431,7 +464,8 @@ class ObjectService:
             if opts.dry_run:
                 return obj, True
             try:
-                kv = await self.store.delete(key, expected_mod_revision=cached.mod_revision)
+                kv = await self._commit(TxnOp("delete", key, expected=cached.mod_revision),
+                                        serviceips.releases(self, rt, obj))
             except RevisionMismatch:
                 await self._catch_up()
                 continue

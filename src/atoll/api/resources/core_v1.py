@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
-import random
 import re
 from typing import Any
 
@@ -17,7 +15,8 @@ from atoll.api.printing import (Cells, _age, _age_col, _dict, _get, _int, _list,
                                 format_labels, printer)
 from atoll.api.resources.base import Kind, field_bool, field_str
 from atoll.api.resourcetype import ALL_VERBS, PROXY_VERBS, STATUS, Subresource, builtin
-from atoll.api.strategy import ObjectReader, Strategy
+from atoll.api.resources import serviceaddresses as sa
+from atoll.api.strategy import Strategy
 
 NAMESPACES = builtin("", "v1", "Namespace", "namespaces", False, short_names=("ns",),
                      name_rule="label",
@@ -135,9 +134,6 @@ def _node_address(obj: dict[str, Any], kind: str) -> str:
 
 
 # -- services and endpoints ----------------------------------------------------------------------
-SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
-
-
 class ServiceStrategy(Strategy):
     def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
         spec = obj.get("spec")
@@ -146,6 +142,10 @@ class ServiceStrategy(Strategy):
         spec.setdefault("type", "ClusterIP")
         spec.setdefault("sessionAffinity", "None")
         spec.setdefault("internalTrafficPolicy", "Cluster")
+        if spec["type"] in sa.NODE_PORT_TYPES:
+            spec.setdefault("externalTrafficPolicy", "Cluster")
+        if spec["type"] == "LoadBalancer":
+            spec.setdefault("allocateLoadBalancerNodePorts", True)
         spec.setdefault("ipFamilies", ["IPv4"])
         spec.setdefault("ipFamilyPolicy", "SingleStack")
         for p in spec.get("ports") or []:
@@ -153,32 +153,48 @@ class ServiceStrategy(Strategy):
                 p.setdefault("protocol", "TCP")
                 if "targetPort" not in p and "port" in p:
                     p["targetPort"] = p["port"]
-        if spec.get("type") != "ExternalName" and not spec.get("clusterIP"):
-            spec["clusterIP"] = _allocate_cluster_ip(svc)
-            spec["clusterIPs"] = [spec["clusterIP"]]
-        elif spec.get("clusterIP") and "clusterIPs" not in spec:
-            spec["clusterIPs"] = [spec["clusterIP"]]
+        if isinstance(spec.get("ports") or [], list):
+            sa.assign_cluster_ip(svc, rt, obj)
+            sa.assign_node_ports(svc, rt, obj)
         obj.setdefault("status", {"loadBalancer": {}})
 
     def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
         old_spec, new_spec = old.get("spec") or {}, new.get("spec")
-        if isinstance(new_spec, dict) and old_spec.get("clusterIP") and not new_spec.get("clusterIP"):
+        if isinstance(new_spec, dict) and old_spec.get("clusterIP") and not new_spec.get("clusterIP") \
+                and new_spec.get("type") != "ExternalName":
             new_spec["clusterIP"] = old_spec["clusterIP"]
             new_spec["clusterIPs"] = old_spec.get("clusterIPs", [old_spec["clusterIP"]])
+        if isinstance(new_spec, dict) and new_spec.get("type") in sa.NODE_PORT_TYPES:
+            # a node port left out of an update keeps the one it had (kubectl apply drops it)
+            had = {(p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+                   for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+            for p in new_spec.get("ports") or []:
+                if isinstance(p, dict) and not p.get("nodePort"):
+                    kept = had.get((p.get("port"), p.get("protocol", "TCP")))
+                    if kept:
+                        p["nodePort"] = kept
 
-
-def _allocate_cluster_ip(svc: ObjectReader) -> str:
-    used = set()
-    for cached in svc.read_list(SERVICES):
-        ip = (cached.obj.get("spec") or {}).get("clusterIP")
-        if ip:
-            used.add(ip)
-    size = SERVICE_CIDR.num_addresses
-    for _ in range(1000):
-        ip = str(SERVICE_CIDR.network_address + random.randrange(10, size - 1))
-        if ip not in used:
-            return ip
-    raise errors.InternalError("no cluster IP available")
+    def validate_update(self, svc, rt, old, new):  # type: ignore[no-untyped-def]
+        """Also allocates: a type change may need a cluster IP or node ports, and only this
+        step of an update sees the other Services."""
+        super().validate_update(svc, rt, old, new)
+        spec = new.get("spec")
+        if not isinstance(spec, dict) or not isinstance(spec.get("ports") or [], list):
+            return
+        old_spec = old.get("spec") or {}
+        had, wants = old_spec.get("clusterIP"), spec.get("clusterIP")
+        if not sa.wants_cluster_ip(spec):
+            if spec.get("type") == "ExternalName":
+                spec.pop("clusterIP", None)
+                spec.pop("clusterIPs", None)
+        elif had and had != "None" and wants != had:
+            raise errors.invalid("Service", new["metadata"].get("name", ""), [
+                errors.invalid_value("spec.clusterIPs[0]", wants or "", "may not change once set")])
+        elif not had or had == "None":
+            if not wants:
+                spec.pop("clusterIPs", None)
+            sa.assign_cluster_ip(svc, rt, new)
+        sa.assign_node_ports(svc, rt, new, old)
 
 
 @printer(columns=[

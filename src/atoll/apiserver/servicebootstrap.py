@@ -1,0 +1,39 @@
+"""The objects every cluster's Service network starts with, as kube-apiserver writes them:
+the ServiceCIDR ``kubernetes`` (the configured range) and the Service ``default/kubernetes``
+on the range's first address, port 443 (https) to the servers' secure port."""
+
+from __future__ import annotations
+
+import logging
+
+from atoll.api import errors
+from atoll.api.resources.core_v1 import SERVICES
+from atoll.api.resources.networking_v1 import SERVICECIDRS
+from atoll.api.resources.serviceaddresses import ServiceRanges
+from atoll.api.strategy import WriteOptions
+
+log = logging.getLogger(__name__)
+OPTS = WriteOptions(field_manager="atoll-apiserver")
+
+
+async def ensure(svc, ranges: ServiceRanges, secure_port: int) -> None:  # type: ignore[no-untyped-def]
+    """Create what is missing; never rewrite what a user (or another server) changed."""
+    wanted = [
+        (SERVICECIDRS, "", {"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+                            "metadata": {"name": "kubernetes"},
+                            "spec": {"cidrs": [str(ranges.cluster_ip_range)]}}),
+        (SERVICES, "default", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": ranges.nth(1),
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                                "targetPort": secure_port}]}}),
+    ]
+    for rt, namespace, body in wanted:
+        if svc.read(rt, namespace, body["metadata"]["name"]) is not None:
+            continue
+        try:
+            await svc.create(rt, namespace, body, OPTS)
+        except (errors.AlreadyExists, errors.Invalid) as e:
+            log.info("%s %s: %s", rt.kind, body["metadata"]["name"], e)
