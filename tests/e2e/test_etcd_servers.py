@@ -120,6 +120,37 @@ def test_quota_holds_across_servers(cluster) -> None:
     assert codes.count(201) == len(ours) <= 10 and len(listing["items"]) == 10, codes
 
 
+def test_services_addresses_hold_across_servers_and_kubernetes_lists_each(cluster) -> None:
+    _, one, two = cluster
+    ctx = context(one)
+    call(one.url, ctx, "POST", "/api/v1/namespaces", {"metadata": {"name": "svc"}})
+
+    def create(i: int, ip: str = "") -> int:
+        spec: dict = {"ports": [{"port": 80}]}
+        if ip:
+            spec["clusterIP"] = ip
+        return call(one.url if i % 2 else two.url, ctx, "POST", "/api/v1/namespaces/svc/services",
+                    {"metadata": {"name": f"s{i}"}, "spec": spec})[0]
+    # the same address asked for through both servers at once: the store gives it to one
+    with cf.ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(lambda i: create(i, "10.96.0.77"), range(20)))
+    assert codes.count(201) == 1 and codes.count(422) == 19, codes
+    with cf.ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(create, range(100, 130)))
+    assert codes == [201] * 30
+    _, listing = call(two.url, ctx, "GET", "/api/v1/namespaces/svc/services")
+    ips = [s["spec"]["clusterIP"] for s in listing["items"]]
+    assert len(ips) == len(set(ips)) == 31
+
+    def ports() -> set[int]:
+        _, ep = call(one.url, ctx, "GET", "/api/v1/namespaces/default/endpoints/kubernetes")
+        return {p["port"] for s in ep.get("subsets") or [] for p in s["ports"]}
+    wait_until("both servers in default/kubernetes", lambda: ports() == {one.port, two.port}, 30)
+    two.proc.send_signal(signal.SIGTERM)  # a clean stop leaves at once, not at lease expiry
+    two.proc.wait(30)
+    wait_until("server 2 gone from default/kubernetes", lambda: ports() == {one.port}, 10)
+
+
 def test_killing_a_server_or_an_etcd_member_loses_no_acknowledged_write(cluster) -> None:
     etcd, one, two = cluster
     ctx = context(one)

@@ -8,7 +8,7 @@ import ipaddress
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.conftest import Platform, slot_node_ports, slot_service_cidr
+from tests.conftest import Platform, slot_node_ports, slot_service_cidr, wait_until
 
 RANGE = ipaddress.IPv4Network(slot_service_cidr(0))
 LOW, HIGH = (int(p) for p in slot_node_ports(0).split("-"))
@@ -97,3 +97,19 @@ def test_node_ports_come_from_the_range_and_survive_updates(platform: Platform,
                      "-p", '{"spec": {"type": "ClusterIP"}}')
     back = _get(platform, "-n", namespace, "get", "service", "flip")["spec"]["ports"][0]
     assert "nodePort" not in back
+
+
+def test_default_kubernetes_endpoints_list_the_live_api_server(platform: Platform) -> None:
+    server_port = int(platform.url.rsplit(":", 1)[1])
+    wait_until("default/kubernetes endpoints", lambda: _get(
+        platform, "-n", "default", "get", "endpoints", "kubernetes").get("subsets"), 30)
+    ep = _get(platform, "-n", "default", "get", "endpoints", "kubernetes")
+    [subset] = ep["subsets"]
+    assert subset["ports"] == [{"name": "https", "port": server_port, "protocol": "TCP"}]
+    assert len(subset["addresses"]) == 1
+    eps = _get(platform, "-n", "default", "get", "endpointslice", "kubernetes")
+    assert eps["endpoints"][0]["addresses"] == [subset["addresses"][0]["ip"]]
+    assert eps["metadata"]["labels"]["kubernetes.io/service-name"] == "kubernetes"
+    leases = _get(platform, "-n", "kube-system", "get", "leases",
+                  "-l", "apiserver.kubernetes.io/identity=kube-apiserver")["items"]
+    assert len(leases) == 1 and leases[0]["spec"]["leaseDurationSeconds"] == 15

@@ -152,8 +152,11 @@ class APIServices:
             except Exception:
                 log.exception("APIService availability check failed")
             self._wake.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
+            # arrives as the event is set, and the server's stop would wait forever
             try:
-                await asyncio.wait_for(self._wake.wait(), CHECK_INTERVAL)
+                async with asyncio.timeout(CHECK_INTERVAL):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

@@ -22,7 +22,7 @@ from atoll.api import errors
 from atoll.api.resources.serviceaddresses import ServiceRanges
 from atoll.apiserver import (authn, authz, bootstrap_policy, builtin_crds, certificates, crds,
                              discovery, heap, http, join, metrics, pki, protocol, proxy, rbac,
-                             routing, serviceaccounts)
+                             routing, serviceaccounts, servicebootstrap)
 from atoll.apiserver.admission import Admission
 from atoll.apiserver.admission.escalation import EscalationCheck
 from atoll.apiserver.admission.limitranger import LimitRanger
@@ -33,8 +33,8 @@ from atoll.apiserver.admission.serviceaccount import ServiceAccountAdmission
 from atoll.apiserver.admission.vmbindings import VMBindings
 from atoll.apiserver.admission.webhook_client import WebhookClient
 from atoll.apiserver.admission.webhooks import Webhooks
-from atoll.apiserver import servicebootstrap
 from atoll.apiserver.aggregator import Aggregator
+from atoll.apiserver.apiserverendpoints import APIServerEndpoints, advertise_address
 from atoll.apiserver.apiservices import FRONT_PROXY_CLIENT, APIServices
 from atoll.apiserver.audit import AuditLog
 from atoll.apiserver.contentlibrary import ContentLibrary
@@ -120,6 +120,7 @@ class ApiServer:
         self.runner: web.AppRunner | None = None
         self.ready = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.kubernetes_endpoints: APIServerEndpoints | None = None
         self.started_at = time.time()
 
     def _crd_by_name(self, name: str) -> dict[str, Any] | None:
@@ -135,7 +136,9 @@ class ApiServer:
         if self.settings.join_token:
             await join.join(self.store, pki_dir, self.settings.join_token)
         ca = pki.ensure_ca(pki_dir)
-        serving = pki.ensure_serving(pki_dir, ca, self.settings.extra_sans)
+        # in-cluster clients dial the kubernetes Service's address
+        serving = pki.ensure_serving(pki_dir, ca, (*self.settings.extra_sans,
+                                                   self.svc.service_ranges.nth(1)))
         self.token_issuer = serviceaccounts.TokenIssuer(
             pki_dir, self.cacher, serviceaccounts.options_from(self.settings))
         if self.settings.join_token:
@@ -176,11 +179,17 @@ class ApiServer:
         assert csr_type is not None
         self._tasks.append(asyncio.create_task(
             certificates.ClientSigner(self.svc, csr_type, ca).run(), name="csr-signer"))
+        self.kubernetes_endpoints = APIServerEndpoints(
+            self.svc, advertise_address(self.settings.bind_address), self.settings.port)
+        self._tasks.append(asyncio.create_task(self.kubernetes_endpoints.run(),
+                                               name="kubernetes-endpoints"))
         self.ready = True
         log.info("serving on https://%s:%d", self.settings.bind_address, self.settings.port)
 
     async def stop(self) -> None:
         self.ready = False
+        if self.kubernetes_endpoints is not None:
+            await self.kubernetes_endpoints.stop()
         if self.node_proxy is not None:
             await self.node_proxy.close()
         await self.webhook_client.close()

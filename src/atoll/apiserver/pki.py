@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from atoll._kits.netaddr import default_route_address
+
 CA_DAYS = 3650
 LEAF_DAYS = 825
 
@@ -171,15 +173,9 @@ def host_names() -> tuple[str, ...]:
              "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
     # the source of the default route: what hosts' agents register and pods are told
     # (KUBERNETES_SERVICE_HOST) when they reach the API on loopback
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent
-        if probe.getsockname()[0] not in names:
-            names.append(probe.getsockname()[0])
-    except OSError:
-        pass
-    finally:
-        probe.close()
+    address = default_route_address("")
+    if address and address not in names:
+        names.append(address)
     for n in {socket.gethostname(), socket.getfqdn()}:
         if n and n not in names:
             names.append(n)

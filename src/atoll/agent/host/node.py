@@ -14,7 +14,6 @@ import logging
 import os
 import platform
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
+from atoll._kits.netaddr import default_route_address
 from atoll.agent.images.store import ImageStore
 from atoll.api import errors
 from atoll.api.timestamps import rfc3339
@@ -50,14 +50,7 @@ class NodeSettings:
 
 def host_ip() -> str:
     """The address other hosts reach this one on: the source of the default route."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent
-        return s.getsockname()[0]
-    except OSError:
-        return "127.0.0.1"
-    finally:
-        s.close()
+    return default_route_address()
 
 
 def _meminfo() -> dict[str, int]:

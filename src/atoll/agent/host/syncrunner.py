@@ -40,9 +40,10 @@ class SyncRunner:
         backoff = 0.0
         while True:
             if backoff:
-                try:
-                    await asyncio.wait_for(self._wanted.wait(), backoff)
-                except asyncio.TimeoutError:
+                try:  # asyncio.timeout: wait_for (3.11) can swallow a cancel
+                    async with asyncio.timeout(backoff):
+                        await self._wanted.wait()
+                except TimeoutError:
                     pass
             else:
                 await self._wanted.wait()
