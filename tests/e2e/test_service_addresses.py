@@ -30,6 +30,11 @@ def test_default_kubernetes_and_the_service_cidr_are_bootstrapped(platform: Plat
     assert svc["spec"]["ports"][0]["port"] == 443 and svc["spec"]["ports"][0]["name"] == "https"
     cidr = _get(platform, "get", "servicecidr", "kubernetes")
     assert cidr["spec"]["cidrs"] == [str(RANGE)]
+    dns = _get(platform, "-n", "kube-system", "get", "service", "kube-dns")
+    assert dns["spec"]["clusterIP"] == str(RANGE.network_address + 10)
+    assert "selector" not in dns["spec"] and dns["spec"]["internalTrafficPolicy"] == "Local"
+    assert [(p["name"], p["port"], p["protocol"]) for p in dns["spec"]["ports"]] == [
+        ("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("metrics", 9153, "TCP")]
     ipa = _get(platform, "get", "ipaddress", str(RANGE.network_address + 1))
     assert ipa["spec"]["parentRef"] == {"group": "", "resource": "services",
                                         "namespace": "default", "name": "kubernetes"}

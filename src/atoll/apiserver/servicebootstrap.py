@@ -1,6 +1,9 @@
-"""The objects every cluster's Service network starts with, as kube-apiserver writes them:
+"""The objects every cluster's Service network starts with: as kube-apiserver writes them,
 the ServiceCIDR ``kubernetes`` (the configured range) and the Service ``default/kubernetes``
-on the range's first address, port 443 (https) to the servers' secure port."""
+on the range's first address, port 443 (https) to the servers' secure port; as a cluster's
+DNS add-on would, ``kube-system/kube-dns`` on the range's tenth address.  kube-dns has no
+selector: every host agent answers DNS itself and lists its own address in a slice of its
+own, and ``internalTrafficPolicy: Local`` keeps a pod's queries on its host."""
 
 from __future__ import annotations
 
@@ -29,6 +32,18 @@ async def ensure(svc, ranges: ServiceRanges, secure_port: int) -> None:  # type:
             "spec": {"type": "ClusterIP", "clusterIP": ranges.nth(1),
                      "ports": [{"name": "https", "port": 443, "protocol": "TCP",
                                 "targetPort": secure_port}]}}),
+        (SERVICES, "kube-system", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "AtollDNS",
+                                    "kubernetes.io/cluster-service": "true"}},
+            "spec": {"type": "ClusterIP", "clusterIP": ranges.nth(10),
+                     "internalTrafficPolicy": "Local",
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP",
+                                "targetPort": 53},
+                               {"name": "metrics", "port": 9153, "protocol": "TCP",
+                                "targetPort": 9153}]}}),
     ]
     for rt, namespace, body in wanted:
         if svc.read(rt, namespace, body["metadata"]["name"]) is not None:
