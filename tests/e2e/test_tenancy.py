@@ -421,9 +421,9 @@ def test_a_host_may_change_only_its_own_objects(platform: Platform, tmp_path: Pa
                         "intruder").stdout)
     env = dict(os.environ, KUBECONFIG=str(kc), KUBECACHEDIR=str(tmp_path / "cache"))
 
-    def k(*args: str) -> subprocess.CompletedProcess[str]:
+    def k(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([kubectl_binary(), *args], capture_output=True, text=True, env=env,
-                              timeout=60)
+                              timeout=60, input=input)
 
     assert k("get", "nodes").returncode == 0  # hosts may read
     out = k("label", "node", name, "stolen=yes")
@@ -431,6 +431,26 @@ def test_a_host_may_change_only_its_own_objects(platform: Platform, tmp_path: Pa
     out = k("-n", "kube-node-lease", "annotate", "lease", name, "x=y")
     assert out.returncode != 0 and "its own Lease" in out.stderr, out.stderr
     assert k("create", "namespace", unique("nope")).returncode != 0
+    # a host publishes the slices of what it serves itself, and nobody else's
+    def dns_slice(slice_name: str, node: str, namespace: str = "kube-system") -> str:
+        return json.dumps({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": slice_name, "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": "kube-dns",
+                                    "endpointslice.kubernetes.io/managed-by": "agent.atoll.dev"}},
+            "addressType": "IPv4", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}],
+            "endpoints": [{"addresses": ["10.0.0.9"], "nodeName": node}]})
+    assert k("get", "endpointslices", "-A").returncode == 0
+    out = k("create", "-f", "-", input=dns_slice("kube-dns-intruder", "intruder"))
+    assert out.returncode == 0, out.stderr
+    for bad in (dns_slice(f"kube-dns-{name}", name), dns_slice("kube-dns-intruder", name),
+                dns_slice("kube-dns-intruder", "intruder", "default")):
+        out = k("create", "-f", "-", input=bad)
+        assert out.returncode != 0 and "its own EndpointSlices" in out.stderr, out.stderr
+    out = k("-n", "kube-system", "label", "endpointslice", "kube-dns-intruder",
+            "endpointslice.kubernetes.io/managed-by=someone", "--overwrite")
+    assert out.returncode != 0 and "its own EndpointSlices" in out.stderr, out.stderr
+    assert k("-n", "kube-system", "delete", "endpointslice", "kube-dns-intruder").returncode == 0
     assert k("-n", "default", "create", "configmap", unique("nope")).returncode != 0
     # a host reads only the Secrets its own workloads use, and lists none
     secret = unique("s")

@@ -106,6 +106,12 @@ NODE_RULES = [
     # Secrets, ConfigMaps and claims: only those its workloads use (apiserver/nodeauthz.py)
     _rule([""], ["services", "endpoints", "persistentvolumes", "namespaces"], READ),
     _rule([""], ["persistentvolumeclaims/status"], ["get", "patch", "update"]),
+    # the Service dataplane, DNS and policies each host runs; its own slices (the DNS it
+    # serves) only, as NodeRestriction checks
+    _rule(["discovery.k8s.io"], ["endpointslices"], READ + ["create", "update", "patch",
+                                                            "delete"]),
+    _rule(["networking.k8s.io"], ["networkpolicies", "ingresses", "ingressclasses",
+                                  "servicecidrs"], READ),
     _rule([""], ["events"], ["create", "patch", "update"]),
     _rule(["events.k8s.io"], ["events"], ["create", "patch", "update"]),
     _rule([""], ["serviceaccounts"], ["get"]),

@@ -1,4 +1,6 @@
-"""NodeRestriction: a host agent may change only its own Node, Lease, pods and VMs.
+"""NodeRestriction: a host agent may change only its own Node, Lease, pods, VMs and the
+EndpointSlices of what it serves itself (``<service>-<node>`` in kube-system, managed by
+``agent.atoll.dev``, every endpoint on that node).
 
 Agents sign in as ``system:node:<name>`` in group ``system:nodes`` (RBAC's
 ``system:node`` role says which kinds they may touch); this plugin narrows that
@@ -20,6 +22,8 @@ from atoll.apiserver.admission import BasePlugin
 NODE_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"
 LEASE_NAMESPACE = "kube-node-lease"
+#: the manager label of the slices host agents publish (their DNS server's address)
+AGENT_SLICE_MANAGER = "agent.atoll.dev"
 
 
 def node_name(user: Any) -> str | None:
@@ -41,6 +45,8 @@ class NodeRestriction(BasePlugin):
         if node is None:
             return
         self._check(rt, old, node, "update")
+        if rt.group == "discovery.k8s.io":
+            self._check(rt, new, node, "update")
         if rt.group == VM_GROUP and rt.plural == "virtualmachines" and subresource != "status" \
                 and _without_finalizers(old) != _without_finalizers(new):
             raise errors.Forbidden(f'{rt.plural} "{old["metadata"].get("name", "")}" is '
@@ -75,6 +81,14 @@ class NodeRestriction(BasePlugin):
                 refuse("may not create pods")
             if (obj.get("spec") or {}).get("nodeName") != node:
                 refuse(f"may only {verb} pods bound to it")
+        elif rt.group == "discovery.k8s.io" and rt.plural == "endpointslices":
+            labels = meta.get("labels") or {}
+            if meta.get("namespace") != "kube-system" or not name.endswith(f"-{node}") or \
+                    labels.get("endpointslice.kubernetes.io/managed-by") != AGENT_SLICE_MANAGER \
+                    or any((e or {}).get("nodeName") != node
+                           for e in obj.get("endpoints") or [] if isinstance(e, dict)):
+                refuse(f"may only {verb} its own EndpointSlices (kube-system/<service>-{node}, "
+                       f"managed by {AGENT_SLICE_MANAGER}, endpoints on {node})")
         elif rt.group == VM_GROUP and rt.plural == "virtualmachines":
             if verb != "update" or (meta.get("labels") or {}).get(HOST_LABEL) != node:
                 refuse("may only update VirtualMachines placed on it")
