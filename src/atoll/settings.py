@@ -132,6 +132,9 @@ class AgentSettings:
     #: route other hosts' pod ranges via those hosts (a flat network between hosts)
     pod_routes: bool = True
     bridge: str = "atoll0"
+    #: the cluster's DNS domain (kubelet's --cluster-domain): pods search
+    #: <ns>.svc.<domain>, svc.<domain> and <domain>, and the agent answers for it
+    cluster_domain: str = "cluster.local"
     runtime: str = "runc"
     cni_bin_dir: str = "/usr/lib/cni"
     lease_interval: float = 2.0

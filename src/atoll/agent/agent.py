@@ -16,6 +16,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from atoll.agent.dns import nodeslice
+from atoll.agent.dns.records import ClusterRecords, slices_by_service
+from atoll.agent.dns.server import ClusterDNS
 from atoll.agent.host.network import CNI, NetworkSettings
 from atoll.agent.host.node import NodeAgent, NodeSettings, runc_version
 from atoll.agent.host.routes import PodRoutes
@@ -71,12 +74,20 @@ class Agent:
                                               pods_dir=s.data_dir / "pods",
                                               backoff_base=s.backoff_base,
                                               backoff_max=s.backoff_max,
-                                              api_host=api_host, api_port=api_port)
+                                              api_host=api_host, api_port=api_port,
+                                              cluster_dns=str(self.cni.ipam.gateway),
+                                              cluster_domain=s.cluster_domain)
         #: one informer per resource for the whole agent, as in the controller manager
         self.informers = InformerFactory(self.client)
         self.pods = self.informers.informer("", "v1", "pods",
                                             field_selector=f"spec.nodeName={s.name}")
         self.pods.add_handler(self._on_pod)
+        #: the cluster DNS this host answers its pods with, on the pod bridge's address
+        self.dns = ClusterDNS(ClusterRecords(
+            self.informers.informer("", "v1", "services"),
+            self.informers.informer("discovery.k8s.io", "v1", "endpointslices",
+                                    indexers={"service": slices_by_service}),
+            s.cluster_domain), str(self.cni.ipam.gateway))
         self.workers: dict[str, PodWorker] = {}
         #: containers on disk at start, by pod uid: adopted by the first worker of each pod
         self._found: dict[str, list[ContainerMeta]] = {}
@@ -102,6 +113,11 @@ class Agent:
         await self.server.start(self.ca_pem)
         await self.node.register()
         self.informers.start()
+        try:
+            await self.dns.start()
+            await nodeslice.publish(self.client, self.settings.name, self.dns.address)
+        except OSError as e:  # a host without its DNS still runs its pods
+            log.error("cannot serve cluster DNS on %s:53: %s", self.dns.address, e)
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
         vms = asyncio.create_task(self.vms.run(), name="vms")
         tasks = [heartbeat, vms, asyncio.create_task(self.stats.run(), name="stats")]
@@ -121,6 +137,7 @@ class Agent:
         finally:
             for t in tasks:
                 t.cancel()
+            await self.dns.stop()
             await self.informers.stop()
 
     def pod_worker(self, namespace: str, name: str) -> PodWorker | None:

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pod-routes", action=argparse.BooleanOptionalAction, default=True,
                    help="route other hosts' pod ranges via those hosts (default: on)")
     p.add_argument("--bridge", default="atoll0", help="Linux bridge for this host's pods")
+    p.add_argument("--cluster-domain", default="cluster.local",
+                   help="the DNS domain of Services and pods (default: cluster.local)")
     p.add_argument("--runtime", default="runc", help="OCI runtime binary (runc-compatible)")
     p.add_argument("--cni-bin-dir", default="/usr/lib/cni", help="where the CNI plugins are")
     p.add_argument("--lease-interval", type=float, default=2.0,
@@ -103,6 +105,7 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         data_dir=args.data_dir or default_data_dir() / "agent", run_dir=args.run_dir,
         host_ip=args.node_ip or host_ip(), port=args.port, pod_cidr=args.pod_cidr,
         cluster_cidr=args.cluster_cidr, pod_routes=args.pod_routes, bridge=args.bridge,
+        cluster_domain=args.cluster_domain,
         runtime=args.runtime, cni_bin_dir=args.cni_bin_dir, lease_interval=args.lease_interval,
         lease_seconds=args.lease_seconds, backoff_base=args.crashloop_backoff,
         backoff_max=args.crashloop_backoff_max, labels=tuple(labels),

@@ -8,6 +8,7 @@ capabilities, cgroup limits, and mounts (the pod's ``/etc/hosts``, ``hostname`` 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,78 @@ def subpath(vm: dict[str, Any], env: dict[str, str]) -> str:
     return str(vm.get("subPath") or "")
 
 
-def write_pod_files(pod: dict[str, Any], pod_dir: Path, ip: str) -> None:
+@dataclass(frozen=True)
+class DNSSettings:
+    #: the cluster DNS server ("": none, pods get the host's resolv.conf)
+    server: str = ""
+    domain: str = "cluster.local"
+
+
+#: resolv.conf limits, as kubelet enforces them (glibc reads at most 6 search domains in old
+#: releases; kubelet allows 32 and 2048 characters, and at most 3 nameservers)
+MAX_NAMESERVERS = 3
+MAX_SEARCHES = 32
+
+
+def resolv_conf(pod: dict[str, Any], host: str, dns: DNSSettings) -> str:
+    """The pod's resolv.conf by its dnsPolicy and dnsConfig, as kubelet writes it: the
+    cluster's server, search path and ``ndots:5`` for ClusterFirst (and for host-network
+    pods with ClusterFirstWithHostNet), the host's file for Default, only dnsConfig for None."""
+    spec = pod.get("spec") or {}
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    if policy == "ClusterFirst" and spec.get("hostNetwork"):
+        policy = "Default"  # kubelet: host-network pods need ClusterFirstWithHostNet
+    if policy in ("ClusterFirst", "ClusterFirstWithHostNet") and not dns.server:
+        policy = "Default"
+    host_servers, host_search, host_options = _parse_resolv(host)
+    if policy == "None":
+        servers, search, options = [], [], []
+    elif policy == "Default":
+        servers, search, options = host_servers, host_search, host_options
+    else:
+        ns = pod["metadata"].get("namespace", "default")
+        servers = [dns.server]
+        search = [f"{ns}.svc.{dns.domain}", f"svc.{dns.domain}", dns.domain, *host_search]
+        options = ["ndots:5"]
+    config = spec.get("dnsConfig") or {}
+    servers = _unique([*servers, *(config.get("nameservers") or [])])[:MAX_NAMESERVERS]
+    search = _unique([*search, *(config.get("searches") or [])])[:MAX_SEARCHES]
+    by_name = {o.split(":", 1)[0]: o for o in options}
+    for opt in config.get("options") or []:
+        if isinstance(opt, dict) and opt.get("name"):
+            by_name[opt["name"]] = f'{opt["name"]}:{opt["value"]}' if opt.get("value") \
+                else opt["name"]
+    lines = [f"nameserver {s}" for s in servers]
+    if search:
+        lines.append("search " + " ".join(search))
+    if by_name:
+        lines.append("options " + " ".join(by_name.values()))
+    return "\n".join(lines) + "\n"
+
+
+def _parse_resolv(text: str) -> tuple[list[str], list[str], list[str]]:
+    servers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts or parts[0].startswith(("#", ";")):
+            continue
+        if parts[0] == "nameserver" and len(parts) > 1:
+            servers.append(parts[1])
+        elif parts[0] in ("search", "domain"):
+            search = parts[1:]
+        elif parts[0] == "options":
+            options.extend(parts[1:])
+    return servers, search, options
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(i for i in items if isinstance(i, str) and i))
+
+
+def write_pod_files(pod: dict[str, Any], pod_dir: Path, ip: str,
+                    dns: DNSSettings = DNSSettings()) -> None:
     """The pod's ``/etc/hosts``, ``hostname`` and ``resolv.conf`` (rewritten only on change)."""
     spec = pod.get("spec") or {}
     files = pod_dir / "etc"
@@ -129,10 +201,10 @@ def write_pod_files(pod: dict[str, Any], pod_dir: Path, ip: str) -> None:
     _write_if_changed(files / "hosts", "\n".join(hosts) + "\n")
     _write_if_changed(files / "hostname", hostname(pod) + "\n")
     try:
-        resolv = Path("/etc/resolv.conf").read_text()
+        host = Path("/etc/resolv.conf").read_text()
     except OSError:
-        resolv = ""
-    _write_if_changed(files / "resolv.conf", resolv)
+        host = ""
+    _write_if_changed(files / "resolv.conf", resolv_conf(pod, host, dns))
 
 
 def _write_if_changed(path: Path, text: str) -> None:

@@ -72,6 +72,9 @@ class WorkerSettings:
     #: the API server as pods reach it (KUBERNETES_SERVICE_HOST/PORT); empty: not told
     api_host: str = ""
     api_port: int = 0
+    #: the DNS server pods with dnsPolicy ClusterFirst use, and its domain; "": the host's
+    cluster_dns: str = ""
+    cluster_domain: str = "cluster.local"
 
 
 class PodWorker(PullsImages):
@@ -239,8 +242,10 @@ class PodWorker(PullsImages):
                                                     self._port_mappings())
                 _write_json(self.dir / "network.json",
                             {"netns": self.network.netns, "ip": self.network.ip})
-            containerspec.write_pod_files(self.pod, self.dir, self.network.ip if self.network
-                                          else self.settings.host_ip)
+            containerspec.write_pod_files(
+                self.pod, self.dir, self.network.ip if self.network else self.settings.host_ip,
+                containerspec.DNSSettings(self.settings.cluster_dns,
+                                          self.settings.cluster_domain))
         except volumes.VolumeError as e:
             self.setup_error = str(e)
             self._event(WARNING, "FailedMount", f"MountVolume.SetUp failed: {e}")
