@@ -20,6 +20,8 @@ from atoll.agent.dns import nodeslice
 from atoll.agent.dns.records import ClusterRecords, slices_by_service
 from atoll.agent.dns.server import ClusterDNS
 from atoll.agent.host.network import CNI, NetworkSettings
+from atoll.agent.proxy.proxier import Proxier, table_name
+from atoll.agent.proxy.rules import ProxySettings
 from atoll.agent.host.node import NodeAgent, NodeSettings, runc_version
 from atoll.agent.host.routes import PodRoutes
 from atoll.agent.host.stats import StatsCollector
@@ -82,12 +84,15 @@ class Agent:
         self.pods = self.informers.informer("", "v1", "pods",
                                             field_selector=f"spec.nodeName={s.name}")
         self.pods.add_handler(self._on_pod)
+        services = self.informers.informer("", "v1", "services")
+        slices = self.informers.informer("discovery.k8s.io", "v1", "endpointslices",
+                                         indexers={"service": slices_by_service})
         #: the cluster DNS this host answers its pods with, on the pod bridge's address
-        self.dns = ClusterDNS(ClusterRecords(
-            self.informers.informer("", "v1", "services"),
-            self.informers.informer("discovery.k8s.io", "v1", "endpointslices",
-                                    indexers={"service": slices_by_service}),
-            s.cluster_domain), str(self.cni.ipam.gateway))
+        self.dns = ClusterDNS(ClusterRecords(services, slices, s.cluster_domain),
+                              str(self.cni.ipam.gateway))
+        #: the Service dataplane: this host's nftables table
+        self.proxier = Proxier(services, slices, ProxySettings(
+            table_name(s.bridge), s.name, s.cluster_cidr or s.pod_cidr))
         self.workers: dict[str, PodWorker] = {}
         #: containers on disk at start, by pod uid: adopted by the first worker of each pod
         self._found: dict[str, list[ContainerMeta]] = {}
@@ -120,7 +125,8 @@ class Agent:
             log.error("cannot serve cluster DNS on %s:53: %s", self.dns.address, e)
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
         vms = asyncio.create_task(self.vms.run(), name="vms")
-        tasks = [heartbeat, vms, asyncio.create_task(self.stats.run(), name="stats")]
+        tasks = [heartbeat, vms, asyncio.create_task(self.stats.run(), name="stats"),
+                 asyncio.create_task(self._proxy(), name="service-proxy")]
         image_gc = ImageGC(self.images, GCSettings(
             high_percent=self.settings.image_gc_high_threshold,
             low_percent=self.settings.image_gc_low_threshold,
@@ -139,6 +145,11 @@ class Agent:
                 t.cancel()
             await self.dns.stop()
             await self.informers.stop()
+
+    async def _proxy(self) -> None:
+        """The Service table, programmed once both informers hold the whole picture."""
+        await self.informers.wait_for_sync([self.proxier.services, self.proxier.slices])
+        await self.proxier.run()
 
     def pod_worker(self, namespace: str, name: str) -> PodWorker | None:
         """The worker of the pod ``namespace/name`` (the first, while an old one finishes)."""

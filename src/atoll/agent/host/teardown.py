@@ -64,4 +64,6 @@ def teardown_host(data_dir: Path, run_dir: Path, bridge: str, runc: str = "runc"
         if os.path.ismount(vol):
             subprocess.run(["umount", "-l", str(vol)], capture_output=True)
     subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
-    subprocess.run(["nft", "delete", "table", "ip", f"atoll_{bridge}"], capture_output=True)
+    for table in (f"atoll_{bridge}", f"atoll_svc_{bridge}"):  # masquerade, Services
+        subprocess.run(["nft", "delete", "table", "ip", table.replace("-", "_")],
+                       capture_output=True)

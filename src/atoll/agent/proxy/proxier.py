@@ -1,0 +1,52 @@
+"""Keeps this host's Service table in step with the Services and EndpointSlices it watches:
+any change triggers one coalesced sync (``SyncRunner``) that replaces the whole table in one
+``nft`` transaction, then drops the conntrack entries of UDP endpoints that went away (a UDP
+"connection" would otherwise stick to a dead backend)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from atoll.agent.host import nft
+from atoll.agent.host.syncrunner import SyncRunner
+from atoll.agent.proxy import rules
+
+log = logging.getLogger(__name__)
+
+
+def table_name(bridge: str) -> str:
+    return f"atoll_svc_{bridge}".replace("-", "_")
+
+
+class Proxier:
+    def __init__(self, services: Any, slices: Any, settings: rules.ProxySettings) -> None:
+        self.services, self.slices = services, slices
+        self.settings = settings
+        self.runner = SyncRunner("service proxy", self.sync, min_interval=0.05)
+        self._udp: set[tuple[str, str]] = set()  # (service address, endpoint address)
+        for informer in (services, slices):
+            informer.add_handler(lambda *_: self.runner.trigger())
+
+    async def run(self) -> None:
+        self.runner.trigger()
+        await self.runner.run()
+
+    async def sync(self) -> None:
+        ports = rules.service_ports(
+            self.services.list(),
+            lambda ns, name: self.slices.by_index("service", f"{ns}/{name}"))
+        await nft.run(rules.script(ports, self.settings))
+        udp = {(address, ep.ip) for sp in ports if sp.protocol == "UDP"
+               for address in (sp.cluster_ip, *sp.external_ips) for ep in sp.endpoints}
+        for service_ip, endpoint_ip in sorted(self._udp - udp):
+            await _flush_udp(service_ip, endpoint_ip)
+        self._udp = udp
+
+
+async def _flush_udp(service_ip: str, endpoint_ip: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "conntrack", "-D", "-p", "udp", "--orig-dst", service_ip, "--dst-nat", endpoint_ip,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    await proc.wait()  # exit 1 when nothing matched: fine
