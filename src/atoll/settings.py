@@ -135,6 +135,9 @@ class AgentSettings:
     #: the cluster's DNS domain (kubelet's --cluster-domain): pods search
     #: <ns>.svc.<domain>, svc.<domain> and <domain>, and the agent answers for it
     cluster_domain: str = "cluster.local"
+    #: the nameserver ClusterFirst pods get (kubelet's --cluster-dns: kube-dns's cluster
+    #: IP); "": this host's own DNS address on the pod bridge
+    cluster_dns: str = ""
     runtime: str = "runc"
     cni_bin_dir: str = "/usr/lib/cni"
     lease_interval: float = 2.0

@@ -77,6 +77,8 @@ def test_pods_resolve_services_and_pods_by_name(platform: Platform, pods: str) -
     resolv = platform.kubectl("-n", ns, "exec", "client", "--", "cat", "/etc/resolv.conf").stdout
     assert f"search {ns}.svc.cluster.local svc.cluster.local cluster.local" in resolv, resolv
     assert "options ndots:5" in resolv, resolv
+    dns_ip = _json(platform, "-n", "kube-system", "get", "service", "kube-dns")["spec"]["clusterIP"]
+    assert f"nameserver {dns_ip}\n" in resolv, resolv  # through the Service proxy, as upstream
     web_ip = _json(platform, "-n", ns, "get", "service", "web")["spec"]["clusterIP"]
     api_ip = _json(platform, "-n", "default", "get", "service", "kubernetes")["spec"]["clusterIP"]
     assert web_ip in _lookup(platform, ns, f"web.{ns}.svc.cluster.local")

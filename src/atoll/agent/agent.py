@@ -77,7 +77,8 @@ class Agent:
                                               backoff_base=s.backoff_base,
                                               backoff_max=s.backoff_max,
                                               api_host=api_host, api_port=api_port,
-                                              cluster_dns=str(self.cni.ipam.gateway),
+                                              cluster_dns=s.cluster_dns or
+                                              str(self.cni.ipam.gateway),
                                               cluster_domain=s.cluster_domain)
         #: one informer per resource for the whole agent, as in the controller manager
         self.informers = InformerFactory(self.client)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import signal
 import socket
 from pathlib import Path
@@ -36,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pod-routes", action=argparse.BooleanOptionalAction, default=True,
                    help="route other hosts' pod ranges via those hosts (default: on)")
     p.add_argument("--bridge", default="atoll0", help="Linux bridge for this host's pods")
+    p.add_argument("--cluster-dns", default="", metavar="IP",
+                   help="the nameserver of pods with dnsPolicy ClusterFirst, usually "
+                        "kube-dns's cluster IP (default: this host's DNS on the pod bridge)")
     p.add_argument("--cluster-domain", default="cluster.local",
                    help="the DNS domain of Services and pods (default: cluster.local)")
     p.add_argument("--runtime", default="runc", help="OCI runtime binary (runc-compatible)")
@@ -96,6 +100,12 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         if not sep or not registry or not url:
             raise ValueError(f"--registry-mirror wants REGISTRY=URL, not {item!r}")
         mirrors.append((registry, url))
+    if args.cluster_dns:
+        try:
+            ipaddress.IPv4Address(args.cluster_dns)
+        except ValueError:
+            raise ValueError(f"--cluster-dns wants an IPv4 address, not {args.cluster_dns!r}") \
+                from None
     if not 0 <= args.image_gc_low_threshold <= args.image_gc_high_threshold <= 100:
         raise ValueError("--image-gc-low-threshold must be at most --image-gc-high-threshold, "
                          "both 0-100")
@@ -105,7 +115,7 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         data_dir=args.data_dir or default_data_dir() / "agent", run_dir=args.run_dir,
         host_ip=args.node_ip or host_ip(), port=args.port, pod_cidr=args.pod_cidr,
         cluster_cidr=args.cluster_cidr, pod_routes=args.pod_routes, bridge=args.bridge,
-        cluster_domain=args.cluster_domain,
+        cluster_domain=args.cluster_domain, cluster_dns=args.cluster_dns,
         runtime=args.runtime, cni_bin_dir=args.cni_bin_dir, lease_interval=args.lease_interval,
         lease_seconds=args.lease_seconds, backoff_base=args.crashloop_backoff,
         backoff_max=args.crashloop_backoff_max, labels=tuple(labels),

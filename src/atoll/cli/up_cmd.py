@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
 import socket
@@ -71,9 +72,13 @@ async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
             "--log-level", args.log_level, "controller-manager", "--kubeconfig", str(kubeconfig))))
     agent_kubeconfig = settings.data_dir / "agent.kubeconfig"
     if not args.no_agent:
+        # pods ask kube-system/kube-dns, on the Service range's tenth address (as kubeadm's
+        # default --cluster-dns); an --agent-arg may name another
+        dns = str(ipaddress.ip_network(settings.service_cluster_ip_range).network_address + 10)
         roles.append(Role("agent", python_argv(
             "--log-level", args.log_level, "agent", "--kubeconfig", str(agent_kubeconfig),
-            "--data-dir", str(settings.data_dir / "agent"), *args.agent_arg)))
+            "--data-dir", str(settings.data_dir / "agent"), "--cluster-dns", dns,
+            *args.agent_arg)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
