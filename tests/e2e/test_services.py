@@ -39,6 +39,14 @@ spec:
 ---
 apiVersion: v1
 kind: Service
+metadata: {{name: front, namespace: {ns}}}
+spec:
+  type: LoadBalancer
+  selector: {{app: web}}
+  ports: [{{name: http, port: 8081, targetPort: http}}]
+---
+apiVersion: v1
+kind: Service
 metadata: {{name: empty, namespace: {ns}}}
 spec:
   selector: {{app: nobody}}
@@ -93,6 +101,15 @@ def test_cluster_ip_and_node_port_reach_both_endpoints(platform: Platform, app: 
     node = _json(platform, "get", "nodes")["items"][0]
     node_ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
     assert _curl(f"http://{node_ip}:{node_port}/").stdout.strip() in pods
+    # a LoadBalancer: the Ready hosts' addresses in its status, answering on its port
+    lb = wait_until("the LoadBalancer's address", lambda: (
+        _json(platform, "-n", ns, "get", "service", "front").get("status") or {})
+        .get("loadBalancer", {}).get("ingress"), 30)
+    assert lb == [{"ip": node_ip, "ipMode": "VIP"}]
+    wait_until("the LoadBalancer answering",
+               lambda: _curl(f"http://{node_ip}:8081/").stdout.strip() in pods, 30)
+    shown = platform.kubectl("-n", ns, "get", "service", "front").stdout
+    assert node_ip in shown and "<pending>" not in shown
 
 
 def test_no_endpoints_is_refused_and_a_deleted_service_leaves_no_rule(platform: Platform,

@@ -28,6 +28,7 @@ from atoll.controllers.disruption import DisruptionController
 from atoll.controllers.endpoints import EndpointsController
 from atoll.controllers.endpointslice import EndpointSliceController
 from atoll.controllers.endpointslicemirroring import EndpointSliceMirroringController
+from atoll.controllers.loadbalancer import LoadBalancerController
 from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.hpa import HorizontalPodAutoscalerController
 from atoll.controllers.job import JobController
@@ -73,6 +74,7 @@ class ControllerManager:
             self._make(EndpointSliceController, workers),
             self._make(EndpointsController, workers),
             self._make(EndpointSliceMirroringController),
+            self._make(LoadBalancerController),
             self._make(Scheduler),
             self._make(VirtualMachineController),
             self._make(DefaultClassesController),
