@@ -20,6 +20,7 @@ from atoll.agent.dns import nodeslice
 from atoll.agent.dns.records import ClusterRecords, slices_by_service
 from atoll.agent.dns.server import ClusterDNS
 from atoll.agent.host.network import CNI, NetworkSettings
+from atoll.agent.netpol import enforcer as netpol
 from atoll.agent.proxy.proxier import Proxier, table_name
 from atoll.agent.proxy.rules import ProxySettings
 from atoll.agent.host.node import NodeAgent, NodeSettings, runc_version
@@ -94,6 +95,12 @@ class Agent:
         #: the Service dataplane: this host's nftables table
         self.proxier = Proxier(services, slices, ProxySettings(
             table_name(s.bridge), s.name, s.cluster_cidr or s.pod_cidr))
+        #: NetworkPolicies for this host's pods (peers are every host's pods)
+        self.policies = netpol.PolicyEnforcer(
+            self.informers.informer("networking.k8s.io", "v1", "networkpolicies"),
+            self.informers.informer("", "v1", "pods"),
+            self.informers.informer("", "v1", "namespaces"),
+            netpol.table_name(s.bridge), s.name)
         self.workers: dict[str, PodWorker] = {}
         #: containers on disk at start, by pod uid: adopted by the first worker of each pod
         self._found: dict[str, list[ContainerMeta]] = {}
@@ -127,7 +134,8 @@ class Agent:
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
         vms = asyncio.create_task(self.vms.run(), name="vms")
         tasks = [heartbeat, vms, asyncio.create_task(self.stats.run(), name="stats"),
-                 asyncio.create_task(self._proxy(), name="service-proxy")]
+                 asyncio.create_task(self._proxy(), name="service-proxy"),
+                 asyncio.create_task(self._policies(), name="network-policy")]
         image_gc = ImageGC(self.images, GCSettings(
             high_percent=self.settings.image_gc_high_threshold,
             low_percent=self.settings.image_gc_low_threshold,
@@ -151,6 +159,11 @@ class Agent:
         """The Service table, programmed once both informers hold the whole picture."""
         await self.informers.wait_for_sync([self.proxier.services, self.proxier.slices])
         await self.proxier.run()
+
+    async def _policies(self) -> None:
+        """The policy table, programmed once every peer is known (never half a picture)."""
+        await self.informers.wait_for_sync(self.policies.informers)
+        await self.policies.run()
 
     def pod_worker(self, namespace: str, name: str) -> PodWorker | None:
         """The worker of the pod ``namespace/name`` (the first, while an old one finishes)."""

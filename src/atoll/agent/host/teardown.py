@@ -64,6 +64,7 @@ def teardown_host(data_dir: Path, run_dir: Path, bridge: str, runc: str = "runc"
         if os.path.ismount(vol):
             subprocess.run(["umount", "-l", str(vol)], capture_output=True)
     subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
-    for table in (f"atoll_{bridge}", f"atoll_svc_{bridge}"):  # masquerade, Services
-        subprocess.run(["nft", "delete", "table", "ip", table.replace("-", "_")],
+    for family, table in (("ip", f"atoll_{bridge}"), ("ip", f"atoll_svc_{bridge}"),
+                          ("inet", f"atoll_pol_{bridge}")):  # masquerade, Services, policies
+        subprocess.run(["nft", "delete", "table", family, table.replace("-", "_")],
                        capture_output=True)

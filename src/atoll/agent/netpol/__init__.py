@@ -1,0 +1,1 @@
+"""NetworkPolicy enforcement for this host's pods, in an nftables table of its own."""

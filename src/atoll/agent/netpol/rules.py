@@ -1,0 +1,201 @@
+"""NetworkPolicies as nftables rules for the pods on one host (upstream's semantics):
+
+- A pod is isolated for ingress (egress) when some policy in its namespace selects it and
+  lists Ingress (Egress) in ``policyTypes`` (default: Ingress, plus Egress when the policy
+  has egress rules).  An isolated pod takes only what some selecting policy's rules allow;
+  others take everything.  Replies to allowed connections always pass.
+- A rule's peers: ``podSelector`` (the policy's namespace), ``namespaceSelector`` (pods of
+  those namespaces), both (pods matching both), ``ipBlock`` (a CIDR minus its ``except``);
+  no ``from``/``to``: everyone.  Its ports: number or named port (the target pod's, for
+  ingress; the peers', for egress), protocol, ``endPort``; none: every port.
+- Ingress is enforced on the destination's host, egress on the source's, both in the
+  forward hook (with br_netfilter, traffic between pods on one bridge passes it too); the
+  host's own traffic to its pods (probes) is never filtered, as upstream.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from atoll.api import errors
+from atoll.api.labelselector import label_selector_from_dict
+
+Obj = dict[str, Any]
+PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    ip: str
+    labels: dict[str, str]
+    node: str
+    named_ports: dict[tuple[str, str], int]  # (name, protocol) -> number
+
+
+def pod_view(pod: Obj) -> Pod | None:
+    status, spec, meta = pod.get("status") or {}, pod.get("spec") or {}, pod["metadata"]
+    ip = status.get("podIP")
+    if not ip or spec.get("hostNetwork") or status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    ports = {}
+    for c in spec.get("containers") or []:
+        for p in (c or {}).get("ports") or []:
+            if isinstance(p, dict) and p.get("name") and p.get("containerPort"):
+                ports[(p["name"], p.get("protocol", "TCP"))] = int(p["containerPort"])
+    return Pod(meta.get("namespace", ""), meta.get("name", ""), ip,
+               dict(meta.get("labels") or {}), str(spec.get("nodeName") or ""), ports)
+
+
+def _selects(selector: Any, labels: dict[str, str]) -> bool:
+    try:
+        return label_selector_from_dict(selector if isinstance(selector, dict) else {}) \
+            .matches(labels)
+    except errors.ApiError:
+        return False  # a malformed selector selects nothing
+
+
+def policy_types(policy: Obj) -> set[str]:
+    spec = policy.get("spec") or {}
+    types = spec.get("policyTypes")
+    if types:
+        return {t for t in types if t in ("Ingress", "Egress")}
+    return {"Ingress", "Egress"} if spec.get("egress") else {"Ingress"}
+
+
+def _peer_match(peer: Obj, policy_ns: str, pods: list[Pod],
+                ns_labels: dict[str, dict[str, str]]) -> tuple[list[Pod], list[str]]:
+    """(pods, nft address expressions) a peer entry stands for."""
+    if "ipBlock" in peer:
+        block = peer.get("ipBlock") or {}
+        cidr = block.get("cidr")
+        if not cidr or ":" in str(cidr):
+            return [], []
+        excepts = [e for e in block.get("except") or [] if ":" not in str(e)]
+        return [], [(cidr, excepts)]  # type: ignore[list-item]
+    pod_sel, ns_sel = peer.get("podSelector"), peer.get("namespaceSelector")
+    chosen = []
+    for p in pods:
+        if ns_sel is not None:
+            if not _selects(ns_sel, ns_labels.get(p.namespace, {})):
+                continue
+        elif p.namespace != policy_ns:
+            continue
+        if pod_sel is not None and not _selects(pod_sel, p.labels):
+            continue
+        chosen.append(p)
+    return chosen, []
+
+
+def _port_terms(ports: list[Obj] | None, resolve_pods: list[Pod]) -> list[str] | None:
+    """nft expressions for a rule's ports; None: every port."""
+    if not ports:
+        return None
+    terms = []
+    for p in ports:
+        proto = PROTOCOLS.get((p or {}).get("protocol", "TCP"))
+        if proto is None:
+            continue
+        port = (p or {}).get("port")
+        if port is None:
+            terms.append(f"meta l4proto {proto}")
+            continue
+        if isinstance(port, str) and not port.isdigit():
+            numbers = sorted({q.named_ports[(port, p.get("protocol", "TCP"))]
+                              for q in resolve_pods
+                              if (port, p.get("protocol", "TCP")) in q.named_ports})
+            for n in numbers:
+                terms.append(f"meta l4proto {proto} th dport {n}")
+            continue
+        end = p.get("endPort")
+        span = f"{int(port)}-{int(end)}" if isinstance(end, int) and end > int(port) else str(int(port))
+        terms.append(f"meta l4proto {proto} th dport {span}")
+    return terms
+
+
+def _hash(text: str) -> str:
+    return base64.b32encode(hashlib.sha256(text.encode()).digest())[:8].decode().lower()
+
+
+def chains(policies: Iterable[Obj], pods: list[Pod], ns_labels: dict[str, dict[str, str]],
+           node: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(chain definitions, verdict map elements by map) for this host's pods."""
+    policies = list(policies)
+    lines: list[str] = []
+    maps: dict[str, list[str]] = {"pod-ingress": [], "pod-egress": []}
+    for pod in sorted((p for p in pods if p.node == node), key=lambda p: p.ip):
+        for direction, field, peer_field, addr in (("Ingress", "ingress", "from", "saddr"),
+                                                  ("Egress", "egress", "to", "daddr")):
+            selecting = [pol for pol in policies
+                         if pol["metadata"].get("namespace") == pod.namespace
+                         and direction in policy_types(pol)
+                         and _selects((pol.get("spec") or {}).get("podSelector"), pod.labels)]
+            if not selecting:
+                continue
+            rules: list[str] = []
+            for pol in selecting:
+                for rule in (pol.get("spec") or {}).get(field) or []:
+                    rules += _rule(rule or {}, peer_field, addr, pod, pods, ns_labels,
+                                   pol["metadata"].get("namespace", ""), direction)
+            chain = f"{field}-{_hash(pod.namespace + '/' + pod.name)}-{pod.namespace}/{pod.name}"[:200]
+            lines.append(f"  chain {chain} {{ " + "".join(r + "; " for r in rules) + "drop; }")
+            maps[f"pod-{field}"].append(f"{pod.ip} : jump {chain}")
+    return lines, maps
+
+
+def _rule(rule: Obj, peer_field: str, addr: str, pod: Pod, pods: list[Pod],
+          ns_labels: dict[str, dict[str, str]], policy_ns: str, direction: str) -> list[str]:
+    peers = rule.get(peer_field)
+    if peers:
+        matched: list[Pod] = []
+        blocks: list[tuple[str, list[str]]] = []
+        for peer in peers:
+            if not isinstance(peer, dict):
+                continue
+            m, b = _peer_match(peer, policy_ns, pods, ns_labels)
+            matched += m
+            blocks += b  # type: ignore[arg-type]
+        sources = [f"ip {addr} {{ {', '.join(sorted({p.ip for p in matched}))} }}"] if matched else []
+        for cidr, excepts in blocks:
+            term = f"ip {addr} {cidr}"
+            if excepts:
+                term += f" ip {addr} != {{ {', '.join(excepts)} }}"
+            sources.append(term)
+        if not sources:
+            return []  # peers that match nobody allow nothing
+    else:
+        sources = [""]
+        matched = pods
+    ports = _port_terms(rule.get("ports"), [pod] if direction == "Ingress" else matched)
+    if ports == []:
+        return []  # only named ports that resolve to nothing
+    out = []
+    for src in sources:
+        for port in ports or [""]:
+            # an allowed egress returns, so the destination's ingress is still checked
+            verdict = "accept" if direction == "Ingress" else "return"
+            out.append(" ".join(t for t in (src, port, verdict) if t))
+    return out
+
+
+def script(table: str, policies: Iterable[Obj], pods: list[Pod],
+           ns_labels: dict[str, dict[str, str]], node: str) -> str:
+    lines, maps = chains(policies, pods, ns_labels, node)
+    body = [
+        "  map pod-ingress { type ipv4_addr : verdict; }",
+        "  map pod-egress { type ipv4_addr : verdict; }",
+        "  chain forward { type filter hook forward priority filter - 5; policy accept; "
+        "ct state established,related accept; "
+        "ip saddr vmap @pod-egress; ip daddr vmap @pod-ingress; }",
+        *lines,
+    ]
+    out = [f"table inet {table} {{}}", f"delete table inet {table}", f"table inet {table} {{",
+           *body, "}"]
+    for name, items in maps.items():
+        if items:
+            out.append(f"add element inet {table} {name} {{ " + ", ".join(items) + " }")
+    return "\n".join(out) + "\n"
