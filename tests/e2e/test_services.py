@@ -45,6 +45,16 @@ spec:
   selector: {{app: web}}
   ports: [{{name: http, port: 8081, targetPort: http}}]
 ---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  rules:
+  - host: web.example.test
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}
+  - host: other.example.test
+    http: {{paths: [{{path: /only, pathType: Exact, backend: {{service: {{name: empty, port: {{number: 80}}}}}}}}]}}
+---
 apiVersion: v1
 kind: Service
 metadata: {{name: empty, namespace: {ns}}}
@@ -110,6 +120,26 @@ def test_cluster_ip_and_node_port_reach_both_endpoints(platform: Platform, app: 
                lambda: _curl(f"http://{node_ip}:8081/").stdout.strip() in pods, 30)
     shown = platform.kubectl("-n", ns, "get", "service", "front").stdout
     assert node_ip in shown and "<pending>" not in shown
+
+
+def test_an_ingress_routes_by_host_and_path(platform: Platform, app: str) -> None:
+    ns = app
+    pods = {p["metadata"]["name"] for p in
+            _json(platform, "-n", ns, "get", "pods", "-l", "app=web")["items"]}
+    addr = wait_until("the Ingress's address", lambda: (
+        (_json(platform, "-n", ns, "get", "ingress", "web").get("status") or {})
+        .get("loadBalancer") or {}).get("ingress"), 30)[0]["ip"]
+
+    def get(host: str, path: str = "/") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["curl", "-sS", "--max-time", "5", "-H", f"Host: {host}",
+                               "-w", "\n%{http_code}", f"http://{addr}{path}"],
+                              capture_output=True, text=True)
+    wait_until("the router answering", lambda: get("web.example.test").stdout
+               .split("\n")[0] in pods, 30)
+    assert get("nobody.example.test").stdout.endswith("\n404")  # no rule for the host
+    assert get("other.example.test", "/only").stdout.endswith("\n503")  # no ready endpoint
+    assert get("other.example.test", "/only/more").stdout.endswith("\n404")  # Exact path
+    assert "atoll" in platform.kubectl("get", "ingressclass").stdout
 
 
 def test_no_endpoints_is_refused_and_a_deleted_service_leaves_no_rule(platform: Platform,

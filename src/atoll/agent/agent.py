@@ -16,10 +16,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from atoll.agent.dns import nodeslice
+from atoll.agent.host import nodeslice
 from atoll.agent.dns.records import ClusterRecords, slices_by_service
 from atoll.agent.dns.server import ClusterDNS
 from atoll.agent.host.network import CNI, NetworkSettings
+from atoll.agent.ingress import proxy as ingress
 from atoll.agent.netpol import enforcer as netpol
 from atoll.agent.proxy.proxier import Proxier, table_name
 from atoll.agent.proxy.rules import ProxySettings
@@ -95,6 +96,10 @@ class Agent:
         #: the Service dataplane: this host's nftables table
         self.proxier = Proxier(services, slices, ProxySettings(
             table_name(s.bridge), s.name, s.cluster_cidr or s.pod_cidr))
+        #: the HTTP router of Ingresses (class atoll), behind kube-system/atoll-ingress
+        self.ingress = ingress.IngressProxy(
+            self.informers.informer("networking.k8s.io", "v1", "ingresses"), services, slices,
+            str(self.cni.ipam.gateway))
         #: NetworkPolicies for this host's pods (peers are every host's pods)
         self.policies = netpol.PolicyEnforcer(
             self.informers.informer("networking.k8s.io", "v1", "networkpolicies"),
@@ -128,9 +133,16 @@ class Agent:
         self.informers.start()
         try:
             await self.dns.start()
-            await nodeslice.publish(self.client, self.settings.name, self.dns.address)
+            await nodeslice.publish(self.client, "kube-dns", self.settings.name,
+                                    self.dns.address, nodeslice.DNS_PORTS)
         except OSError as e:  # a host without its DNS still runs its pods
             log.error("cannot serve cluster DNS on %s:53: %s", self.dns.address, e)
+        try:
+            await self.ingress.start()
+            await nodeslice.publish(self.client, "atoll-ingress", self.settings.name,
+                                    self.ingress.address, ingress.PORTS)
+        except OSError as e:
+            log.error("cannot serve Ingresses on %s:80: %s", self.ingress.address, e)
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
         vms = asyncio.create_task(self.vms.run(), name="vms")
         tasks = [heartbeat, vms, asyncio.create_task(self.stats.run(), name="stats"),
@@ -153,6 +165,7 @@ class Agent:
             for t in tasks:
                 t.cancel()
             await self.dns.stop()
+            await self.ingress.stop()
             await self.informers.stop()
 
     async def _proxy(self) -> None:

@@ -11,7 +11,7 @@ import logging
 
 from atoll.api import errors
 from atoll.api.resources.core_v1 import SERVICES
-from atoll.api.resources.networking_v1 import SERVICECIDRS
+from atoll.api.resources.networking_v1 import INGRESSCLASSES, SERVICECIDRS
 from atoll.api.resources.serviceaddresses import ServiceRanges
 from atoll.api.strategy import WriteOptions
 
@@ -44,6 +44,19 @@ async def ensure(svc, ranges: ServiceRanges, secure_port: int) -> None:  # type:
                                 "targetPort": 53},
                                {"name": "metrics", "port": 9153, "protocol": "TCP",
                                 "targetPort": 9153}]}}),
+        # Ingresses of class atoll: every host routes them, this Service gives them an address
+        (INGRESSCLASSES, "", {
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "atoll", "annotations": {
+                "ingressclass.kubernetes.io/is-default-class": "true"}},
+            "spec": {"controller": "atoll.dev/ingress"}}),
+        (SERVICES, "kube-system", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "atoll-ingress", "namespace": "kube-system",
+                         "labels": {"app.kubernetes.io/name": "atoll-ingress"}},
+            "spec": {"type": "LoadBalancer",
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP",
+                                "targetPort": 80}]}}),
     ]
     for rt, namespace, body in wanted:
         if svc.read(rt, namespace, body["metadata"]["name"]) is not None:

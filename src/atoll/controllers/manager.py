@@ -28,6 +28,7 @@ from atoll.controllers.disruption import DisruptionController
 from atoll.controllers.endpoints import EndpointsController
 from atoll.controllers.endpointslice import EndpointSliceController
 from atoll.controllers.endpointslicemirroring import EndpointSliceMirroringController
+from atoll.controllers.ingressstatus import IngressStatusController
 from atoll.controllers.loadbalancer import LoadBalancerController
 from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.hpa import HorizontalPodAutoscalerController
@@ -75,6 +76,7 @@ class ControllerManager:
             self._make(EndpointsController, workers),
             self._make(EndpointSliceMirroringController),
             self._make(LoadBalancerController),
+            self._make(IngressStatusController),
             self._make(Scheduler),
             self._make(VirtualMachineController),
             self._make(DefaultClassesController),

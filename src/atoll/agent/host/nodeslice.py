@@ -1,7 +1,7 @@
-"""This host's entry in ``kube-system/kube-dns``: an EndpointSlice ``kube-dns-<node>`` with
-the address its DNS server answers on, so the Service (``internalTrafficPolicy: Local``)
-reaches each host's own server.  Written when the server starts, kept as it is, and
-NodeRestriction lets a host write no other."""
+"""This host's entries in the selectorless Services it serves itself (``kube-system/kube-dns``,
+``kube-system/atoll-ingress``): an EndpointSlice ``<service>-<node>`` with the address this
+host answers on, so the Service reaches each host's own server.  Written when the server
+starts; NodeRestriction lets a host write no other."""
 
 from __future__ import annotations
 
@@ -14,23 +14,25 @@ from atoll.client.rest import ApiClient
 log = logging.getLogger(__name__)
 MANAGER = "agent.atoll.dev"
 COLLECTION = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
+DNS_PORTS = [{"name": "dns", "port": 53, "protocol": "UDP"},
+             {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]
 
 
-def dns_slice(node: str, address: str) -> dict[str, Any]:
+def node_slice(service: str, node: str, address: str, ports: list[dict[str, Any]]) -> dict[str, Any]:
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"kube-dns-{node}", "namespace": "kube-system",
-                         "labels": {"kubernetes.io/service-name": "kube-dns",
+            "metadata": {"name": f"{service}-{node}", "namespace": "kube-system",
+                         "labels": {"kubernetes.io/service-name": service,
                                     "endpointslice.kubernetes.io/managed-by": MANAGER}},
             "addressType": "IPv4",
             "endpoints": [{"addresses": [address], "nodeName": node,
                            "conditions": {"ready": True, "serving": True,
                                           "terminating": False}}],
-            "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
-                      {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}
+            "ports": ports}
 
 
-async def publish(client: ApiClient, node: str, address: str) -> None:
-    body = dns_slice(node, address)
+async def publish(client: ApiClient, service: str, node: str, address: str,
+                  ports: list[dict[str, Any]]) -> None:
+    body = node_slice(service, node, address, ports)
     path = f"{COLLECTION}/{body['metadata']['name']}"
     try:
         current = await client.get(path)
@@ -43,5 +45,5 @@ async def publish(client: ApiClient, node: str, address: str) -> None:
                 current.get("ports") != body["ports"]:
             current.update({k: body[k] for k in ("endpoints", "ports", "addressType")})
             await client.update(path, current)
-    except errors.ApiError as e:  # DNS still works for this host's pods; the slice waits
+    except errors.ApiError as e:  # the server still works for this host's pods
         log.warning("cannot publish %s: %s", body["metadata"]["name"], e)

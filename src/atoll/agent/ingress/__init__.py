@@ -1,0 +1,1 @@
+"""The HTTP router each host runs for Ingresses of class ``atoll``."""

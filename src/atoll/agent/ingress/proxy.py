@@ -1,0 +1,108 @@
+"""An HTTP reverse proxy on the host's pod-facing address, port 80: each request goes to a
+ready endpoint (chosen at random) of the backend its Ingress rules name, by pod address, with
+the ``X-Forwarded-*`` headers upstream controllers add.  ``kube-system/atoll-ingress`` (a
+LoadBalancer) reaches it on every host through the Service proxy.
+
+Answers as ingress-nginx does when there is no route (404) or no ready endpoint (503)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from atoll.agent.ingress.routes import Backend, route
+
+log = logging.getLogger(__name__)
+IP_FREEBIND = 15
+#: hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own, never forwarded
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                        "te", "trailer", "transfer-encoding", "upgrade", "host"})
+PORTS = [{"name": "http", "port": 80, "protocol": "TCP"}]
+
+
+class IngressProxy:
+    def __init__(self, ingresses: Any, services: Any, slices: Any, address: str,
+                 port: int = 80) -> None:
+        self.ingresses, self.services, self.slices = ingresses, services, slices
+        self.address, self.port = address, port
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.address, self.port))
+        await web.SockSite(self._runner, sock).start()
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=60),
+            auto_decompress=False)
+        log.info("ingress router on %s:%d", self.address, self.port)
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def endpoint(self, backend: Backend) -> tuple[str, int] | None:
+        svc = self.services.get(f"{backend.namespace}/{backend.service}")
+        if svc is None:
+            return None
+        port = next((p for p in (svc.get("spec") or {}).get("ports") or []
+                     if isinstance(p, dict) and p.get("protocol", "TCP") == "TCP"
+                     and (p.get("port") == backend.port or p.get("name") == backend.port)), None)
+        if port is None:
+            return None
+        name = str(port.get("name") or "")
+        choices = []
+        for sl in self.slices.by_index("service", f"{backend.namespace}/{backend.service}"):
+            target = next((q.get("port") for q in sl.get("ports") or []
+                           if str(q.get("name") or "") == name
+                           and q.get("protocol", "TCP") == "TCP"), None)
+            if not isinstance(target, int) or sl.get("addressType") != "IPv4":
+                continue
+            for ep in sl.get("endpoints") or []:
+                if (ep.get("conditions") or {}).get("ready") is not False:
+                    choices += [(ip, target) for ip in (ep.get("addresses") or [])[:1]]
+        return random.choice(choices) if choices else None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        backend = route(self.ingresses.list(), request.host, request.path)
+        if backend is None:
+            return web.Response(status=404, text="404 Not Found\n")
+        target = self.endpoint(backend)
+        if target is None:
+            return web.Response(status=503, text="503 Service Temporarily Unavailable\n")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        peer = request.remote or ""
+        prior = request.headers.get("X-Forwarded-For")
+        headers.update({"Host": request.host, "X-Forwarded-Host": request.host,
+                        "X-Forwarded-Proto": request.scheme, "X-Real-IP": peer,
+                        "X-Forwarded-For": f"{prior}, {peer}" if prior else peer})
+        url = f"http://{target[0]}:{target[1]}{request.rel_url}"
+        assert self._session is not None
+        try:
+            async with self._session.request(request.method, url, headers=headers,
+                                             data=request.content if request.can_read_body
+                                             else None, allow_redirects=False) as upstream:
+                response = web.StreamResponse(status=upstream.status, headers={
+                    k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+                    and k.lower() != "content-length"})
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except (aiohttp.ClientError, OSError) as e:
+            log.info("ingress %s -> %s: %s", request.host, url, e)
+            return web.Response(status=502, text="502 Bad Gateway\n")
