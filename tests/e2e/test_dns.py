@@ -92,6 +92,7 @@ def test_pods_resolve_services_and_pods_by_name(platform: Platform, pods: str) -
     assert "docs.example.org" in _lookup(platform, ns, f"docs.{ns}.svc.cluster.local", "cname")
     dashed = db_ip.replace(".", "-")
     assert db_ip in _lookup(platform, ns, f"{dashed}.{ns}.pod.cluster.local")
+    assert "1.0.1" in _lookup(platform, ns, "dns-version.cluster.local", "txt")
     missing = _lookup(platform, ns, f"nothing.{ns}.svc.cluster.local")
     assert "NXDOMAIN" in missing or "can't find" in missing, missing
 

@@ -6,6 +6,7 @@ by the Kubernetes DNS specification (the records CoreDNS's kubernetes plugin ser
 - ``<hostname>.<service>.<ns>.svc.<domain>``: A of a headless Service's endpoint by hostname.
 - ``_<port>._<proto>.<service>.<ns>.svc.<domain>``: SRV per named port.
 - ``<a-b-c-d>.<ns>.pod.<domain>``: A of that address.
+- ``dns-version.<domain>``: TXT, the specification's version.
 
 Any other name under the domain does not exist; a name that exists but has no record of
 the asked type is an empty answer (NODATA), so resolvers asking AAAA then A move on.
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+SCHEMA_VERSION = "1.0.1"
 
 
 class Store(Protocol):
@@ -51,6 +53,8 @@ class ClusterRecords:
     def answer(self, qname: str, qtype: str) -> Answer:
         name = qname.rstrip(".").lower()
         labels = name[: -len(self.domain)].rstrip(".").split(".") if name != self.domain else []
+        if labels == ["dns-version"]:
+            return Answer(True, [("TXT", SCHEMA_VERSION)] if qtype == "TXT" else [])
         if labels[-1:] == ["svc"]:
             return self._service(labels[:-1], qtype)
         if labels[-1:] == ["pod"] and len(labels) == 3:

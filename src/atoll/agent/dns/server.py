@@ -12,7 +12,7 @@ import socket
 import struct
 from pathlib import Path
 
-from dnslib import CNAME, QTYPE, RCODE, RR, SOA, SRV, A, DNSRecord
+from dnslib import CNAME, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSRecord
 
 from atoll.agent.dns.records import ClusterRecords
 
@@ -87,6 +87,8 @@ class ClusterDNS:
                 reply.add_answer(RR(qname, QTYPE.A, rdata=A(value), ttl=TTL))
             elif rtype == "CNAME":
                 reply.add_answer(RR(qname, QTYPE.CNAME, rdata=CNAME(value), ttl=TTL))
+            elif rtype == "TXT":
+                reply.add_answer(RR(qname, QTYPE.TXT, rdata=TXT(value), ttl=TTL))
             elif rtype == "SRV":
                 target, port = value
                 reply.add_answer(RR(qname, QTYPE.SRV, rdata=SRV(0, 100, port, target), ttl=TTL))
