@@ -120,6 +120,21 @@ def test_cluster_ip_and_node_port_reach_both_endpoints(platform: Platform, app: 
                lambda: _curl(f"http://{node_ip}:8081/").stdout.strip() in pods, 30)
     shown = platform.kubectl("-n", ns, "get", "service", "front").stdout
     assert node_ip in shown and "<pending>" not in shown
+    # a host port serves one LoadBalancer: a later one on the same port waits, pending
+    platform.kubectl("-n", ns, "expose", "deployment", "web", "--name", "second",
+                     "--type", "LoadBalancer", "--port", "8081", "--target-port", "8080")
+    platform.kubectl("-n", ns, "expose", "deployment", "web", "--name", "third",
+                     "--type", "LoadBalancer", "--port", "8082", "--target-port", "8080")
+    wait_until("the third LoadBalancer's address", lambda: (
+        _json(platform, "-n", ns, "get", "service", "third").get("status") or {})
+        .get("loadBalancer", {}).get("ingress"), 30)
+    assert not (_json(platform, "-n", ns, "get", "service", "second").get("status") or {}) \
+        .get("loadBalancer", {}).get("ingress")
+    assert _curl(f"http://{node_ip}:8081/").stdout.strip() in pods  # still the first's
+    platform.kubectl("-n", ns, "delete", "service", "front")
+    wait_until("the second LoadBalancer given the freed port", lambda: (
+        _json(platform, "-n", ns, "get", "service", "second").get("status") or {})
+        .get("loadBalancer", {}).get("ingress"), 30)
 
 
 def test_an_ingress_routes_by_host_and_path(platform: Platform, app: str) -> None:

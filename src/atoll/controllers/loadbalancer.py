@@ -43,6 +43,16 @@ def desired_ingress(svc: Obj, nodes: Iterable[Obj], endpoint_nodes: set[str]) ->
     return [{"ip": ip, "ipMode": "VIP"} for _, ip in addresses]
 
 
+def _ports(svc: Obj) -> set[tuple[str, int]]:
+    return {(p.get("protocol", "TCP"), p.get("port")) for p in
+            (svc.get("spec") or {}).get("ports") or [] if isinstance(p, dict)}
+
+
+def _age_key(svc: Obj) -> tuple[str, str, str]:
+    meta = svc["metadata"]
+    return (meta.get("creationTimestamp", ""), meta.get("namespace", ""), meta.get("name", ""))
+
+
 class LoadBalancerController(Controller):
     """Services (primary); any node change re-queues every LoadBalancer Service; slice
     changes re-queue their Service (for the Local policy)."""
@@ -53,14 +63,38 @@ class LoadBalancerController(Controller):
 
     def declare(self, b: Builder) -> None:
         self.services = b.primary("", "v1", "services")
+        b.watches("", "v1", "services", self._other_load_balancers)
         self.nodes = b.watches("", "v1", "nodes", self._all_load_balancers)
         self.slices = b.watches("discovery.k8s.io", "v1", "endpointslices", self._service_of)
+
+    def _other_load_balancers(self, kind: str, svc: Obj, old: Obj | None) -> Iterable[str]:
+        """A LoadBalancer going (or changing ports) may free a host port for another."""
+        if kind != "DELETED" and old is not None and is_ours(svc) == is_ours(old) and \
+                _ports(svc) == _ports(old) and \
+                (svc.get("status") or {}).get("loadBalancer") == \
+                (old.get("status") or {}).get("loadBalancer"):
+            return ()
+        return [f'{s["metadata"]["namespace"]}/{s["metadata"]["name"]}'
+                for s in self.services.list() if is_ours(s)]
 
     def _all_load_balancers(self, kind: str, node: Obj, old: Obj | None) -> Iterable[str]:
         if old is not None and node_address(node) == node_address(old):
             return ()
         return [f'{s["metadata"]["namespace"]}/{s["metadata"]["name"]}'
                 for s in self.services.list() if is_ours(s)]
+
+    def _taken_elsewhere(self, svc: Obj) -> set[tuple[str, tuple[str, int]]]:
+        """(address, (protocol, port)) that older LoadBalancer Services hold: a host port
+        serves one Service, so a later one waits (pending) as under k3s's ServiceLB."""
+        mine = _age_key(svc)
+        taken = set()
+        for other in self.services.list():
+            if not is_ours(other) or _age_key(other) >= mine:
+                continue
+            for entry in ((other.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+                for port in _ports(other):
+                    taken.add((entry.get("ip"), port))
+        return taken
 
     def _service_of(self, kind: str, sl: Obj, old: Obj | None) -> Iterable[str]:
         name = (sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
@@ -77,6 +111,8 @@ class LoadBalancerController(Controller):
                           for ep in sl.get("endpoints") or []
                           if (ep.get("conditions") or {}).get("ready") is not False}
         ingress = desired_ingress(svc, self.nodes.list(), {n for n in endpoint_nodes if n})
+        taken = self._taken_elsewhere(svc)
+        ingress = [i for i in ingress if not any((i["ip"], p) in taken for p in _ports(svc))]
         current = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
         if current == ingress:
             return DONE

@@ -181,7 +181,21 @@ def table_body(ports: list[ServicePort], s: ProxySettings) -> tuple[str, dict[st
                 if sp.node_port:
                     elements["no-endpoint-nodeports"].append(
                         f"{proto} . {sp.node_port} : goto reject-chain")
-    return "\n".join(lines) + "\n", elements
+    return "\n".join(lines) + "\n", {name: _first_per_key(items)
+                                      for name, items in elements.items()}
+
+
+def _first_per_key(items: list[str]) -> list[str]:
+    """One element per key (two Services claiming one address and port: the first in
+    order keeps it), so a sync can never fail on a duplicate."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        key = item.split(" : ", 1)[0]
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
 
 
 def _service_chains(sp: ServicePort, chain: str, endpoints: list[Endpoint], s: ProxySettings,
