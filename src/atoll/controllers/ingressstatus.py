@@ -7,16 +7,11 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from atoll.api import errors
+from atoll.api.resources.networking_v1 import ingress_is_atolls
 from atoll.client.controller import DONE, Builder, Controller, Result
 
 PUBLISHED = "kube-system/atoll-ingress"
 Obj = dict[str, Any]
-
-
-def is_ours(ingress: Obj) -> bool:
-    name = (ingress.get("spec") or {}).get("ingressClassName")
-    legacy = (ingress["metadata"].get("annotations") or {}).get("kubernetes.io/ingress.class")
-    return (name or legacy or "atoll") == "atoll"
 
 
 class IngressStatusController(Controller):
@@ -39,7 +34,7 @@ class IngressStatusController(Controller):
 
     async def reconcile(self, key: str) -> Result:
         ing = self.ingresses.get(key)
-        if ing is None or not is_ours(ing):
+        if ing is None or not ingress_is_atolls(ing):
             return DONE
         svc = self.services.get(PUBLISHED)
         published = (((svc or {}).get("status") or {}).get("loadBalancer") or {}).get("ingress")

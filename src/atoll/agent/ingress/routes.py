@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-CLASS_NAME = "atoll"
+from atoll.api.resources.networking_v1 import ingress_is_atolls
+
 Obj = dict[str, Any]
 
 
@@ -18,13 +19,6 @@ class Backend:
     namespace: str
     service: str
     port: int | str  # number or the Service port's name
-
-
-def is_ours(ingress: Obj) -> bool:
-    """Class ``atoll``, or no class (ours is the cluster's default class)."""
-    name = (ingress.get("spec") or {}).get("ingressClassName")
-    legacy = (ingress["metadata"].get("annotations") or {}).get("kubernetes.io/ingress.class")
-    return (name or legacy or CLASS_NAME) == CLASS_NAME
 
 
 def host_matches(rule_host: str, host: str) -> bool:
@@ -62,7 +56,7 @@ def route(ingresses: Iterable[Obj], host: str, path: str) -> Backend | None:
     defaults: list[Backend] = []
     for ing in sorted(ingresses, key=lambda i: (i["metadata"].get("namespace", ""),
                                                  i["metadata"].get("name", ""))):
-        if not is_ours(ing):
+        if not ingress_is_atolls(ing):
             continue
         ns, spec = ing["metadata"].get("namespace", ""), ing.get("spec") or {}
         if (b := _backend(ns, spec.get("defaultBackend"))) is not None:
