@@ -50,9 +50,9 @@ kind: Ingress
 metadata: {{name: web, namespace: {ns}}}
 spec:
   rules:
-  - host: web.example.test
+  - host: web.{ns}.example.test
     http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}
-  - host: other.example.test
+  - host: other.{ns}.example.test
     http: {{paths: [{{path: /only, pathType: Exact, backend: {{service: {{name: empty, port: {{number: 80}}}}}}}}]}}
 ---
 apiVersion: v1
@@ -149,11 +149,12 @@ def test_an_ingress_routes_by_host_and_path(platform: Platform, app: str) -> Non
         return subprocess.run(["curl", "-sS", "--max-time", "5", "-H", f"Host: {host}",
                                "-w", "\n%{http_code}", f"http://{addr}{path}"],
                               capture_output=True, text=True)
-    wait_until("the router answering", lambda: get("web.example.test").stdout
+    # hosts named after the namespace: earlier tests' Ingresses may still be going away
+    wait_until("the router answering", lambda: get(f"web.{ns}.example.test").stdout
                .split("\n")[0] in pods, 30)
     assert get("nobody.example.test").stdout.endswith("\n404")  # no rule for the host
-    assert get("other.example.test", "/only").stdout.endswith("\n503")  # no ready endpoint
-    assert get("other.example.test", "/only/more").stdout.endswith("\n404")  # Exact path
+    assert get(f"other.{ns}.example.test", "/only").stdout.endswith("\n503")  # no endpoint
+    assert get(f"other.{ns}.example.test", "/only/more").stdout.endswith("\n404")  # Exact
     assert "atoll" in platform.kubectl("get", "ingressclass").stdout
 
 

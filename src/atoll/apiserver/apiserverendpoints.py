@@ -84,8 +84,11 @@ def slice_body(live: list[tuple[str, int]]) -> Obj:
 
 
 class APIServerEndpoints:
-    def __init__(self, svc: Any, address: str, port: int) -> None:
+    def __init__(self, svc: Any, address: str, port: int,
+                 ensure_service: Any = None) -> None:
         self.svc = svc
+        #: puts default/kubernetes back when someone deleted it (upstream re-creates it too)
+        self.ensure_service = ensure_service
         self.endpoint = f"{address}:{port}"
         self.name = "apiserver-" + hashlib.sha256(self.endpoint.encode()).hexdigest()[:16]
 
@@ -128,6 +131,8 @@ class APIServerEndpoints:
         await self.svc.guaranteed_update(LEASES, "kube-system", self.name, renewed, OPTS)
 
     async def reconcile(self) -> None:
+        if self.ensure_service is not None:
+            await self.ensure_service()
         leases = [c.obj for c in self.svc.read_list(LEASES, "kube-system")]
         live = live_endpoints(leases, time.time())
         await self._put(ENDPOINTS, endpoints_body(live), ("subsets",))

@@ -180,7 +180,9 @@ class ApiServer:
         self._tasks.append(asyncio.create_task(
             certificates.ClientSigner(self.svc, csr_type, ca).run(), name="csr-signer"))
         self.kubernetes_endpoints = APIServerEndpoints(
-            self.svc, advertise_address(self.settings.bind_address), self.settings.port)
+            self.svc, advertise_address(self.settings.bind_address), self.settings.port,
+            lambda: servicebootstrap.ensure(self.svc, self.svc.service_ranges,
+                                            self.settings.port))
         self._tasks.append(asyncio.create_task(self.kubernetes_endpoints.run(),
                                                name="kubernetes-endpoints"))
         self.ready = True

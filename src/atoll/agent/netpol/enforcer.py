@@ -21,6 +21,7 @@ class PolicyEnforcer:
         self.policies, self.pods, self.namespaces = policies, pods, namespaces
         self.table, self.node = table, node
         self.runner = SyncRunner("network policy", self.sync, min_interval=0.05)
+        self._applied = ""  # the script last applied: an unchanged one is not sent again
         for informer in (policies, pods, namespaces):
             informer.add_handler(lambda *_: self.runner.trigger())
 
@@ -36,4 +37,7 @@ class PolicyEnforcer:
         pods = [v for p in self.pods.list() if (v := rules.pod_view(p)) is not None]
         ns_labels = {n["metadata"]["name"]: dict(n["metadata"].get("labels") or {})
                      for n in self.namespaces.list()}
-        await nft.run(rules.script(self.table, self.policies.list(), pods, ns_labels, self.node))
+        script = rules.script(self.table, self.policies.list(), pods, ns_labels, self.node)
+        if script != self._applied:  # most pod events (status, readiness) change no rule
+            await nft.run(script)
+            self._applied = script

@@ -26,6 +26,7 @@ class Proxier:
         self.settings = settings
         self.runner = SyncRunner("service proxy", self.sync, min_interval=0.05)
         self._udp: set[tuple[str, str]] = set()  # (service address, endpoint address)
+        self._applied = ""  # the script last applied: an unchanged one is not sent again
         for informer in (services, slices):
             informer.add_handler(lambda *_: self.runner.trigger())
 
@@ -37,7 +38,10 @@ class Proxier:
         ports = rules.service_ports(
             self.services.list(),
             lambda ns, name: self.slices.by_index("service", f"{ns}/{name}"))
-        await nft.run(rules.script(ports, self.settings))
+        script = rules.script(ports, self.settings)
+        if script != self._applied:  # most pod and slice events change no rule
+            await nft.run(script)
+            self._applied = script
         udp = {(address, ep.ip) for sp in ports if sp.protocol == "UDP"
                for address in (sp.cluster_ip, *sp.external_ips) for ep in sp.endpoints}
         for service_ip, endpoint_ip in sorted(self._udp - udp):
