@@ -113,6 +113,8 @@ class Protocol(RequestHandler):
         before = self._request_count
         super().data_received(data)
         if self._request_count != before:  # a head was completed (or refused) in this chunk
+            if in_head and self._head_too_large(data, self._request_count - before):
+                return
             self._head_bytes = 0
             self._last_payload = self._messages[-1][1] if self._messages else None
             return
@@ -126,6 +128,23 @@ class Protocol(RequestHandler):
             self._request_count += 1
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_result(None)
+
+    def _head_too_large(self, data: bytes, completed: int) -> bool:
+        """A head that ended in this chunk but was over the limit in all (many fields, each
+        under aiohttp's own limits, arriving at once): its parsed request becomes the 431,
+        whatever followed it on the connection is dropped."""
+        end = data.find(b"\r\n\r\n")
+        if self._head_bytes + (end + 4 if end >= 0 else len(data)) <= MAX_HEADER_BYTES:
+            return False
+        first = len(self._messages) - completed
+        if first < 0 or isinstance(self._messages[first][0], _ErrInfo):
+            return False  # aiohttp refused it already (a line over its limit)
+        while len(self._messages) > first:
+            self._messages.pop()
+        self._refused = True
+        exc = HeadTooLarge("request head too large")
+        self._messages.append((_ErrInfo(status=431, exc=exc, message=""), EMPTY_PAYLOAD))
+        return True
 
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
