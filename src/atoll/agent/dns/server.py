@@ -1,7 +1,7 @@
 """A DNS server on the host's pod-facing address (UDP and TCP port 53): cluster names from
 ``records``, every other name forwarded to the host's own resolvers.
 
-It binds with ``IP_FREEBIND`` so it can start before the pod bridge carries the address.
+It binds with ``IP_FREEBIND`` (``host.sockets``), before the pod bridge carries the address.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 from dnslib import CNAME, QTYPE, RCODE, RR, SOA, SRV, TXT, A, DNSRecord
 
 from atoll.agent.dns.records import ClusterRecords
+from atoll.agent.host import sockets
 
 log = logging.getLogger(__name__)
-IP_FREEBIND = 15
 TTL = 5
 FORWARD_TIMEOUT = 2.0
 MAX_TCP_MESSAGE = 65535
@@ -43,15 +43,9 @@ class ClusterDNS:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        udp.bind((self.address, self.port))
+        udp = sockets.bound(socket.SOCK_DGRAM, self.address, self.port)
         self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        tcp.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind((self.address, self.port))
+        tcp = sockets.bound(socket.SOCK_STREAM, self.address, self.port)
         self._tcp = await asyncio.start_server(self._serve_tcp, sock=tcp)
         log.info("cluster DNS on %s:%d (forwarding to %s)", self.address, self.port,
                  ", ".join(self.upstreams) or "nobody")

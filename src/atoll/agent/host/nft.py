@@ -9,8 +9,19 @@ PyPI, and a script on stdin is the same transaction either way).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 from typing import Any
+
+
+#: Kubernetes protocols as nftables names them
+PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+
+
+def short_hash(text: str) -> str:
+    """Eight base32 characters of sha256: the prefix that keeps long chain names unique."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest())[:8].decode()
 
 
 class NftError(Exception):

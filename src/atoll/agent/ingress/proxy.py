@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from atoll.agent.host import sockets
 from atoll.agent.ingress.routes import Backend, route
 
 log = logging.getLogger(__name__)
-IP_FREEBIND = 15
 #: hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own, never forwarded
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "transfer-encoding", "upgrade", "host"})
@@ -38,10 +38,7 @@ class IngressProxy:
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.address, self.port))
+        sock = sockets.bound(socket.SOCK_STREAM, self.address, self.port)
         await web.SockSite(self._runner, sock).start()
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=60),

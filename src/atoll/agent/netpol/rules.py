@@ -15,16 +15,14 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from atoll.agent.host.nft import PROTOCOLS, short_hash
 from atoll.api import errors
 from atoll.api.labelselector import label_selector_from_dict
 
 Obj = dict[str, Any]
-PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 
 
 @dataclass(frozen=True)
@@ -117,9 +115,6 @@ def _port_terms(ports: list[Obj] | None, resolve_pods: list[Pod]) -> list[str] |
     return terms
 
 
-def _hash(text: str) -> str:
-    return base64.b32encode(hashlib.sha256(text.encode()).digest())[:8].decode().lower()
-
 
 def chains(policies: Iterable[Obj], pods: list[Pod], ns_labels: dict[str, dict[str, str]],
            node: str) -> tuple[list[str], dict[str, list[str]]]:
@@ -141,7 +136,7 @@ def chains(policies: Iterable[Obj], pods: list[Pod], ns_labels: dict[str, dict[s
                 for rule in (pol.get("spec") or {}).get(field) or []:
                     rules += _rule(rule or {}, peer_field, addr, pod, pods, ns_labels,
                                    pol["metadata"].get("namespace", ""), direction)
-            chain = f"{field}-{_hash(pod.namespace + '/' + pod.name)}-{pod.namespace}/{pod.name}"[:200]
+            chain = f"{field}-{short_hash(pod.namespace + '/' + pod.name).lower()}-{pod.namespace}/{pod.name}"[:200]
             lines.append(f"  chain {chain} {{ " + "".join(r + "; " for r in rules) + "drop; }")
             maps[f"pod-{field}"].append(f"{pod.ip} : jump {chain}")
     return lines, maps

@@ -7,15 +7,14 @@ endpoints.  Pure: the same inputs give the same script.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
+
+from atoll.agent.host.nft import PROTOCOLS, short_hash
 
 Obj = dict[str, Any]
 MASQ_MARK = "0x4000"
 AFFINITY_TIMEOUT = 10800
-PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 
 
 @dataclass(frozen=True)
@@ -55,9 +54,6 @@ class ServicePort:
     def id(self) -> str:
         return f"{self.namespace}/{self.name}/{PROTOCOLS[self.protocol]}/{self.port_name or self.port}"
 
-
-def _hash(text: str) -> str:
-    return base64.b32encode(hashlib.sha256(text.encode()).digest())[:8].decode()
 
 
 def service_ports(services: Iterable[Obj], slices_of: Any) -> list[ServicePort]:
@@ -151,7 +147,7 @@ def table_body(ports: list[ServicePort], s: ProxySettings) -> tuple[str, dict[st
                                       "no-endpoint-services": [], "no-endpoint-nodeports": []}
     for sp in ports:
         proto = PROTOCOLS[sp.protocol]
-        tag = f"{_hash(sp.id)}-{sp.id}"
+        tag = f"{short_hash(sp.id)}-{sp.id}"
         internal = usable(sp.endpoints, sp.internal_local, s.node_name)
         external = usable(sp.endpoints, sp.external_local, s.node_name)
         cluster_key = f"{sp.cluster_ip} . {proto} . {sp.port}"
@@ -208,11 +204,11 @@ def _service_chains(sp: ServicePort, chain: str, endpoints: list[Endpoint], s: P
     ep_chains = []
     for ep in endpoints:
         name = f"{chain}__{ep.ip}/{ep.port}"
-        ep_chain = f"endpoint-{_hash(name)}-{sp.id[:160]}__{ep.ip}/{ep.port}"
+        ep_chain = f"endpoint-{short_hash(name)}-{sp.id[:160]}__{ep.ip}/{ep.port}"
         ep_chains.append(ep_chain)
         ep_rules = [f"ip saddr {ep.ip} jump mark-for-masquerade"]
         if sp.affinity_seconds:  # sessionAffinity ClientIP: one timed set per endpoint
-            affinity = f"affinity-{_hash(name)}"
+            affinity = f"affinity-{short_hash(name)}"
             lines.append(f"  set {affinity} {{ type ipv4_addr; flags dynamic,timeout; "
                          f"timeout {sp.affinity_seconds}s; }}")
             rules.append(f"ip saddr @{affinity} goto {ep_chain}")
