@@ -229,17 +229,28 @@ def test_graceful_delete_leaves_nothing_behind(platform: Platform, namespace: st
     v1 = Path("/sys/fs/cgroup/memory")
     cgroup = (v1 if v1.is_dir() else Path("/sys/fs/cgroup")) / "atoll" / TEST_NODE / f"{uid}-c"
     assert cgroup.is_dir() and lease.exists()
-    host_veths = _bridge_ports()
+    host_veth = _host_peer(netns)
+    assert host_veth in _bridge_ports()
     started = time.monotonic()
     platform.kubectl("delete", "pod", "term", "-n", namespace, "--timeout=30s")
     assert time.monotonic() - started < 5  # SIGTERM was honoured; no wait for the grace period
     assert not (platform.data_dir / "agent" / "pods" / uid).exists()
     assert not _netns_exists(netns)
     assert not lease.exists() and not cgroup.exists()
-    assert len(_bridge_ports()) == len(host_veths) - 1  # the pod's veth went with its netns
+    assert host_veth not in _bridge_ports()  # the pod's veth went with its netns
     leftovers = [d for d in (run_dir(platform.data_dir) / "containers").glob("*/meta.json")
                  if json.loads(d.read_text())["pod_uid"] == uid]
     assert leftovers == []
+
+
+def _host_peer(netns: str) -> str:
+    """The host-side name of the pod's veth (its peer index, as ``eth0@ifN`` shows it)."""
+    out = subprocess.run(["ip", "-n", netns, "-o", "link", "show", "eth0"], capture_output=True,
+                         text=True, check=True).stdout
+    index = int(out.split(":")[1].strip().split("@if")[1])
+    link = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return next(line.split(":")[1].strip() for line in link.splitlines()
+                if line.split(":")[0].strip() == str(index))
 
 
 def _bridge_ports() -> list[str]:
