@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_NODE, Platform, cleanup_agent, free_port, slot_bridge, slot_cidr
+from tests.conftest import (TEST_NODE, Platform, cleanup_agent, free_port, slot_bridge, slot_cidr,
+                            wait_until)
 
 SECOND = "atoll-second-node"
 #: the second agent's Lease (seconds) and renewal interval; bench it with the defaults (8, 2):
@@ -99,3 +100,14 @@ spec:
     assert took < 30, took  # lease 3 s + default toleration 3 s + scheduling and start
     node = json.loads(platform.kubectl("get", "node", SECOND, "-o", "json").stdout)
     assert any(t["key"] == "node.kubernetes.io/unreachable" for t in node["spec"]["taints"])
+
+    # the dead host's own servers (cluster DNS, the Ingress router) leave their Services
+    def host_slice() -> dict | None:
+        got = platform.kubectl("-n", "kube-system", "get", "endpointslice",
+                               f"atoll-ingress-{SECOND}", "-o", "json", check=False)
+        return json.loads(got.stdout) if got.returncode == 0 else None
+
+    wait_until("the dead host's router slice not ready", lambda: (host_slice() or {}).get(
+        "endpoints", [{}])[0].get("conditions", {}).get("ready") is False)
+    platform.kubectl("delete", "node", SECOND)
+    wait_until("the removed host's slices gone", lambda: host_slice() is None)

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import Platform, TEST_BRIDGE, wait_until
+from tests.conftest import TEST_BRIDGE, TEST_NODE, Platform, wait_until
 
 APP = """apiVersion: apps/v1
 kind: Deployment
@@ -154,10 +154,10 @@ def test_an_ingress_routes_by_host_and_path(platform: Platform, app: str) -> Non
                .split("\n")[0] in pods, 30)
     # the rest asks this platform's router itself: every test platform on this host claims
     # the host's port 80 for its own router, and whichever table nftables hooks first wins
-    router = _json(platform, "-n", "kube-system", "get", "endpointslices", "-l",
-                   "kubernetes.io/service-name=atoll-ingress")["items"][0]["endpoints"][0][
-                       "addresses"][0]
-    assert get(f"web.{ns}.example.test", at=router).stdout.split("\n")[0] in pods
+    router = _json(platform, "-n", "kube-system", "get", "endpointslice",
+                   f"atoll-ingress-{TEST_NODE}")["endpoints"][0]["addresses"][0]
+    answer = get(f"web.{ns}.example.test", at=router)
+    assert answer.stdout.split("\n")[0] in pods, (answer.stdout, answer.stderr)
     assert get("nobody.example.test", at=router).stdout.endswith("\n404")  # no rule for it
     assert get(f"other.{ns}.example.test", "/only", at=router).stdout.endswith("\n503")
     assert get(f"other.{ns}.example.test", "/only/more", at=router).stdout.endswith("\n404")

@@ -34,6 +34,7 @@ from atoll.controllers.garbagecollector import GarbageCollector
 from atoll.controllers.hpa import HorizontalPodAutoscalerController
 from atoll.controllers.job import JobController
 from atoll.controllers.namespace import NamespaceController
+from atoll.controllers.hostslices import HostSliceController
 from atoll.controllers.nodelifecycle import NodeLifecycleController
 from atoll.controllers.replicaset import ReplicaSetController
 from atoll.controllers.replicationcontroller import ReplicationControllerController
@@ -63,6 +64,7 @@ class ControllerManager:
             self._make(GarbageCollector, workers),
             self._make(NamespaceController, max(1, workers // 2)),
             self._make(NodeLifecycleController),
+            self._make(HostSliceController),
             self._make(ReplicaSetController, workers),
             self._make(ReplicationControllerController),
             self._make(JobController, workers),

@@ -9,10 +9,11 @@ import logging
 from typing import Any
 
 from atoll.api import errors
+from atoll.api.resources.discovery_v1 import HOST_MANAGER
 from atoll.client.rest import ApiClient
 
 log = logging.getLogger(__name__)
-MANAGER = "agent.atoll.dev"
+MANAGER = HOST_MANAGER
 COLLECTION = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
 DNS_PORTS = [{"name": "dns", "port": 53, "protocol": "UDP"},
              {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]

@@ -14,5 +14,8 @@ ENDPOINTSLICES = builtin("discovery.k8s.io", "v1", "EndpointSlice", "endpointsli
 #: label naming the Service a slice belongs to, and who manages the slice
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+#: the managed-by value of the slices a host's agent writes for the servers it runs itself
+#: (``kube-system/kube-dns``, ``kube-system/atoll-ingress``): one slice per host
+HOST_MANAGER = "agent.atoll.dev"
 
 ENDPOINTSLICE = Kind(ENDPOINTSLICES)
