@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from atoll.agent.host.nft import PROTOCOLS, short_hash
+from atoll.agent.host.nfttable import Present, Table, full_sync
 from atoll.api import errors
 from atoll.api.labelselector import label_selector_from_dict
 
@@ -116,12 +117,10 @@ def _port_terms(ports: list[Obj] | None, resolve_pods: list[Pod]) -> list[str] |
 
 
 
-def chains(policies: Iterable[Obj], pods: list[Pod], ns_labels: dict[str, dict[str, str]],
-           node: str) -> tuple[list[str], dict[str, list[str]]]:
-    """(chain definitions, verdict map elements by map) for this host's pods."""
+def _pod_chains(t: Table, policies: Iterable[Obj], pods: list[Pod],
+                ns_labels: dict[str, dict[str, str]], node: str) -> None:
+    """A chain per direction per selected pod of this host, and its verdict map element."""
     policies = list(policies)
-    lines: list[str] = []
-    maps: dict[str, list[str]] = {"pod-ingress": [], "pod-egress": []}
     for pod in sorted((p for p in pods if p.node == node), key=lambda p: p.ip):
         for direction, field, peer_field, addr in (("Ingress", "ingress", "from", "saddr"),
                                                   ("Egress", "egress", "to", "daddr")):
@@ -137,9 +136,8 @@ def chains(policies: Iterable[Obj], pods: list[Pod], ns_labels: dict[str, dict[s
                     rules += _rule(rule or {}, peer_field, addr, pod, pods, ns_labels,
                                    pol["metadata"].get("namespace", ""), direction)
             chain = f"{field}-{short_hash(pod.namespace + '/' + pod.name).lower()}-{pod.namespace}/{pod.name}"[:200]
-            lines.append(f"  chain {chain} {{ " + "".join(r + "; " for r in rules) + "drop; }")
-            maps[f"pod-{field}"].append(f"{pod.ip} : jump {chain}")
-    return lines, maps
+            t.add_chain(chain, [*rules, "drop"])
+            t.add_element(f"pod-{field}", pod.ip, f"jump {chain}")
 
 
 def _rule(rule: Obj, peer_field: str, addr: str, pod: Pod, pods: list[Pod],
@@ -177,20 +175,19 @@ def _rule(rule: Obj, peer_field: str, addr: str, pod: Pod, pods: list[Pod],
     return out
 
 
-def script(table: str, policies: Iterable[Obj], pods: list[Pod],
+def table(name: str, policies: Iterable[Obj], pods: list[Pod],
+          ns_labels: dict[str, dict[str, str]], node: str) -> Table:
+    t = Table("inet", name)
+    t.add_store("map", "pod-ingress", "type ipv4_addr : verdict;")
+    t.add_store("map", "pod-egress", "type ipv4_addr : verdict;")
+    t.add_chain("forward", ["ct state established,related accept",
+                            "ip saddr vmap @pod-egress", "ip daddr vmap @pod-ingress"],
+                head="type filter hook forward priority filter - 5; policy accept;")
+    _pod_chains(t, policies, pods, ns_labels, node)
+    return t
+
+
+def script(name: str, policies: Iterable[Obj], pods: list[Pod],
            ns_labels: dict[str, dict[str, str]], node: str) -> str:
-    lines, maps = chains(policies, pods, ns_labels, node)
-    body = [
-        "  map pod-ingress { type ipv4_addr : verdict; }",
-        "  map pod-egress { type ipv4_addr : verdict; }",
-        "  chain forward { type filter hook forward priority filter - 5; policy accept; "
-        "ct state established,related accept; "
-        "ip saddr vmap @pod-egress; ip daddr vmap @pod-ingress; }",
-        *lines,
-    ]
-    out = [f"table inet {table} {{}}", f"delete table inet {table}", f"table inet {table} {{",
-           *body, "}"]
-    for name, items in maps.items():
-        if items:
-            out.append(f"add element inet {table} {name} {{ " + ", ".join(items) + " }")
-    return "\n".join(out) + "\n"
+    """The whole table as one transaction onto an absent or empty table."""
+    return full_sync(table(name, policies, pods, ns_labels, node), Present())

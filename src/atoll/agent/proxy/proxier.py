@@ -1,7 +1,8 @@
 """Keeps this host's Service table in step with the Services and EndpointSlices it watches:
-any change triggers one coalesced sync (``SyncRunner``) that replaces the whole table in one
-``nft`` transaction, then drops the conntrack entries of UDP endpoints that went away (a UDP
-"connection" would otherwise stick to a dead backend)."""
+any change triggers one coalesced sync (``SyncRunner``) that writes what changed in one
+``nft`` transaction (``TableSync``: a full sync first and after a failure), then drops the
+conntrack entries of UDP endpoints that went away (a UDP "connection" would otherwise stick
+to a dead backend)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import asyncio
 import logging
 from typing import Any
 
-from atoll.agent.host import nft
 from atoll.agent.host.syncrunner import SyncRunner
+from atoll.agent.host.tablesync import TableSync
 from atoll.agent.proxy import rules
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ class Proxier:
         self.settings = settings
         self.runner = SyncRunner("service proxy", self.sync, min_interval=0.05)
         self._udp: set[tuple[str, str]] = set()  # (service address, endpoint address)
-        self._applied = ""  # the script last applied: an unchanged one is not sent again
+        self.table = TableSync()
         for informer in (services, slices):
             informer.add_handler(lambda *_: self.runner.trigger())
 
@@ -38,10 +39,7 @@ class Proxier:
         ports = rules.service_ports(
             self.services.list(),
             lambda ns, name: self.slices.by_index("service", f"{ns}/{name}"))
-        script = rules.script(ports, self.settings)
-        if script != self._applied:  # most pod and slice events change no rule
-            await nft.run(script)
-            self._applied = script
+        await self.table.apply(rules.table(ports, self.settings))
         udp = {(address, ep.ip) for sp in ports if sp.protocol == "UDP"
                for address in (sp.cluster_ip, *sp.external_ips) for ep in sp.endpoints}
         for service_ip, endpoint_ip in sorted(self._udp - udp):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from atoll.agent.host.nft import PROTOCOLS, short_hash
+from atoll.agent.host.nfttable import Present, Table, full_sync
 
 Obj = dict[str, Any]
 MASQ_MARK = "0x4000"
@@ -113,38 +114,45 @@ def usable(endpoints: list[Endpoint], local_only: bool, node: str) -> list[Endpo
     return ready or [e for e in pool if e.serving and e.terminating]
 
 
-def table_body(ports: list[ServicePort], s: ProxySettings) -> tuple[str, dict[str, list[str]]]:
-    """The table's contents (chains, maps, rules) for ``ports``."""
-    lines = [
-        "  map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }",
-        "  map service-nodeports { type inet_proto . inet_service : verdict; }",
-        "  map no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict; }",
-        "  map no-endpoint-nodeports { type inet_proto . inet_service : verdict; }",
-        "  chain nat-prerouting { type nat hook prerouting priority dstnat; policy accept; "
-        "jump services; }",
-        "  chain nat-output { type nat hook output priority -100; policy accept; "
-        "jump services; }",
-        "  chain nat-postrouting { type nat hook postrouting priority srcnat; policy accept; "
-        "jump masquerading; }",
-        "  chain filter-forward { type filter hook forward priority filter; policy accept; "
-        "ct state new jump service-endpoints-check; }",
-        "  chain filter-output { type filter hook output priority filter; policy accept; "
-        "ct state new jump service-endpoints-check; }",
-        "  chain filter-input { type filter hook input priority filter; policy accept; "
-        "ct state new jump service-endpoints-check; ct state new fib daddr type local "
-        "meta l4proto . th dport vmap @no-endpoint-nodeports; }",
-        "  chain service-endpoints-check { ip daddr . meta l4proto . th dport "
-        "vmap @no-endpoint-services; }",
-        "  chain reject-chain { reject; }",
-        f"  chain mark-for-masquerade {{ meta mark set meta mark or {MASQ_MARK}; }}",
-        f"  chain masquerading {{ meta mark and {MASQ_MARK} == 0 return; "
-        f"meta mark set meta mark xor {MASQ_MARK}; masquerade fully-random; }}",
-        "  chain services { ip daddr . meta l4proto . th dport vmap @service-ips; "
-        "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport "
-        "vmap @service-nodeports; }",
-    ]
-    elements: dict[str, list[str]] = {"service-ips": [], "service-nodeports": [],
-                                      "no-endpoint-services": [], "no-endpoint-nodeports": []}
+BASE_CHAINS = {
+    "nat-prerouting": ("type nat hook prerouting priority dstnat; policy accept;",
+                       ["jump services"]),
+    "nat-output": ("type nat hook output priority -100; policy accept;", ["jump services"]),
+    "nat-postrouting": ("type nat hook postrouting priority srcnat; policy accept;",
+                        ["jump masquerading"]),
+    "filter-forward": ("type filter hook forward priority filter; policy accept;",
+                       ["ct state new jump service-endpoints-check"]),
+    "filter-output": ("type filter hook output priority filter; policy accept;",
+                      ["ct state new jump service-endpoints-check"]),
+    "filter-input": ("type filter hook input priority filter; policy accept;",
+                     ["ct state new jump service-endpoints-check",
+                      "ct state new fib daddr type local meta l4proto . th dport "
+                      "vmap @no-endpoint-nodeports"]),
+}
+HELPER_CHAINS = {
+    "service-endpoints-check": ["ip daddr . meta l4proto . th dport vmap @no-endpoint-services"],
+    "reject-chain": ["reject"],
+    "mark-for-masquerade": [f"meta mark set meta mark or {MASQ_MARK}"],
+    "masquerading": [f"meta mark and {MASQ_MARK} == 0 return",
+                     f"meta mark set meta mark xor {MASQ_MARK}", "masquerade fully-random"],
+    "services": ["ip daddr . meta l4proto . th dport vmap @service-ips",
+                 "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport "
+                 "vmap @service-nodeports"],
+}
+
+
+def table(ports: list[ServicePort], s: ProxySettings) -> Table:
+    """The whole table (chains, maps, elements) for ``ports``."""
+    t = Table("ip", s.table)
+    t.add_store("map", "service-ips", "type ipv4_addr . inet_proto . inet_service : verdict;")
+    t.add_store("map", "service-nodeports", "type inet_proto . inet_service : verdict;")
+    t.add_store("map", "no-endpoint-services",
+                "type ipv4_addr . inet_proto . inet_service : verdict;")
+    t.add_store("map", "no-endpoint-nodeports", "type inet_proto . inet_service : verdict;")
+    for name, (head, base_rules) in BASE_CHAINS.items():
+        t.add_chain(name, base_rules, head)
+    for name, helper_rules in HELPER_CHAINS.items():
+        t.add_chain(name, helper_rules)
     for sp in ports:
         proto = PROTOCOLS[sp.protocol]
         tag = f"{short_hash(sp.id)}-{sp.id}"
@@ -152,52 +160,39 @@ def table_body(ports: list[ServicePort], s: ProxySettings) -> tuple[str, dict[st
         external = usable(sp.endpoints, sp.external_local, s.node_name)
         cluster_key = f"{sp.cluster_ip} . {proto} . {sp.port}"
         if internal:
-            lines += _service_chains(sp, f"service-{tag}", internal, s, masquerade_outside=True)
-            elements["service-ips"].append(f"{cluster_key} : goto service-{tag}")
+            _service_chains(t, sp, f"service-{tag}", internal, s, masquerade_outside=True)
+            t.add_element("service-ips", cluster_key, f"goto service-{tag}")
         else:
-            elements["no-endpoint-services"].append(f"{cluster_key} : goto reject-chain")
+            t.add_element("no-endpoint-services", cluster_key, "goto reject-chain")
         externals = [f"{ip} . {proto} . {sp.port}" for ip in sp.external_ips]
-        if sp.node_port or externals:
-            if external:
-                target = f"external-{tag}"
-                if sp.external_local:  # the client's address is kept: no masquerade
-                    lines += _service_chains(sp, f"local-{tag}", external, s,
-                                             masquerade_outside=False)
-                    lines.append(f"  chain {target} {{ goto local-{tag}; }}")
-                else:
-                    chain = f"service-{tag}" if external == internal else f"cluster-{tag}"
-                    if chain != f"service-{tag}":
-                        lines += _service_chains(sp, chain, external, s, masquerade_outside=True)
-                    lines.append(f"  chain {target} {{ jump mark-for-masquerade; goto {chain}; }}")
-                elements["service-ips"] += [f"{k} : goto {target}" for k in externals]
-                if sp.node_port:
-                    elements["service-nodeports"].append(f"{proto} . {sp.node_port} : goto {target}")
-            else:
-                elements["no-endpoint-services"] += [f"{k} : goto reject-chain" for k in externals]
-                if sp.node_port:
-                    elements["no-endpoint-nodeports"].append(
-                        f"{proto} . {sp.node_port} : goto reject-chain")
-    return "\n".join(lines) + "\n", {name: _first_per_key(items)
-                                      for name, items in elements.items()}
+        if not (sp.node_port or externals):
+            continue
+        if not external:
+            for key in externals:
+                t.add_element("no-endpoint-services", key, "goto reject-chain")
+            if sp.node_port:
+                t.add_element("no-endpoint-nodeports", f"{proto} . {sp.node_port}",
+                              "goto reject-chain")
+            continue
+        target = f"external-{tag}"
+        if sp.external_local:  # the client's address is kept: no masquerade
+            _service_chains(t, sp, f"local-{tag}", external, s, masquerade_outside=False)
+            t.add_chain(target, [f"goto local-{tag}"])
+        else:
+            chain = f"service-{tag}" if external == internal else f"cluster-{tag}"
+            if chain != f"service-{tag}":
+                _service_chains(t, sp, chain, external, s, masquerade_outside=True)
+            t.add_chain(target, ["jump mark-for-masquerade", f"goto {chain}"])
+        for key in externals:
+            t.add_element("service-ips", key, f"goto {target}")
+        if sp.node_port:
+            t.add_element("service-nodeports", f"{proto} . {sp.node_port}", f"goto {target}")
+    return t
 
 
-def _first_per_key(items: list[str]) -> list[str]:
-    """One element per key (two Services claiming one address and port: the first in
-    order keeps it), so a sync can never fail on a duplicate."""
-    seen: set[str] = set()
-    out = []
-    for item in items:
-        key = item.split(" : ", 1)[0]
-        if key not in seen:
-            seen.add(key)
-            out.append(item)
-    return out
-
-
-def _service_chains(sp: ServicePort, chain: str, endpoints: list[Endpoint], s: ProxySettings,
-                    masquerade_outside: bool) -> list[str]:
+def _service_chains(t: Table, sp: ServicePort, chain: str, endpoints: list[Endpoint],
+                    s: ProxySettings, masquerade_outside: bool) -> None:
     proto = PROTOCOLS[sp.protocol]
-    lines: list[str] = []
     rules: list[str] = []
     if masquerade_outside:
         rules.append(f"ip saddr != {s.cluster_cidr} jump mark-for-masquerade")
@@ -208,25 +203,20 @@ def _service_chains(sp: ServicePort, chain: str, endpoints: list[Endpoint], s: P
         ep_chains.append(ep_chain)
         ep_rules = [f"ip saddr {ep.ip} jump mark-for-masquerade"]
         if sp.affinity_seconds:  # sessionAffinity ClientIP: one timed set per endpoint
-            affinity = f"affinity-{short_hash(name)}"
-            lines.append(f"  set {affinity} {{ type ipv4_addr; flags dynamic,timeout; "
-                         f"timeout {sp.affinity_seconds}s; }}")
+            # the timeout is in the name: a changed one is a new set, never a failed ``add``
+            affinity = f"affinity-{short_hash(f'{name}/{sp.affinity_seconds}')}"
+            t.add_store("set", affinity, f"type ipv4_addr; flags dynamic,timeout; "
+                        f"timeout {sp.affinity_seconds}s;", dynamic=True)
             rules.append(f"ip saddr @{affinity} goto {ep_chain}")
             ep_rules.append(f"update @{affinity} {{ ip saddr }}")
         ep_rules.append(f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}")
-        lines.append(f"  chain {ep_chain} {{ " + "; ".join(ep_rules) + "; }")
+        t.add_chain(ep_chain, ep_rules)
     choices = ", ".join(f"{i} : goto {c}" for i, c in enumerate(ep_chains))
     rules.append(f"numgen random mod {len(ep_chains)} vmap {{ {choices} }}")
-    lines.append(f"  chain {chain} {{ " + "; ".join(rules) + "; }")
-    return lines
+    t.add_chain(chain, rules)
 
 
 def script(ports: list[ServicePort], s: ProxySettings) -> str:
-    """The whole table, replaced in one transaction."""
-    body, elements = table_body(ports, s)
-    out = [f"table ip {s.table} {{}}", f"delete table ip {s.table}", f"table ip {s.table} {{",
-           body.rstrip("\n"), "}"]
-    for name, items in elements.items():
-        if items:
-            out.append(f"add element ip {s.table} {name} {{ " + ", ".join(items) + " }")
-    return "\n".join(out) + "\n"
+    """The whole table as one transaction onto an absent or empty table (a sync onto the
+    kernel's current table is ``nfttable.full_sync`` with what it holds)."""
+    return full_sync(table(ports, s), Present())
