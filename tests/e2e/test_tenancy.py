@@ -432,6 +432,24 @@ def test_a_host_may_change_only_its_own_objects(platform: Platform, tmp_path: Pa
     assert out.returncode != 0 and "its own Lease" in out.stderr, out.stderr
     assert k("create", "namespace", unique("nope")).returncode != 0
     # a host publishes the slices of what it serves itself, and nobody else's
+    assert k("get", "endpointslices", "-A").returncode == 0
+    # the host registers its Node first (its slices go with it), kept out of placement
+    out = k("create", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "intruder"},
+        "spec": {"unschedulable": True,
+                 "taints": [{"key": "atoll.test/intruder", "effect": "NoSchedule"}]}}))
+    assert out.returncode == 0, out.stderr
+    try:
+        _intruder_writes(platform, k, name)
+    finally:
+        platform.kubectl("delete", "node", "intruder", "--wait=false", check=False)
+    # the real agent signs in as its host (atoll up issued it node credentials)
+    who = (platform.data_dir / "agent.kubeconfig").read_text()
+    assert f"system:node:{name}" in who
+
+
+def _intruder_writes(platform: Platform, k: Any, name: str) -> None:
+    """What host ``intruder`` may and may not write (``name`` is another host)."""
     def dns_slice(slice_name: str, node: str, namespace: str = "kube-system") -> str:
         return json.dumps({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -440,7 +458,6 @@ def test_a_host_may_change_only_its_own_objects(platform: Platform, tmp_path: Pa
                                     "endpointslice.kubernetes.io/managed-by": "agent.atoll.dev"}},
             "addressType": "IPv4", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}],
             "endpoints": [{"addresses": ["10.0.0.9"], "nodeName": node}]})
-    assert k("get", "endpointslices", "-A").returncode == 0
     out = k("create", "-f", "-", input=dns_slice("kube-dns-intruder", "intruder"))
     assert out.returncode == 0, out.stderr
     for bad in (dns_slice(f"kube-dns-{name}", name), dns_slice("kube-dns-intruder", name),
@@ -467,9 +484,6 @@ def test_a_host_may_change_only_its_own_objects(platform: Platform, tmp_path: Pa
     finally:
         platform.kubectl("-n", "default", "delete", "pod", secret, "--grace-period=0",
                          "--force", check=False)
-    # the real agent signs in as its host (atoll up issued it node credentials)
-    who = (platform.data_dir / "agent.kubeconfig").read_text()
-    assert f"system:node:{name}" in who
 
 
 # -- audit ------------------------------------------------------------------------------------
