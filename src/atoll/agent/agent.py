@@ -99,7 +99,7 @@ class Agent:
         #: the HTTP router of Ingresses (class atoll), behind kube-system/atoll-ingress
         self.ingress = ingress.IngressProxy(
             self.informers.informer("networking.k8s.io", "v1", "ingresses"), services, slices,
-            str(self.cni.ipam.gateway))
+            str(self.cni.ipam.gateway), self.client)
         #: NetworkPolicies for this host's pods (peers are every host's pods)
         self.policies = netpol.PolicyEnforcer(
             self.informers.informer("networking.k8s.io", "v1", "networkpolicies"),

@@ -6,6 +6,12 @@ with ``spec.nodeName`` = the host (volumes, projected sources, env, envFrom,
 image pull secrets) and VirtualMachines placed on it (the raw cloud-config
 Secret, PVC volumes).  Hosts may not list or watch these kinds at all, so one
 compromised host cannot read every tenant's Secrets.
+
+Every host routes the Ingresses of class ``atoll``, so every host may read the
+Secrets they name in ``spec.tls[].secretName`` in their own namespace: get, and
+list or watch narrowed to that one name (``fieldSelector=metadata.name=X``, as
+upstream's Node authorizer lets a kubelet watch single Secrets), so each host's
+router sees a changed certificate as a watch event.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from atoll.api.resources.core_v1_pods import PODS
+from atoll.api.resources.networking_v1 import INGRESSES, ingress_is_atolls
 from atoll.api.resources.vmoperator import VIRTUALMACHINES
 from atoll.api.vmoperator.names import HOST_LABEL
 from atoll.apiserver.attributes import Attributes
@@ -34,7 +41,12 @@ def guarded(a: Attributes) -> bool:
 
 
 def may_read(cacher: Cacher, node: str, a: Attributes) -> bool:
-    if a.verb != "get" or not a.name or not a.namespace:
+    if not a.name or not a.namespace:
+        return False
+    if a.resource == "secrets" and a.verb in ("get", "list", "watch") and \
+            ingress_tls_secret(cacher, a.namespace, a.name):
+        return True
+    if a.verb != "get":
         return False
     kind = GUARDED[a.resource]
     for pod in cacher.list(PODS.prefix(a.namespace)):
@@ -45,6 +57,17 @@ def may_read(cacher: Cacher, node: str, a: Attributes) -> bool:
         if (vm.obj["metadata"].get("labels") or {}).get(HOST_LABEL) == node and \
                 (kind, a.name) in set(vm_references(vm.obj)):
             return True
+    return False
+
+
+def ingress_tls_secret(cacher: Cacher, namespace: str, name: str) -> bool:
+    """Whether an Ingress of class ``atoll`` in ``namespace`` names Secret ``name`` for TLS."""
+    for ing in cacher.list(INGRESSES.prefix(namespace)):
+        if not ingress_is_atolls(ing.obj):
+            continue
+        for entry in (ing.obj.get("spec") or {}).get("tls") or []:
+            if isinstance(entry, dict) and entry.get("secretName") == name:
+                return True
     return False
 
 

@@ -17,10 +17,13 @@ from atoll.api.strategy import WriteOptions
 
 log = logging.getLogger(__name__)
 OPTS = WriteOptions(field_manager="atoll-apiserver")
+#: the Ingress routers' TLS port, added in a later version than their Service
+INGRESS_HTTPS = {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 443}
 
 
 async def ensure(svc, ranges: ServiceRanges, secure_port: int) -> None:  # type: ignore[no-untyped-def]
-    """Create what is missing; never rewrite what a user (or another server) changed."""
+    """Create what is missing; never rewrite what a user (or another server) changed, but
+    for the port a newer version adds to ``kube-system/atoll-ingress``."""
     wanted = [
         (SERVICECIDRS, "", {"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
                             "metadata": {"name": "kubernetes"},
@@ -56,7 +59,7 @@ async def ensure(svc, ranges: ServiceRanges, secure_port: int) -> None:  # type:
                          "labels": {"app.kubernetes.io/name": "atoll-ingress"}},
             "spec": {"type": "LoadBalancer",
                      "ports": [{"name": "http", "port": 80, "protocol": "TCP",
-                                "targetPort": 80}]}}),
+                                "targetPort": 80}, dict(INGRESS_HTTPS)]}}),
     ]
     for rt, namespace, body in wanted:
         if svc.read(rt, namespace, body["metadata"]["name"]) is not None:
@@ -65,3 +68,26 @@ async def ensure(svc, ranges: ServiceRanges, secure_port: int) -> None:  # type:
             await svc.create(rt, namespace, body, OPTS)
         except (errors.AlreadyExists, errors.Invalid) as e:
             log.info("%s %s: %s", rt.kind, body["metadata"]["name"], e)
+    await _ingress_https(svc)
+
+
+async def _ingress_https(svc) -> None:  # type: ignore[no-untyped-def]
+    """``kube-system/atoll-ingress`` made by an older version gains port 443; its other
+    ports, with their node ports, stay as they are.  A Service that already has a port 443
+    or a port named ``https`` is left alone."""
+    def has_https(obj: dict) -> bool:
+        return any(isinstance(p, dict) and (p.get("port") == 443 or p.get("name") == "https")
+                   for p in (obj.get("spec") or {}).get("ports") or [])
+
+    current = svc.read(SERVICES, "kube-system", "atoll-ingress")
+    if current is None or has_https(current.obj):
+        return
+
+    def add(obj: dict) -> dict:
+        if not has_https(obj):
+            obj.setdefault("spec", {}).setdefault("ports", []).append(dict(INGRESS_HTTPS))
+        return obj
+    try:
+        await svc.guaranteed_update(SERVICES, "kube-system", "atoll-ingress", add, OPTS)
+    except (errors.NotFound, errors.Invalid, errors.Conflict) as e:
+        log.info("Service atoll-ingress: cannot add port 443: %s", e)
