@@ -1,9 +1,11 @@
 """Cluster DNS from inside real runc pods: the host agent's server answers Services (cluster
-IP, headless endpoints by hostname, SRV), pods by address, the search path, and refuses
-names that do not exist; the pod's resolv.conf is kubelet's."""
+IP, headless endpoints by hostname, SRV), pods by address, reverse names of cluster IPs and
+headless endpoints, the search path, and refuses names that do not exist; the pod's
+resolv.conf is kubelet's."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import pytest
@@ -95,6 +97,12 @@ def test_pods_resolve_services_and_pods_by_name(platform: Platform, pods: str) -
     assert "1.0.1" in _lookup(platform, ns, "dns-version.cluster.local", "txt")
     missing = _lookup(platform, ns, f"nothing.{ns}.svc.cluster.local")
     assert "NXDOMAIN" in missing or "can't find" in missing, missing
+    # reverse lookups: a cluster IP names its Service, a headless endpoint its hostname
+    assert f"web.{ns}.svc.cluster.local" in _lookup(platform, ns, web_ip)
+    assert f"db-0.db.{ns}.svc.cluster.local" in _lookup(platform, ns, db_ip)
+    # IPv4 only: AAAA of a Service is an empty answer, not a missing name
+    aaaa = _lookup(platform, ns, f"web.{ns}.svc.cluster.local", "aaaa")
+    assert "NXDOMAIN" not in aaaa, aaaa
 
 
 def test_each_host_publishes_its_dns_address(platform: Platform) -> None:
@@ -109,3 +117,33 @@ def test_each_host_publishes_its_dns_address(platform: Platform) -> None:
     assert ep["conditions"]["ready"] and ep["nodeName"]
     assert {(p["name"], p["protocol"]) for p in slices[0]["ports"]} == {("dns", "UDP"),
                                                                      ("dns-tcp", "TCP")}
+
+
+def test_reverse_names_in_the_service_range_are_answered_by_the_agent(
+        platform: Platform) -> None:
+    """Asked from the host at the address the agent publishes: a cluster address without a
+    Service is NXDOMAIN from us (the ServiceCIDR is known), never forwarded."""
+    from dnslib import QTYPE, RCODE, DNSRecord
+
+    def published() -> list[str]:
+        return [s["endpoints"][0]["addresses"][0]
+                for s in _json(platform, "-n", "kube-system", "get", "endpointslices",
+                               "-l", "kubernetes.io/service-name=kube-dns")["items"]
+                if s["endpoints"][0].get("nodeName") == TEST_NODE]
+    server = wait_until("a kube-dns slice", published, 30)[0]
+    cidr = _json(platform, "get", "servicecidr", "kubernetes")["spec"]["cidrs"][0]
+    unused = ipaddress.ip_network(cidr)[-2]  # the allocator hands out from the bottom
+
+    def ask(name: str, qtype: str) -> DNSRecord:
+        return DNSRecord.parse(DNSRecord.question(name, qtype).send(server, 53, timeout=5))
+    api_ip = _json(platform, "-n", "default", "get", "service", "kubernetes")["spec"]["clusterIP"]
+    ptr = ask(ipaddress.ip_address(api_ip).reverse_pointer, "PTR")
+    assert [str(rr.rdata) for rr in ptr.rr] == ["kubernetes.default.svc.cluster.local."]
+
+    def ours() -> bool:  # the agent's ServiceCIDR informer may still be listing
+        reply = ask(unused.reverse_pointer, "PTR")
+        return reply.header.rcode == RCODE.NXDOMAIN and bool(reply.header.aa)
+    wait_until("NXDOMAIN from the agent for an unused cluster address", ours, 30)
+    aaaa = ask("kubernetes.default.svc.cluster.local", "AAAA")
+    assert aaaa.header.rcode == RCODE.NOERROR and not aaaa.rr
+    assert [QTYPE[rr.rtype] for rr in aaaa.auth] == ["SOA"]

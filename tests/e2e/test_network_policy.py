@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import Platform, wait_until
+from tests.conftest import TEST_NODE, Platform, wait_until
 
 PODS = """apiVersion: v1
 kind: Pod
@@ -95,3 +95,34 @@ def test_policies_isolate_and_allow(platform: Platform, namespace: str,
     wait_until("egress denied", lambda: not _reaches(platform, ns, "client", url), 30)
     platform.kubectl("-n", ns, "delete", "networkpolicy", "--all")
     wait_until("open again", lambda: _reaches(platform, other_namespace, "other", url), 30)
+
+
+def test_a_rule_nft_cannot_carry_is_an_event_and_never_a_dead_agent(platform: Platform,
+                                                                    namespace: str) -> None:
+    """The API stores ipBlocks unchecked; the agent leaves such a rule out (its policy still
+    isolates), names the policy in a Warning Event on its Node, and says so in the
+    ``atoll.dev/NetworkPolicyHealthy`` condition."""
+    platform.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "bad-block", "namespace": namespace},
+        "spec": {"podSelector": {},
+                 "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}}))
+
+    def event() -> dict | None:
+        items = _json(platform, "get", "events", "-n", "default")["items"]
+        return next((e for e in items if e["reason"] == "SyncNetworkPolicyFailed"
+                     and e["involvedObject"].get("name") == TEST_NODE
+                     and f"{namespace}/bad-block" in e["message"]), None)
+
+    ev = wait_until("the Warning Event naming the policy", event, 30)
+    assert ev["type"] == "Warning" and "ipBlock.cidr" in ev["message"], ev["message"]
+
+    def condition() -> dict:
+        node = _json(platform, "get", "node", TEST_NODE)
+        return next((c for c in node["status"]["conditions"]
+                     if c["type"] == "atoll.dev/NetworkPolicyHealthy"), {})
+
+    wait_until("the condition naming it", lambda: f"{namespace}/bad-block" in
+               condition().get("message", ""), 30)
+    assert condition()["status"] == "True"  # the rest of the table is programmed
+    assert condition()["reason"] == "SomeObjectsSkipped"

@@ -22,11 +22,13 @@ from atoll.agent.dns.server import ClusterDNS
 from atoll.agent.host.network import CNI, NetworkSettings
 from atoll.agent.ingress import proxy as ingress
 from atoll.agent.netpol import enforcer as netpol
+from atoll.agent.proxy import proxier as service_proxy
 from atoll.agent.proxy.proxier import Proxier, table_name
 from atoll.agent.proxy.rules import ProxySettings
 from atoll.agent.host.node import NodeAgent, NodeSettings, runc_version
 from atoll.agent.host.routes import PodRoutes
 from atoll.agent.host.stats import StatsCollector
+from atoll.agent.host.syncreport import SyncReport
 from atoll.agent.images.imagegc import GCSettings, ImageGC
 from atoll.agent.images.puller import ImagePuller, PullSettings
 from atoll.agent.images.registry import RegistrySettings
@@ -38,6 +40,7 @@ from atoll.agent.streams.server import AgentServer, Identity, Lookups
 from atoll.agent.vms.manager import VMManager
 from atoll.agent.vms.worker import VMWorker, VMWorkerSettings
 from atoll.client import kubeconfig
+from atoll.client.events import EventRecorder
 from atoll.client.factory import InformerFactory
 from atoll.client.rest import ApiClient
 from atoll.settings import AgentSettings
@@ -91,11 +94,15 @@ class Agent:
         slices = self.informers.informer("discovery.k8s.io", "v1", "endpointslices",
                                          indexers={"service": slices_by_service})
         #: the cluster DNS this host answers its pods with, on the pod bridge's address
-        self.dns = ClusterDNS(ClusterRecords(services, slices, s.cluster_domain),
-                              str(self.cni.ipam.gateway))
+        self.dns = ClusterDNS(ClusterRecords(
+            services, slices, s.cluster_domain,
+            self.informers.informer("networking.k8s.io", "v1", "servicecidrs"),
+            [s.cluster_cidr or s.pod_cidr]), str(self.cni.ipam.gateway))
         #: the Service dataplane: this host's nftables table
         self.proxier = Proxier(services, slices, ProxySettings(
-            table_name(s.bridge), s.name, s.cluster_cidr or s.pod_cidr))
+            table_name(s.bridge), s.name, s.cluster_cidr or s.pod_cidr, s.host_ip),
+            dataplane_report(self, service_proxy.CONDITION, service_proxy.FAILED_REASON,
+                             "atoll-service-proxy"))
         #: the HTTP router of Ingresses (class atoll), behind kube-system/atoll-ingress
         self.ingress = ingress.IngressProxy(
             self.informers.informer("networking.k8s.io", "v1", "ingresses"), services, slices,
@@ -105,7 +112,9 @@ class Agent:
             self.informers.informer("networking.k8s.io", "v1", "networkpolicies"),
             self.informers.informer("", "v1", "pods"),
             self.informers.informer("", "v1", "namespaces"),
-            netpol.table_name(s.bridge), s.name)
+            netpol.table_name(s.bridge), s.name,
+            dataplane_report(self, netpol.CONDITION, netpol.FAILED_REASON,
+                             "atoll-network-policy"))
         self.workers: dict[str, PodWorker] = {}
         #: containers on disk at start, by pod uid: adopted by the first worker of each pod
         self._found: dict[str, list[ContainerMeta]] = {}
@@ -279,3 +288,9 @@ def api_endpoint_for_pods(server: str, host_ip: str) -> tuple[str, int]:
     if host == "localhost" or host.startswith("127.") or host == "::1":
         host = host_ip
     return host, port
+
+
+def dataplane_report(agent: "Agent", condition: str, reason: str, component: str) -> SyncReport:
+    """A dataplane's Events (its own recorder) and Node condition (the node status path)."""
+    return SyncReport(agent.settings.name, condition, reason,
+                      EventRecorder(agent.client, component), agent.node)

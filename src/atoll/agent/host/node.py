@@ -4,7 +4,9 @@ The Node is created (or taken over) at start with what the host has; its
 ``Ready`` condition and the pressure conditions are refreshed with every
 status heartbeat, and the Lease in ``kube-node-lease`` is renewed every
 ``lease_interval`` seconds: the node lifecycle controller reads the Lease to
-decide a host is gone.
+decide a host is gone.  Parts of the agent add conditions of their own (the dataplanes'
+``atoll.dev/ServiceProxyHealthy``, ``atoll.dev/NetworkPolicyHealthy``) with
+``set_condition``: a change is posted with the next Lease renewal, not the next status.
 """
 
 from __future__ import annotations
@@ -149,6 +151,15 @@ class NodeAgent:
         self.events = EventRecorder(client, "kubelet")
         self._events_task: asyncio.Task[None] | None = None
         self._was_ready: bool | None = None
+        #: conditions set by other parts of the agent: type -> (status, reason, message)
+        self.own_conditions: dict[str, tuple[str, str, str]] = {}
+        self._status_due = False
+
+    def set_condition(self, type_: str, status: str, reason: str, message: str) -> None:
+        """Report condition ``type_`` on this Node from now on; a change is posted soon."""
+        if self.own_conditions.get(type_) != (status, reason, message):
+            self.own_conditions[type_] = (status, reason, message)
+            self._status_due = True
 
     def _node_event(self, type_: str, reason: str, message: str) -> None:
         if self._events_task is None or self._events_task.done():
@@ -190,7 +201,7 @@ class NodeAgent:
         return {
             "capacity": capacity(s),
             "allocatable": allocatable(s),
-            "conditions": conditions(previous.get("conditions") or [], s),
+            "conditions": self._conditions(previous.get("conditions") or []),
             "addresses": [{"type": "InternalIP", "address": s.host_ip},
                           {"type": "Hostname", "address": s.name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": s.port}},
@@ -203,6 +214,14 @@ class NodeAgent:
                 "architecture": self.labels()["kubernetes.io/arch"],
             },
         }
+
+    def _conditions(self, previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = conditions(previous, self.settings)
+        before = {c.get("type"): c for c in previous}
+        now = out[-1]["lastHeartbeatTime"]
+        for type_, (status, reason, message) in sorted(self.own_conditions.items()):
+            out.append(_condition(before.get(type_), type_, status, reason, message, now))
+        return out
 
     def _images(self) -> list[dict[str, Any]]:
         """The images this host can run, as ``kubectl describe node`` lists them."""
@@ -242,6 +261,7 @@ class NodeAgent:
         return node
 
     async def post_status(self, previous: dict[str, Any]) -> dict[str, Any]:
+        self._status_due = False
         status = self.status(previous)
         node = await self.client.patch(f"/api/v1/nodes/{self.settings.name}/status",
                                        {"status": status})
@@ -293,7 +313,7 @@ class NodeAgent:
                     self.isolated = False
                     log.warning("node %s: the API server answers again", self.settings.name)
                     await _call_all(self.on_reconnected)
-                if loop.time() >= next_status:
+                if loop.time() >= next_status or self._status_due:
                     node = await self.post_status(previous)
                     previous = node.get("status") or {}
                     next_status = loop.time() + self.settings.status_interval

@@ -2,8 +2,10 @@
 
 Informer events only ``trigger()``; one task runs ``sync`` at most every ``min_interval``
 seconds, once for any number of triggers in between, never two at a time.  A failing sync
-is retried with a doubling delay (capped) until one succeeds or a new trigger arrives;
-``retry_after`` asks for a later re-sync without an event (e.g. an expiring timer).
+is retried after a doubling delay (0.5 s up to ``max_backoff``) until one succeeds; events
+in between do not bring the retry forward, so a sync that keeps failing costs at most one
+attempt per delay however busy the informers are.  ``retry_after`` asks for a later
+re-sync without an event (e.g. an expiring timer).
 """
 
 from __future__ import annotations
@@ -40,11 +42,7 @@ class SyncRunner:
         backoff = 0.0
         while True:
             if backoff:
-                try:  # asyncio.timeout: wait_for (3.11) can swallow a cancel
-                    async with asyncio.timeout(backoff):
-                        await self._wanted.wait()
-                except TimeoutError:
-                    pass
+                await asyncio.sleep(backoff)
             else:
                 await self._wanted.wait()
             wait = self._last + self.min_interval - time.monotonic()

@@ -1,15 +1,22 @@
 """Keeps this host's policy table (``inet atoll_pol_<bridge>``) in step with the cluster's
 NetworkPolicies, pods and namespaces: any change triggers one coalesced sync writing what
 changed in one ``nft`` transaction (``TableSync``).  Pods on every host are watched (a peer
-may run anywhere); only this host's pods get chains."""
+may run anywhere); only this host's pods get chains.  A rule nft cannot carry is left out
+and reported, a failed sync is a Warning Event and the Node condition
+``atoll.dev/NetworkPolicyHealthy`` (``SyncReport``); neither stops the agent."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from atoll.agent.host.syncreport import SyncReport
 from atoll.agent.host.syncrunner import SyncRunner
 from atoll.agent.host.tablesync import TableSync
 from atoll.agent.netpol import rules
+
+
+CONDITION = "atoll.dev/NetworkPolicyHealthy"
+FAILED_REASON = "SyncNetworkPolicyFailed"
 
 
 def table_name(bridge: str) -> str:
@@ -17,9 +24,11 @@ def table_name(bridge: str) -> str:
 
 
 class PolicyEnforcer:
-    def __init__(self, policies: Any, pods: Any, namespaces: Any, table: str, node: str) -> None:
+    def __init__(self, policies: Any, pods: Any, namespaces: Any, table: str, node: str,
+                 report: SyncReport | None = None) -> None:
         self.policies, self.pods, self.namespaces = policies, pods, namespaces
         self.table_name, self.node = table, node
+        self.report = report or SyncReport(node, CONDITION, FAILED_REASON, None, None)
         self.table = TableSync()
         self.runner = SyncRunner("network policy", self.sync, min_interval=0.05)
         for informer in (policies, pods, namespaces):
@@ -37,5 +46,12 @@ class PolicyEnforcer:
         pods = [v for p in self.pods.list() if (v := rules.pod_view(p)) is not None]
         ns_labels = {n["metadata"]["name"]: dict(n["metadata"].get("labels") or {})
                      for n in self.namespaces.list()}
-        await self.table.apply(rules.table(self.table_name, self.policies.list(), pods,
-                                           ns_labels, self.node))
+        problems: list[str] = []
+        wanted = rules.table(self.table_name, self.policies.list(), pods, ns_labels, self.node,
+                             problems)
+        try:
+            await self.table.apply(wanted)
+        except Exception as e:
+            self.report.failed(e)
+            raise
+        self.report.succeeded(problems)

@@ -11,10 +11,14 @@
 - Ingress is enforced on the destination's host, egress on the source's, both in the
   forward hook (with br_netfilter, traffic between pods on one bridge passes it too); the
   host's own traffic to its pods (probes) is never filtered, as upstream.
+- A rule nft could not carry (a CIDR or port that is not one) is left out and reported:
+  it allows nothing, while its policy still isolates the pods it selects (never fail
+  open).  IPv6 blocks are ignored: this table filters IPv4.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -71,11 +75,12 @@ def _peer_match(peer: Obj, policy_ns: str, pods: list[Pod],
     """(pods, nft address expressions) a peer entry stands for."""
     if "ipBlock" in peer:
         block = peer.get("ipBlock") or {}
-        cidr = block.get("cidr")
-        if not cidr or ":" in str(cidr):
+        net = ipaddress.ip_network(str(block.get("cidr")).strip(), strict=False)
+        if net.version != 4:
             return [], []
-        excepts = [e for e in block.get("except") or [] if ":" not in str(e)]
-        return [], [(cidr, excepts)]  # type: ignore[list-item]
+        excepts = [str(ipaddress.ip_network(str(e).strip(), strict=False))
+                   for e in block.get("except") or []]
+        return [], [(str(net), excepts)]  # type: ignore[list-item]
     pod_sel, ns_sel = peer.get("podSelector"), peer.get("namespaceSelector")
     chosen = []
     for p in pods:
@@ -88,6 +93,65 @@ def _peer_match(peer: Obj, policy_ns: str, pods: list[Pod],
             continue
         chosen.append(p)
     return chosen, []
+
+
+def _cidr(value: Any, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{where}: {value!r} is not a CIDR") from None
+
+
+def _number(value: Any, where: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise ValueError(f"{where}: {value!r} is not a port number")
+
+
+def rule_problem(rule: Any, where: str, peer_field: str) -> str | None:
+    """Why nft could not carry ``rule`` (the policy's ``where``, e.g. ``spec.ingress[0]``),
+    or None."""
+    if not isinstance(rule, dict):
+        return f"{where}: not an object"
+    try:
+        for i, peer in enumerate(rule.get(peer_field) or []):
+            block = peer.get("ipBlock") if isinstance(peer, dict) else None
+            if block is None:
+                continue
+            at = f"{where}.{peer_field}[{i}].ipBlock"
+            if not isinstance(block, dict):
+                raise ValueError(f"{at}: not an object")
+            net = _cidr(block.get("cidr"), f"{at}.cidr")
+            for j, e in enumerate(block.get("except") or []):
+                if _cidr(e, f"{at}.except[{j}]").version != net.version:
+                    raise ValueError(f"{at}.except[{j}]: {e!r} is not of {net}'s family")
+        for i, p in enumerate(rule.get("ports") or []):
+            at = f"{where}.ports[{i}]"
+            if not isinstance(p, dict):
+                raise ValueError(f"{at}: not an object")
+            port, end = p.get("port"), p.get("endPort")
+            if isinstance(port, str) and not port.isdigit():
+                if end is not None:
+                    raise ValueError(f"{at}.endPort: not with a named port")
+                continue
+            if port is not None:
+                _number(int(port) if isinstance(port, str) else port, f"{at}.port")
+            if end is not None:
+                _number(end, f"{at}.endPort")
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def policy_problems(policy: Obj) -> dict[tuple[str, int], str]:
+    """The rules of ``policy`` nft could not carry: (``ingress``/``egress``, index) to why."""
+    spec = policy.get("spec") or {}
+    out = {}
+    for field, peer_field in (("ingress", "from"), ("egress", "to")):
+        for i, rule in enumerate(spec.get(field) or []):
+            problem = rule_problem(rule, f"spec.{field}[{i}]", peer_field)
+            if problem:
+                out[(field, i)] = problem
+    return out
 
 
 def _port_terms(ports: list[Obj] | None, resolve_pods: list[Pod]) -> list[str] | None:
@@ -118,7 +182,8 @@ def _port_terms(ports: list[Obj] | None, resolve_pods: list[Pod]) -> list[str] |
 
 
 def _pod_chains(t: Table, policies: Iterable[Obj], pods: list[Pod],
-                ns_labels: dict[str, dict[str, str]], node: str) -> None:
+                ns_labels: dict[str, dict[str, str]], node: str,
+                bad: dict[int, dict[tuple[str, int], str]]) -> None:
     """A chain per direction per selected pod of this host, and its verdict map element."""
     policies = list(policies)
     for pod in sorted((p for p in pods if p.node == node), key=lambda p: p.ip):
@@ -132,7 +197,9 @@ def _pod_chains(t: Table, policies: Iterable[Obj], pods: list[Pod],
                 continue
             rules: list[str] = []
             for pol in selecting:
-                for rule in (pol.get("spec") or {}).get(field) or []:
+                for i, rule in enumerate((pol.get("spec") or {}).get(field) or []):
+                    if (field, i) in bad.get(id(pol), {}):
+                        continue  # allows nothing
                     rules += _rule(rule or {}, peer_field, addr, pod, pods, ns_labels,
                                    pol["metadata"].get("namespace", ""), direction)
             chain = f"{field}-{short_hash(pod.namespace + '/' + pod.name).lower()}-{pod.namespace}/{pod.name}"[:200]
@@ -176,14 +243,24 @@ def _rule(rule: Obj, peer_field: str, addr: str, pod: Pod, pods: list[Pod],
 
 
 def table(name: str, policies: Iterable[Obj], pods: list[Pod],
-          ns_labels: dict[str, dict[str, str]], node: str) -> Table:
+          ns_labels: dict[str, dict[str, str]], node: str,
+          problems: list[str] | None = None) -> Table:
+    """The table for this host's pods; rules nft could not carry are left out and named
+    in ``problems`` (``NetworkPolicy ns/name: field: why``)."""
+    policies = list(policies)
+    bad = {id(p): policy_problems(p) for p in policies}
+    if problems is not None:
+        for p in policies:
+            meta = p["metadata"]
+            problems += [f"NetworkPolicy {meta.get('namespace', '')}/{meta.get('name', '')}: "
+                         f"{why}" for why in bad[id(p)].values()]
     t = Table("inet", name)
     t.add_store("map", "pod-ingress", "type ipv4_addr : verdict;")
     t.add_store("map", "pod-egress", "type ipv4_addr : verdict;")
     t.add_chain("forward", ["ct state established,related accept",
                             "ip saddr vmap @pod-egress", "ip daddr vmap @pod-ingress"],
                 head="type filter hook forward priority filter - 5; policy accept;")
-    _pod_chains(t, policies, pods, ns_labels, node)
+    _pod_chains(t, policies, pods, ns_labels, node, bad)
     return t
 
 

@@ -91,14 +91,39 @@ def meta_data(vm: dict[str, Any]) -> str:
                           sort_keys=False)
 
 
-def network_config(addr: VMAddress, nameservers: list[str] | None = None) -> dict[str, Any]:
-    """cloud-init network config v2: eth0 (matched by MAC) with the host-given address."""
+def network_config(addr: VMAddress, vm: dict[str, Any] | None = None,
+                   domain: str = "cluster.local") -> dict[str, Any]:
+    """cloud-init network config v2: eth0 (matched by MAC) with the host-given address and,
+    as pods under ``dnsPolicy: ClusterFirst`` get, the cluster DNS (the host's, on the bridge
+    address that is also the gateway) and the cluster search path, unless ``vm`` says."""
     eth: dict[str, Any] = {"match": {"macaddress": addr.mac}, "set-name": "eth0",
                            "addresses": [f"{addr.ip}/{addr.prefixlen}"],
                            "routes": [{"to": "0.0.0.0/0", "via": addr.gateway}]}
-    if nameservers:
-        eth["nameservers"] = {"addresses": nameservers}
+    eth["nameservers"] = nameservers(addr, vm, domain)
     return {"version": 2, "ethernets": {"eth0": eth}}
+
+
+def nameservers(addr: VMAddress, vm: dict[str, Any] | None,
+                domain: str = "cluster.local") -> dict[str, list[str]]:
+    """The guest's resolver: the VM's own ``nameservers``/``searchDomains`` (its first
+    interface's before the VM's), else the cluster's.  Own servers without own search
+    domains get none: the cluster's suffixes mean nothing to another resolver."""
+    network = ((vm or {}).get("spec") or {}).get("network") or {}
+    interfaces = [i for i in network.get("interfaces") or [] if isinstance(i, dict)]
+    first = interfaces[0] if interfaces else {}
+
+    def own(field: str) -> list[str]:
+        return [str(v) for v in first.get(field) or network.get(field) or [] if v]
+    servers, search = own("nameservers"), own("searchDomains")
+    if not servers:
+        servers = [addr.gateway]
+        if not search:
+            ns = ((vm or {}).get("metadata") or {}).get("namespace")
+            search = [*([f"{ns}.svc.{domain}"] if ns else []), f"svc.{domain}", domain]
+    out = {"addresses": servers}
+    if search:
+        out["search"] = search
+    return out
 
 
 def kernel_cmdline(addr: VMAddress | None, host: str, image_args: str = "") -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from typing import Any
 
@@ -134,6 +135,60 @@ def _node_address(obj: dict[str, Any], kind: str) -> str:
 
 
 # -- services and endpoints ----------------------------------------------------------------------
+def service_spec_causes(spec: Any) -> list[errors.Cause]:
+    """Upstream's checks of the Service fields the dataplane programs: source ranges are
+    CIDRs (space-padding allowed) and only for LoadBalancers, external IPs are addresses,
+    ports are port numbers."""
+    if not isinstance(spec, dict):
+        return []
+    causes: list[errors.Cause] = []
+    ranges = spec.get("loadBalancerSourceRanges")
+    if ranges:
+        path = "spec.loadBalancerSourceRanges"
+        if spec.get("type") != "LoadBalancer":
+            causes.append(errors.forbidden_field(
+                path, "may only be used when `type` is 'LoadBalancer'"))
+        for i, value in enumerate(_list(ranges)):
+            if not isinstance(value, str) or not _is_cidr(value.strip()):
+                causes.append(errors.invalid_value(
+                    f"{path}[{i}]", value,
+                    "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"))
+    for i, value in enumerate(_list(spec.get("externalIPs"))):
+        if not isinstance(value, str) or not _is_ip(value):
+            causes.append(errors.invalid_value(f"spec.externalIPs[{i}]", value,
+                                               "must be a valid IP address"))
+    for i, port in enumerate(_list(spec.get("ports"))):
+        if not isinstance(port, dict):
+            continue
+        number = port.get("port")
+        if number is not None and not _port_number(number):
+            causes.append(errors.invalid_value(f"spec.ports[{i}].port", number,
+                                               "must be between 1 and 65535, inclusive"))
+    return causes
+
+
+def _is_cidr(value: str) -> bool:
+    if "/" not in value:
+        return False
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _port_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
 class ServiceStrategy(Strategy):
     def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
         spec = obj.get("spec")
@@ -173,6 +228,9 @@ class ServiceStrategy(Strategy):
                     kept = had.get((p.get("port"), p.get("protocol", "TCP")))
                     if kept:
                         p["nodePort"] = kept
+
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        return service_spec_causes(obj.get("spec"))
 
     def validate_update(self, svc, rt, old, new):  # type: ignore[no-untyped-def]
         """Also allocates: a type change may need a cluster IP or node ports, and only this
