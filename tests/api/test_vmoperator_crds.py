@@ -46,9 +46,12 @@ spec:
 """)
 
 
+def version(kind: str, name: str = "v1alpha3") -> dict[str, Any]:
+    return next(v for v in BY_KIND[kind]["spec"]["versions"] if v["name"] == name)
+
+
 def schema(kind: str) -> crdschema.StructuralSchema:
-    return crdschema.StructuralSchema(
-        BY_KIND[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    return crdschema.StructuralSchema(version(kind)["schema"]["openAPIV3Schema"])
 
 
 def admitted(kind: str, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -69,9 +72,9 @@ def test_five_kinds_valid_and_structural() -> None:
         spec = crd["spec"]
         assert spec["group"] == "vmoperator.vmware.com"
         assert spec["names"]["categories"] == ["vmoperator"]
-        (version,) = spec["versions"]
-        assert (version["name"], version["served"], version["storage"]) == ("v1alpha3", True, True)
-        assert version["subresources"] == {"status": {}}
+        served = [(v["name"], v["served"], v["storage"]) for v in spec["versions"]]
+        assert served == [(f"v1alpha{i}", True, i == 6) for i in range(1, 7)]
+        assert all(v["subresources"] == {"status": {}} for v in spec["versions"])
     short = {k: c["spec"]["names"]["shortNames"] for k, c in BY_KIND.items()}
     assert short == {"VirtualMachine": ["vm"], "VirtualMachineClass": ["vmclass"],
                      "VirtualMachineImage": ["vmi"], "ClusterVirtualMachineImage": ["cvmi"],
@@ -93,7 +96,7 @@ def test_definitions_are_fresh_copies() -> None:
     ("VirtualMachineService", ["Type", "Age"]),
 ])
 def test_printer_columns(kind: str, columns: list[str]) -> None:
-    cols = BY_KIND[kind]["spec"]["versions"][0]["additionalPrinterColumns"]
+    cols = version(kind)["additionalPrinterColumns"]
     assert [c["name"] for c in cols if not c.get("priority")] == columns
 
 

@@ -133,7 +133,8 @@ def test_api_resources_list_the_five_kinds(platform: Platform) -> None:
                 "VirtualMachineService": ("virtualmachineservices", "vmservice", "true")}
     for kind, (plural, short, namespaced) in expected.items():
         name, shortnames, apiversion, ns_col = rows[kind][:4]
-        assert (name, shortnames, apiversion, ns_col) == (plural, short, f"{GROUP}/v1alpha3",
+        # v1alpha6 is preferred, as upstream (v1alpha1-v1alpha5 are served too)
+        assert (name, shortnames, apiversion, ns_col) == (plural, short, f"{GROUP}/v1alpha6",
                                                           namespaced), rows[kind]
 
 

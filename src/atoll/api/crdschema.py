@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from atoll.api import errors, validation
+from atoll.api import crdconversion, errors, validation
 from atoll.api.errors import Cause
 from atoll.api.structuralschema import MAX_DEPTH, StructuralSchema, compile_pattern, pattern_error
 
@@ -71,10 +71,7 @@ def check_crd(crd: dict[str, Any]) -> list[Cause]:
         causes.append(errors.required("spec.scope") if scope is None else
                       errors.not_supported("spec.scope", scope, ["Cluster", "Namespaced"]))
     causes += _check_versions(spec.get("versions"))
-    conversion = spec.get("conversion") or {}
-    strategy = conversion.get("strategy") if isinstance(conversion, dict) else None
-    if strategy not in (None, "None"):
-        causes.append(errors.not_supported("spec.conversion.strategy", strategy, ["None"]))
+    causes += crdconversion.check_conversion(spec)
     return causes
 
 

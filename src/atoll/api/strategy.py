@@ -30,6 +30,9 @@ class WriteOptions:
     #: the request body was large: CPU-heavy bookkeeping (managed fields) runs on a worker
     #: thread, so one big write cannot stall the event loop for everyone else
     large: bool = False
+    #: the version the client wrote in, when the server converts it to another to store it:
+    #: what managedFields entries record (empty: the stored version)
+    api_version: str = ""
 
 
 class Stored(Protocol):

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from atoll.api import crdschema, errors, vmoperator
+from atoll.apiserver import conversion
 from atoll.apiserver.crds import CRD_PREFIX
 from atoll.apiserver.objects import ObjectService, WriteOptions
 from atoll.apiserver.registry import Registry
@@ -66,6 +67,17 @@ async def ensure(svc: ObjectService, registry: Registry, timeout: float = 10.0) 
                 log.warning("CRD %s is not served yet", crd["metadata"]["name"])
                 break
             await asyncio.sleep(0.02)
+    # objects written before the storage version changed (v1alpha3 until Atoll stored
+    # v1alpha6) are read through the converter; rewrite them now, as a storage version
+    # migrator would, so that storedVersions can say only the storage version is left
+    for crd in definitions():
+        try:
+            moved = await conversion.migrate(svc, registry, crd_type, crd["metadata"]["name"])
+        except errors.ApiError:
+            log.exception("cannot migrate the objects of %s", crd["metadata"]["name"])
+            continue
+        if moved:
+            log.info("rewrote %d %s in the storage version", moved, crd["metadata"]["name"])
 
 
 class Keeper:

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from atoll.api import crdschema, errors
+from atoll.api import crdconversion, crdschema, errors
 from atoll.api.resources.apiextensions_v1 import CLEANUP_FINALIZER, CUSTOMRESOURCEDEFINITIONS
 from atoll.api.resourcetype import SUB_VERBS, ResourceType, Subresource
 from atoll.api.strategy import WriteOptions
@@ -41,6 +41,8 @@ class CustomInfo:
     selectable_fields: list[str] = field(default_factory=list)
     scale: dict[str, str] | None = None
     deprecation_warning: str = ""
+    #: the in-process converter (crdconversion) of a built-in CRD with strategy Webhook
+    converter: Any = None
 
     def admit(self, rt: ResourceType, obj: dict[str, Any], opts: WriteOptions) -> None:
         """Prune unknown fields (or refuse them), default, validate: as apiextensions does."""
@@ -67,6 +69,7 @@ def types_for(crd: dict[str, Any]) -> list[ResourceType]:
     names = spec.get("names") or {}
     group = spec.get("group", "")
     storage = next((v["name"] for v in spec.get("versions") or [] if v.get("storage")), "")
+    converter = crdconversion.in_process(spec)
     if crd.get("metadata", {}).get("deletionTimestamp"):
         pass  # still served until its objects are gone, as upstream
     out = []
@@ -99,6 +102,7 @@ def types_for(crd: dict[str, Any]) -> list[ResourceType]:
             deprecation_warning=(v.get("deprecationWarning") or
                                  (f"{group}/{v['name']} {names.get('kind')} is deprecated"
                                   if v.get("deprecated") else "")),
+            converter=converter,
         )
         out.append(ResourceType(
             group=group, version=v["name"], kind=names.get("kind", ""),

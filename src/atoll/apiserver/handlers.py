@@ -16,7 +16,8 @@ from aiohttp import web
 from atoll.api import errors, managedfields, patch as patching, printers, resources, selectors
 from atoll.api.kinds import ResourceType
 from atoll.api.timestamps import rfc3339
-from atoll.apiserver import http, listoptions, scale, strategy, subresources, watch
+from atoll.apiserver import (conversion, http, listoptions, scale, strategy, subresources,
+                             watch)
 from atoll.apiserver.admission import noderestriction
 from atoll.apiserver.objects import ObjectService, WriteOptions, check_type_meta, conflict
 from atoll.apiserver.registry import Registry
@@ -130,6 +131,8 @@ class ResourceHandler:
         if _multi_version(rt) and obj.get("apiVersion") != rt.group_version:
             if rt.custom is None:
                 return resources.convert(rt.kind_key, obj, rt.group_version)
+            if conversion.converter(rt) is not None:
+                return conversion.serve(rt, obj)
             obj = dict(obj)
             obj["apiVersion"] = rt.group_version
         return obj
@@ -141,6 +144,8 @@ class ResourceHandler:
             return obj
         if rt.custom is None:
             return resources.convert(rt.kind_key, obj, st.group_version)
+        if conversion.converter(rt) is not None:
+            return conversion.store(rt, st, obj)
         obj["apiVersion"] = st.group_version
         return obj
 
@@ -229,6 +234,9 @@ class ResourceHandler:
                     raise errors.BadRequest(f'field label not supported: {f}')
         if label_sel is None and field_sel is None:
             return None
+        # selectable fields are the served version's paths; metadata is the same in each
+        converted = conversion.converter(rt) is not None and field_sel is not None and any(
+            not f.startswith("metadata.") for f in field_sel.fields)
 
         def matches(obj: dict[str, Any]) -> bool:
             if label_sel is not None and not label_sel.matches(
@@ -236,7 +244,9 @@ class ResourceHandler:
                 return False
             if field_sel is not None:
                 if rt.custom is not None:
-                    fields = selectors.custom_field_set(obj, rt.custom.selectable_fields)
+                    fields = selectors.custom_field_set(
+                        self._serve_version(rt, obj) if converted else obj,
+                        rt.custom.selectable_fields)
                 else:
                     fields = selectors.field_set(rt.kind_key, obj)
                 if not field_sel.matches(fields):
@@ -301,23 +311,33 @@ class ResourceHandler:
         size = request.content_length
         return WriteOptions(dry_run=bool(dry), field_manager=manager, field_validation=fv,
                             user=request.get("user_name", ""), user_info=request.get("user"),
-                            large=size is None or size > http.OFFLOAD_BYTES)
+                            large=size is None or size > http.OFFLOAD_BYTES,
+                            api_version=self._request_version(request))
+
+    def _request_version(self, request: web.Request) -> str:
+        """The version a converted kind's managedFields entries record: the request's."""
+        path = request.get("resource_path")
+        rt = self.registry.lookup(path.group, path.version, path.plural) if path else None
+        return rt.group_version if rt is not None and conversion.converter(rt) else ""
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         data = await http.read_body(request)
         return await http.decode_object_async(data, request.headers.get("Content-Type", ""))
 
-    def _to_storage(self, rt: ResourceType, obj: dict[str, Any]) -> tuple[ResourceType, dict[str, Any]]:
+    def _to_storage(self, rt: ResourceType, obj: dict[str, Any], opts: WriteOptions,
+                    subresource: str = "") -> tuple[ResourceType, dict[str, Any]]:
         """Check a body against the served version, then address the storage version."""
 
         check_type_meta(rt, obj)
         st = self.registry.storage_type(rt)
+        if st is not rt and conversion.converter(rt) is not None:
+            conversion.admit_request(rt, obj, opts, subresource)
         return st, self._store_version(rt, st, obj)
 
     async def _create(self, request: web.Request, rt: ResourceType, namespace: str) -> web.Response:
         opts = self._write_options(request)
         body = await self._body(request)
-        st, body = self._to_storage(rt, body)
+        st, body = self._to_storage(rt, body, opts)
         obj = await self.svc.create(st, namespace, body, opts)
         return self._respond_object(request, rt, obj, status=201, warnings=opts.warnings)
 
@@ -329,7 +349,7 @@ class ResourceHandler:
             return http.json_response(obj)
         if path.subresource == "finalize":
             return await self._finalize(request, rt, path, body, opts)
-        st, body = self._to_storage(rt, body)
+        st, body = self._to_storage(rt, body, opts, path.subresource)
         obj, created = await self.svc.update(st, path.namespace, path.name, body, opts,
                                              subresource=path.subresource)
         return self._respond_object(request, rt, obj, status=201 if created else 200,
@@ -391,6 +411,8 @@ class ResourceHandler:
             if kind == "json" and want_rv and want_rv != current["metadata"].get("resourceVersion"):
                 raise conflict(rt, path.name)
             check_type_meta(rt, new)
+            if st is not rt and conversion.converter(rt) is not None:
+                conversion.admit_request(rt, new, opts, path.subresource)
             return self._store_version(rt, st, new)
 
         obj = await self.svc.guaranteed_update(st, path.namespace, path.name, mutate, opts,
@@ -425,6 +447,8 @@ class ResourceHandler:
                                       schema=schema, api_version=rt.group_version,
                                       now=rfc3339(), ignore_status=ignore_status)
             new.setdefault("metadata", {})["name"] = path.name
+            if st is not rt and conversion.converter(rt) is not None:
+                conversion.admit_request(rt, new, opts, path.subresource)
             new = self._store_version(rt, st, new)
             managed = new["metadata"].get("managedFields")
             obj = self.svc.prepare_create(st, path.namespace, new, opts)
@@ -442,6 +466,8 @@ class ResourceHandler:
             new = managedfields.apply(live, applied, manager=opts.field_manager, force=force,
                                       schema=schema, api_version=rt.group_version,
                                       now=rfc3339(), ignore_status=ignore_status)
+            if st is not rt and conversion.converter(rt) is not None:
+                conversion.admit_request(rt, new, opts, path.subresource)
             return self._store_version(rt, st, new)
 
         obj = await self.svc.guaranteed_update(st, path.namespace, path.name, mutate, opts,
@@ -487,7 +513,8 @@ class ResourceHandler:
             raise errors.Forbidden(f'namespaces "{path.name}" is forbidden: this namespace may '
                                    "not be deleted", name=path.name, kind="namespaces")
         st = self.registry.storage_type(rt)
-        wopts = WriteOptions(dry_run=bool(options.get("dryRun")))
+        wopts = WriteOptions(dry_run=bool(options.get("dryRun")), user=request.get("user_name", ""),
+                             user_info=request.get("user"))  # NodeRestriction judges deletes
         obj, deleted = await self.svc.delete(
             st, path.namespace, path.name, propagation=options["propagationPolicy"],
             grace_seconds=options.get("gracePeriodSeconds"),
@@ -506,7 +533,8 @@ class ResourceHandler:
         options = await self._delete_options(request)
         st = self.registry.storage_type(rt)
         matches = self._matcher(request, rt)
-        wopts = WriteOptions(dry_run=bool(options.get("dryRun")))
+        wopts = WriteOptions(dry_run=bool(options.get("dryRun")), user=request.get("user_name", ""),
+                             user_info=request.get("user"))  # NodeRestriction judges deletes
         deleted: list[dict[str, Any]] = []
         for cached in self.svc.cacher.list(st.prefix(namespace)):
             if matches is not None and not matches(cached.obj):

@@ -131,7 +131,8 @@ def track_managed_fields(rt: ResourceType, old: dict[str, Any] | None, new: dict
     manager = opts.field_manager or "unknown"
     try:
         managed = managedfields.track_update(
-            old, new, manager=manager, api_version=rt.group_version, now=rfc3339(),
+            old, new, manager=manager, api_version=opts.api_version or rt.group_version,
+            now=rfc3339(),
             schema=schema_for(rt), subresource=subresource)
     except errors.ApiError:
         raise

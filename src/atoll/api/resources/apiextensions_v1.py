@@ -23,8 +23,9 @@ CUSTOMRESOURCEDEFINITIONS = builtin(
     short_names=("crd", "crds"), categories=("api-extensions",), subresources=(STATUS,))
 
 
-def prepare(crd: dict[str, Any], old: dict[str, Any] | None) -> None:
-    """Defaults and status on every write: names accepted, Established, storedVersions."""
+def prepare(crd: dict[str, Any], old: dict[str, Any] | None, subresource: str = "") -> None:
+    """Defaults and status on every write: names accepted, Established, storedVersions (which
+    a status write may trim, as a storage version migrator does, to served versions)."""
     if isinstance(crd.get("spec"), dict):
         defaulted = crdschema.default_crd(crd)
         crd.clear()
@@ -33,6 +34,11 @@ def prepare(crd: dict[str, Any], old: dict[str, Any] | None) -> None:
     names = spec.get("names") or {}
     status = crd.setdefault("status", {}) if old is None else dict(old.get("status") or {})
     stored = list(status.get("storedVersions") or [])
+    if subresource == "status" and old is not None:
+        wanted = (crd.get("status") or {}).get("storedVersions")
+        known = {v.get("name") for v in spec.get("versions") or [] if isinstance(v, dict)}
+        if isinstance(wanted, list) and wanted and all(w in known for w in wanted):
+            stored = list(wanted)
     for v in spec.get("versions") or []:
         if isinstance(v, dict) and v.get("storage") and v.get("name") not in stored:
             stored.append(v["name"])
@@ -65,7 +71,7 @@ class CRDStrategy(Strategy):
         prepare(obj, None)
 
     def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
-        prepare(new, old)
+        prepare(new, old, subresource)
 
     def validate(self, rt, obj):  # type: ignore[no-untyped-def]
         return validate(obj)
