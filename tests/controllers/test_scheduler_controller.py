@@ -38,6 +38,8 @@ def scheduler() -> tuple[Scheduler, FakeClient, InformerFactory]:
         await asyncio.Event().wait()
     for inf in factory.informers:
         inf.run = never_run  # type: ignore[method-assign]
+    for inf in (sched.claims, sched.volumes, sched.storage_classes, sched.capacities):
+        inf.synced.set()  # no storage objects in these tests
     return sched, client, factory
 
 
@@ -50,7 +52,8 @@ async def test_the_scheduler_shares_the_factorys_informers() -> None:
     assert sched.pods is factory.informer("", "v1", "pods")
     assert sched.nodes is factory.informer("", "v1", "nodes")
     assert sched.vms is factory.informer(n.GROUP, n.VERSION, "virtualmachines")
-    assert len(factory.informers) == 5  # pods, nodes, namespaces, VMs, VM classes
+    # pods, nodes, namespaces, VMs, VM classes; claims, volumes, classes, capacities
+    assert len(factory.informers) == 9
 
 
 async def test_nothing_is_scheduled_before_the_informers_synced() -> None:

@@ -324,6 +324,9 @@ def test_a_deleted_builtin_crd_comes_back(platform: Platform) -> None:
 
 def test_raw_cloud_config_secret_and_a_pvc_disk(platform: Platform, namespace: str,
                                                 tiny_image: str) -> None:
+    from tests.e2e.test_storage_volumes import bound_claim
+
+    pv = bound_claim(platform, namespace, "data", "64Mi", mode="Block")  # a local raw volume
     platform.kubectl("apply", "-f", "-", input=f"""apiVersion: v1
 kind: Secret
 metadata: {{name: boot, namespace: {namespace}}}
@@ -331,13 +334,6 @@ stringData:
   user-data: |
     #!/bin/sh
     echo raw-script-ran disks: $(ls /dev/vd* | tr '\\n' ' ')
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: data, namespace: {namespace}}}
-spec:
-  accessModes: [ReadWriteOnce]
-  resources: {{requests: {{storage: 64Mi}}}}
 ---
 apiVersion: {GROUP}/v1alpha3
 kind: VirtualMachine
@@ -356,10 +352,7 @@ spec:
     log = wait_console(platform, namespace, "raw", "raw-script-ran")
     line = next(x for x in log.splitlines() if x.startswith("raw-script-ran"))
     assert line.split("disks:")[1].split() == ["/dev/vda", "/dev/vdb"]  # the PVC and the seed
-    claim = json.loads(platform.kubectl("get", "pvc", "data", "-n", namespace, "-o",
-                                        "json").stdout)
-    disk = platform.data_dir / "agent" / "claims" / \
-        f"{namespace}_data_{claim['metadata']['uid']}.img"
+    disk = platform.data_dir / "agent" / "volumes" / pv / "disk.raw"
     assert disk.stat().st_size == 64 << 20
     platform.kubectl("delete", "vm", "raw", "-n", namespace, "--timeout=60s")
     assert disk.exists()  # a VM's deletion leaves its claims' data alone

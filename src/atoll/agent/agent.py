@@ -36,6 +36,7 @@ from atoll.agent.images.store import ImageStore
 from atoll.agent.pods.worker import PodWorker, WorkerSettings
 from atoll.agent.runtime.containers import ContainerMeta, ContainerRuntime
 from atoll.agent.runtime.mounts import unmount_all_under
+from atoll.agent.storage.node import NodeStorage
 from atoll.agent.streams.server import AgentServer, Identity, Lookups
 from atoll.agent.vms.manager import VMManager
 from atoll.agent.vms.worker import VMWorker, VMWorkerSettings
@@ -124,6 +125,8 @@ class Agent:
             node_name=s.name, data_dir=s.data_dir / "vms", run_dir=run_dir / "vms",
             soft_timeout=s.vm_soft_timeout, silent_boot_timeout=s.vm_silent_boot_timeout),
             self.cni, s.data_dir / "vmimages")
+        #: local volumes: the janitor of deleted PVs' data, the capacity this host reports
+        self.storage = NodeStorage(self.client, self.informers, s.data_dir, s.name)
         self.node.on_isolated.append(self.vms.fence)
         self.node.on_reconnected.append(self.vms.unfence)
         self.stats = StatsCollector(self._running_containers)
@@ -156,7 +159,8 @@ class Agent:
         vms = asyncio.create_task(self.vms.run(), name="vms")
         tasks = [heartbeat, vms, asyncio.create_task(self.stats.run(), name="stats"),
                  asyncio.create_task(self._proxy(), name="service-proxy"),
-                 asyncio.create_task(self._policies(), name="network-policy")]
+                 asyncio.create_task(self._policies(), name="network-policy"),
+                 asyncio.create_task(self.storage.run(), name="storage")]
         image_gc = ImageGC(self.images, GCSettings(
             high_percent=self.settings.image_gc_high_threshold,
             low_percent=self.settings.image_gc_low_threshold,

@@ -118,6 +118,9 @@ NODE_RULES = [
     _rule([""], ["serviceaccounts/token"], ["create"]),
     _rule(["coordination.k8s.io"], ["leases"], ["get", "create", "update", "patch", "delete"]),
     _rule(["storage.k8s.io"], ["storageclasses"], READ),
+    # its own local datastore's capacity only (kube-system/atoll-local-<node>: NodeRestriction)
+    _rule(["storage.k8s.io"], ["csistoragecapacities"], READ + ["create", "update", "patch",
+                                                              "delete"]),
     _rule(["authentication.k8s.io"], ["tokenreviews"], ["create"]),
     _rule(["authorization.k8s.io"], ["subjectaccessreviews"], ["create"]),
     _rule([VM_GROUP], ["virtualmachines", "virtualmachineclasses", "virtualmachineimages",

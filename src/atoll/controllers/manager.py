@@ -45,6 +45,10 @@ from atoll.controllers.statefulset import StatefulSetController
 from atoll.controllers.vmoperator.classes import DefaultClassesController
 from atoll.controllers.vmoperator.virtualmachine import VirtualMachineController
 from atoll.controllers.vmoperator.vmservice import VirtualMachineServiceController
+from atoll.controllers.volume.localprovisioner import LocalProvisioner
+from atoll.controllers.volume.protection import StorageProtectionController
+from atoll.controllers.volume.pvcontroller import PersistentVolumeController
+from atoll.controllers.volume.vmclaims import VMClaimsController
 from atoll.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
@@ -86,6 +90,10 @@ class ControllerManager:
             self._make(ResourceQuotaController),
             self._make(ClusterRoleAggregationController),
             self._make(CSRCleaner),
+            self._make(PersistentVolumeController),
+            self._make(LocalProvisioner),
+            self._make(StorageProtectionController),
+            self._make(VMClaimsController),
         ]
         if config.ca_pem:  # the CA to publish in every namespace (kube-root-ca.crt)
             self.controllers.append(self._make(ServiceAccountsController, ca_pem=config.ca_pem))

@@ -63,6 +63,8 @@ def teardown_host(data_dir: Path, run_dir: Path, bridge: str, runc: str = "runc"
     for vol in (data_dir / "pods").glob("*/volumes/*"):
         if os.path.ismount(vol):
             subprocess.run(["umount", "-l", str(vol)], capture_output=True)
+    # the local volumes' loop mounts (their loop devices go with them)
+    mounts.unmount_all_under(str(data_dir / "volumes"))
     subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
     for family, table in (("ip", f"atoll_{bridge}"), ("ip", f"atoll_svc_{bridge}"),
                           ("inet", f"atoll_pol_{bridge}")):  # masquerade, Services, policies

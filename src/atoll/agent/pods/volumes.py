@@ -6,9 +6,11 @@ Supported: emptyDir (``medium: Memory`` is a tmpfs), configMap, secret
 (written as files with their modes), hostPath (with its ``type`` checks),
 downwardAPI, projected (configMap, secret, downwardAPI and serviceAccountToken
 sources: a token requested for the pod, rewritten in place before 80% of its
-lifetime, as kubelet does), and persistentVolumeClaim as a local directory per claim.  Anything
-else, or a missing non-optional ConfigMap/Secret, is a ``VolumeError`` the pod
-status shows (``FailedMount``-style message) instead of a half-started pod.
+lifetime, as kubelet does), and persistentVolumeClaim: a Bound claim's PV, which for
+``storage.atoll.dev/local`` is this host's loop-mounted volume (agent/storage), shared by every
+pod here that uses it and released at teardown.  Anything else (raw block ``volumeDevices``
+among them), an unbound claim, or a missing non-optional ConfigMap/Secret, is a ``VolumeError``
+the pod status shows (``FailedMount``-style message) instead of a half-started pod.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ import orjson
 
 from atoll.agent.pods.env import ConfigError, Fetch, field_value, resource_value
 from atoll.agent.runtime import mounts, safepath
+from atoll.agent.storage import claims, localvolumes
 from atoll.api import quantity
 
 DEFAULT_MODE = 0o644
 TOKENS_FILE = "tokens.json"
+#: the host's local volumes, beside ``pods/`` in the agent's data directory
+VOLUMES_DIR = "volumes"
 SUBPATHS_DIR = "volume-subpaths"
 #: (audience or None, expirationSeconds) → (token, expiry as epoch seconds)
 RequestToken = Callable[[str | None, int], Awaitable[tuple[str, float]]]
@@ -50,6 +55,7 @@ async def setup(pod: dict[str, Any], pod_dir: Path, fetch: Fetch,
                 request_token: RequestToken | None = None) -> dict[str, HostVolume]:
     out: dict[str, HostVolume] = {}
     tokens: dict[str, Any] = {}
+    _refuse_block_devices(pod)
     for vol in (pod.get("spec") or {}).get("volumes") or []:
         name = vol.get("name")
         if not isinstance(name, str) or not name:
@@ -59,7 +65,7 @@ async def setup(pod: dict[str, Any], pod_dir: Path, fetch: Fetch,
             out[name] = await _setup_one(pod, vol, target, fetch, request_token, tokens)
         except ConfigError as e:
             raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
-        except OSError as e:
+        except (OSError, claims.ClaimError, localvolumes.LocalVolumeError) as e:
             raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
     if tokens:
         (pod_dir / TOKENS_FILE).write_bytes(orjson.dumps(tokens))
@@ -131,21 +137,34 @@ async def _setup_one(pod: dict[str, Any], vol: dict[str, Any], target: Path,
 
 async def _claim(pod: dict[str, Any], spec: dict[str, Any], target: Path,
                  fetch: Fetch) -> HostVolume:
-    """A claim is a directory on this host, kept for the claim's life (a local volume).
-
-    It lives beside the pods' directories, keyed by the claim's uid, so a pod of a
-    StatefulSet that comes back on this host finds its data again.
-    """
+    """The claim's bound PV: this host's local volume (mounted once, shared by the pods here
+    that use it), or the PV's hostPath or local path."""
     name = str(spec.get("claimName") or "")
-    claim = await fetch("PersistentVolumeClaim", name)
-    if claim is None:
-        raise ConfigError(f'persistentvolumeclaim "{name}" not found')
-    ns = pod["metadata"]["namespace"]
-    agent_dir = target.parents[3]  # <agent data>/pods/<pod uid>/volumes/<name>
-    path = agent_dir / "claims" / f"{ns}_{name}_{claim['metadata']['uid']}"
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o777)
-    return HostVolume(str(path), read_only=bool(spec.get("readOnly")))
+    node = str((pod.get("spec") or {}).get("nodeName") or "")
+    volume = await claims.resolve(fetch, name, node)
+    read_only = bool(spec.get("readOnly"))
+    if volume.mode == localvolumes.BLOCK:
+        raise ConfigError(f'persistentvolumeclaim "{name}" is a Block volume: pods mount it '
+                          "with volumeDevices, which this host does not support")
+    if volume.local is not None:
+        pod_dir = target.parents[1]  # <agent data>/pods/<pod uid>/volumes/<name>
+        store = localvolumes.shared(pod_dir.parents[1] / VOLUMES_DIR)
+        path = await store.acquire(volume.local, f"pod-{pod_dir.name}", pod_dir)
+        return HostVolume(str(path), read_only=read_only)
+    if volume.host_path is not None:
+        return HostVolume(_host_path(volume.host_path), read_only=read_only)
+    if not os.path.isdir(volume.path):
+        raise ConfigError(f"local volume path {volume.path} does not exist on this host")
+    return HostVolume(volume.path, read_only=read_only)
+
+
+def _refuse_block_devices(pod: dict[str, Any]) -> None:
+    spec = pod.get("spec") or {}
+    for field in ("initContainers", "containers"):
+        for c in spec.get(field) or []:
+            if isinstance(c, dict) and c.get("volumeDevices"):
+                raise VolumeError(f'container "{c.get("name")}": volumeDevices (raw block '
+                                  "volumes) are not supported for pods on this host")
 
 
 def _host_path(spec: dict[str, Any]) -> str:
@@ -387,7 +406,8 @@ class TeardownError(OSError):
 
 
 async def teardown(pod_dir: Path) -> None:
-    """Unmount subPath binds and tmpfs volumes, then remove every volume directory of a pod.
+    """Unmount subPath binds and tmpfs volumes, remove every volume directory of a pod, and
+    release its claims' local volumes.
 
     Nothing is deleted while a mount is left under it: a subPath bind of a claim
     would otherwise have the claim's data deleted through it."""
@@ -397,3 +417,7 @@ async def teardown(pod_dir: Path) -> None:
         if left:
             raise TeardownError(f"still mounted under {d}: {', '.join(left)}")
         await asyncio.to_thread(shutil.rmtree, d, True)
+    # the pod's claims: its subPath binds of them are gone, so the last user unmounts
+    store = pod_dir.parents[1] / VOLUMES_DIR
+    if store.is_dir():
+        await localvolumes.shared(store).release(f"pod-{pod_dir.name}")

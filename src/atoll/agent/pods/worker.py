@@ -433,11 +433,14 @@ class PodWorker(PullsImages):
         return str(status["token"]), expires
 
     async def _fetch(self, kind: str, name: str) -> dict[str, Any] | None:
-        plural = {"ConfigMap": "configmaps", "Secret": "secrets",
-                  "PersistentVolumeClaim": "persistentvolumeclaims"}[kind]
-        ns = self.pod["metadata"]["namespace"]
+        if kind == "PersistentVolume":  # the one cluster-scoped kind a pod's volumes name
+            path = f"/api/v1/persistentvolumes/{name}"
+        else:
+            plural = {"ConfigMap": "configmaps", "Secret": "secrets",
+                      "PersistentVolumeClaim": "persistentvolumeclaims"}[kind]
+            path = f"/api/v1/namespaces/{self.pod['metadata']['namespace']}/{plural}/{name}"
         try:
-            return await self.client.get(f"/api/v1/namespaces/{ns}/{plural}/{name}")
+            return await self.client.get(path)
         except errors.NotFound:
             return None
 

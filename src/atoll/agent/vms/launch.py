@@ -1,7 +1,7 @@
 """Everything a VM's QEMU needs before it starts: hardware, image files, disks, seed, config.
 
 ``LaunchPreparer`` reads the VM's class and image from the API, fetches the image's blobs
-into the host cache, makes the copy-on-write boot disk and the claims' raw disks, and builds
+into the host cache, makes the copy-on-write boot disk, attaches the claims' volumes, and builds
 the cloud-init seed; ``launch_config`` assembles QEMU's ``LaunchConfig`` once the NIC and the
 accelerator are known.  A problem its owner can fix is a ``VMSetupError``, which the worker
 turns into a condition (and a back-off), never a crash.
@@ -17,6 +17,7 @@ from typing import Any
 
 from atoll.agent.runtime import accel
 from atoll.agent.runtime.qemu import Disk, LaunchConfig, Nic
+from atoll.agent.storage import claims, localvolumes
 from atoll.agent.vms import bootstrap as vmbootstrap
 from atoll.agent.vms.network import VMAddress
 from atoll.api import errors, quantity
@@ -53,12 +54,13 @@ class LaunchPreparer:
     """Prepares the files of one VM: disks under ``disks_dir``, the seed under ``run_dir``."""
 
     def __init__(self, client: ApiClient, fetch_blob: FetchBlob, *, disks_dir: Path,
-                 run_dir: Path, claims_dir: Path, qemu_img: str) -> None:
+                 run_dir: Path, volumes_dir: Path, node: str, qemu_img: str) -> None:
         self.client = client
         self.fetch_blob = fetch_blob
         self.disks = disks_dir
         self.run = run_dir
-        self.claims = claims_dir
+        self.store = localvolumes.shared(volumes_dir)
+        self.node = node
         self.qemu_img = qemu_img
 
     async def resources(self, vm: dict[str, Any]) -> Resources:
@@ -133,29 +135,53 @@ class LaunchPreparer:
         return Disk(boot, format="qcow2", serial="boot")
 
     async def volumes(self, vm: dict[str, Any], ns: str) -> list[Disk]:
-        """PersistentVolumeClaims as extra disks: a raw file per claim on this host."""
+        """PersistentVolumeClaims as extra disks, each on its bound PV's backing.
+
+        Block: the volume's raw file (or the local PV's path) is the disk.  Filesystem: the
+        disk is ``disk.img`` inside the mounted filesystem, as KubeVirt does.  The data is
+        the claim's: a later VM with the same claim sees the same disk."""
         out = []
+        uid = vm["metadata"]["uid"]
         for vol in (vm.get("spec") or {}).get("volumes") or []:
-            claim = (vol.get("persistentVolumeClaim") or {}).get("claimName")
+            ref = vol.get("persistentVolumeClaim") or {}
+            claim = ref.get("claimName")
             if not claim:
                 continue
             try:
-                pvc = await self.client.get(
-                    f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}")
-            except errors.NotFound:
-                raise VMSetupError(n.STORAGE_READY, "NotFound",
-                                   f"PersistentVolumeClaim {claim} not found") from None
-            requests = ((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}
-            size = int(quantity.parse(requests.get("storage") or "1Gi"))
-            path = self.claims / f"{ns}_{claim}_{pvc['metadata']['uid']}.img"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                await _run([self.qemu_img, "create", "-q", "-f", "raw", str(path), str(size)],
-                           n.STORAGE_READY, "VolumeFailed")
-            readonly = bool((vol.get("persistentVolumeClaim") or {}).get("readOnly"))
-            out.append(Disk(path, format="raw", readonly=readonly,
+                path = await self._claim_disk(ns, str(claim), f"vm-{uid}")
+            except (claims.ClaimError, localvolumes.LocalVolumeError, OSError) as e:
+                raise VMSetupError(n.STORAGE_READY, "VolumeNotReady",
+                                   f"PersistentVolumeClaim {claim}: {e}") from None
+            out.append(Disk(path, format="raw", readonly=bool(ref.get("readOnly")),
                             serial=str(vol.get("name"))[:20]))
         return out
+
+    async def _claim_disk(self, ns: str, name: str, user: str) -> Path:
+        async def fetch(kind: str, obj: str) -> dict[str, Any] | None:
+            path = f"/api/v1/persistentvolumes/{obj}" if kind == "PersistentVolume" else \
+                f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{obj}"
+            try:
+                return await self.client.get(path)
+            except errors.NotFound:
+                return None
+
+        volume = await claims.resolve(fetch, name, self.node)
+        if volume.local is not None:
+            self.disks.mkdir(parents=True, exist_ok=True)  # the use lasts as long as this
+            path = await self.store.acquire(volume.local, user, self.disks)
+        elif volume.host_path is not None:
+            path = Path(str(volume.host_path.get("path") or ""))
+        else:
+            path = Path(volume.path)
+        if not path.is_absolute() or not path.exists():
+            raise claims.ClaimError(f"{path} does not exist on this host")
+        if volume.mode == localvolumes.BLOCK:
+            return path
+        return await localvolumes.filesystem_disk(path, volume.size or (1 << 62))
+
+    async def release_claims(self, uid: str) -> None:
+        """The VM is gone from this host: its claims' volumes may be unmounted."""
+        await self.store.release(f"vm-{uid}")
 
     async def seed(self, vm: dict[str, Any], host: str, address: VMAddress) -> Path:
         """The cloud-init NoCloud seed (``cidata``): user data, instance id, network config."""
@@ -177,7 +203,7 @@ class LaunchPreparer:
         seed = self.run / "seed.iso"
         self.run.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(make_seed, seed, vmbootstrap.instance_id(vm), host, user_data,
-                                vmbootstrap.network_config(address))
+                                vmbootstrap.network_config(address, vm))
         return seed
 
 

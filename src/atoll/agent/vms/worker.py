@@ -76,7 +76,8 @@ class VMWorker:
         self.disks = settings.data_dir / self.uid
         self.qemu = QemuProcess(self.run, self.uid)
         self.launch = LaunchPreparer(client, fetch_blob, disks_dir=self.disks, run_dir=self.run,
-                                     claims_dir=settings.data_dir.parent / "claims",
+                                     volumes_dir=settings.data_dir.parent / "volumes",
+                                     node=settings.node_name,
                                      qemu_img=settings.qemu_img)
         self.gone = False            # deleted from the API, or placed elsewhere
         self.address: VMAddress | None = None
@@ -489,6 +490,7 @@ class VMWorker:
             self._probe.cancel()
         await self.network.detach(self.uid)
         shutil.rmtree(self.disks, ignore_errors=True)
+        await self.launch.release_claims(self.uid)
         shutil.rmtree(self.run, ignore_errors=True)
         if not self.gone:
             path = n.vm_path(self.vm["metadata"]["namespace"], self.vm["metadata"]["name"])

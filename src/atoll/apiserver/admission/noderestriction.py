@@ -1,6 +1,7 @@
-"""NodeRestriction: a host agent may change only its own Node, Lease, pods, VMs and the
+"""NodeRestriction: a host agent may change only its own Node, Lease, pods, VMs, the
 EndpointSlices of what it serves itself (``<service>-<node>`` in kube-system, managed by
-``agent.atoll.dev``, every endpoint on that node).
+``agent.atoll.dev``, every endpoint on that node) and the CSIStorageCapacity of its own
+local datastore (``kube-system/atoll-local-<node>``, topology its own hostname).
 
 Agents sign in as ``system:node:<name>`` in group ``system:nodes`` (RBAC's
 ``system:node`` role says which kinds they may touch); this plugin narrows that
@@ -24,6 +25,9 @@ NODES_GROUP = "system:nodes"
 LEASE_NAMESPACE = "kube-node-lease"
 #: the manager label of the slices host agents publish (their DNS server's address)
 AGENT_SLICE_MANAGER = "agent.atoll.dev"
+#: a host's CSIStorageCapacity is ``<this>-<node>``, for its own hostname's topology
+LOCAL_CAPACITY = "atoll-local"
+HOSTNAME = "kubernetes.io/hostname"
 
 
 def node_name(user: Any) -> str | None:
@@ -45,7 +49,7 @@ class NodeRestriction(BasePlugin):
         if node is None:
             return
         self._check(rt, old, node, "update")
-        if rt.group == "discovery.k8s.io":
+        if rt.group in ("discovery.k8s.io", "storage.k8s.io"):
             self._check(rt, new, node, "update")
         if rt.group == VM_GROUP and rt.plural == "virtualmachines" and subresource != "status" \
                 and _without_finalizers(old) != _without_finalizers(new):
@@ -89,6 +93,13 @@ class NodeRestriction(BasePlugin):
                            for e in obj.get("endpoints") or [] if isinstance(e, dict)):
                 refuse(f"may only {verb} its own EndpointSlices (kube-system/<service>-{node}, "
                        f"managed by {AGENT_SLICE_MANAGER}, endpoints on {node})")
+        elif rt.group == "storage.k8s.io" and rt.plural == "csistoragecapacities":
+            topology = obj.get("nodeTopology") or {}
+            if meta.get("namespace") != "kube-system" or name != f"{LOCAL_CAPACITY}-{node}" or \
+                    (verb != "delete" and (topology.get("matchExpressions") or
+                                           topology.get("matchLabels") != {HOSTNAME: node})):
+                refuse(f"may only {verb} its own storage capacity (kube-system/"
+                       f"{LOCAL_CAPACITY}-{node}, nodeTopology {HOSTNAME}={node})")
         elif rt.group == VM_GROUP and rt.plural == "virtualmachines":
             if verb != "update" or (meta.get("labels") or {}).get(HOST_LABEL) != node:
                 refuse("may only update VirtualMachines placed on it")

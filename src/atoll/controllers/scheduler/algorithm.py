@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from atoll.controllers.scheduler import filters, scoring
 from atoll.controllers.scheduler.cache import Cache, NodeInfo
 from atoll.controllers.scheduler.podinfo import PodInfo
+from atoll.controllers.scheduler.volumes import PodVolumes
 
 #: below this many nodes all are checked; above it at least this many feasible ones are sought
 MIN_FEASIBLE_NODES = 100
@@ -53,15 +54,17 @@ class Algorithm:
         self.next_start = 0
         self.rng = random.Random(seed)
 
-    def schedule(self, pod: PodInfo, cache: Cache,
-                 ns_labels: filters.NamespaceLabels) -> Decision:
+    def schedule(self, pod: PodInfo, cache: Cache, ns_labels: filters.NamespaceLabels,
+                 volumes: PodVolumes | None = None) -> Decision:
         if pod.problems:
             return Decision(None, "pod cannot be scheduled: " + "; ".join(pod.problems[:5]))
         nodes = cache.present_nodes()
         total = len(nodes)
         if total == 0:
             return Decision(None, filters.NO_NODES)
-        state = filters.prefilter(pod, cache, ns_labels)
+        if volumes is not None and volumes.error:
+            return Decision(None, f"0/{total} nodes are available: {volumes.error}.")
+        state = filters.prefilter(pod, cache, ns_labels, volumes)
         want = nodes_to_find(total, self.percentage, self.minimum)
         feasible: list[NodeInfo] = []
         reasons: Counter[str] = Counter()

@@ -17,6 +17,7 @@ from typing import Callable
 from atoll.controllers.capacity import PODS, shortfalls
 from atoll.controllers.scheduler.cache import Cache, NodeInfo
 from atoll.controllers.scheduler.podinfo import PodInfo, tolerated
+from atoll.controllers.scheduler.volumes import PodVolumes
 
 NOT_READY = "node(s) were not ready"
 UNSCHEDULABLE = "node(s) were unschedulable"
@@ -166,8 +167,11 @@ def check_inter_pod_affinity(state: CycleState, node: NodeInfo) -> Reasons | Non
 
 
 # -- once per attempt -------------------------------------------------------------------------
-def prefilter(pod: PodInfo, cache: Cache, ns_labels: NamespaceLabels) -> CycleState:
+def prefilter(pod: PodInfo, cache: Cache, ns_labels: NamespaceLabels,
+              volumes: PodVolumes | None = None) -> CycleState:
     state = CycleState(pod, tolerates_unschedulable=pod.tolerates_unschedulable())
+    if volumes is not None and (volumes.bound or volumes.unbound):
+        state.after_resources.append(volumes.check)  # VolumeBinding, before spreading
     if pod.node_selector or pod.required_node_terms is not None:
         state.before_resources.append(check_node_affinity)
     if pod.host_ports:

@@ -331,6 +331,8 @@ class PodInfo:
     #: uid of the controlling owner (ReplicaSet, Job, ...): its pods are spread apart
     owner_uid: str = ""
     terminating: bool = False
+    #: the names of the PersistentVolumeClaims its volumes use
+    claims: tuple[str, ...] = ()
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -440,4 +442,15 @@ def parse_pod(obj: dict[str, Any]) -> PodInfo:
             affinity.get("podAntiAffinity"), "podAntiAffinity", namespace, "spec.affinity",
             problems)
     info.spread = _spread_constraints(spec.get("topologySpreadConstraints"), labels, problems)
+    info.claims = _claims(spec.get("volumes"))
     return info
+
+
+def _claims(volumes: Any) -> tuple[str, ...]:
+    out = []
+    for vol in volumes if isinstance(volumes, list) else []:
+        ref = vol.get("persistentVolumeClaim") if isinstance(vol, dict) else None
+        name = ref.get("claimName") if isinstance(ref, dict) else None
+        if isinstance(name, str) and name and name not in out:
+            out.append(name)
+    return tuple(out)

@@ -119,6 +119,14 @@ class SchedulingQueue:
         e.timer = asyncio.get_running_loop().call_later(self.unschedulable_timeout,
                                                          self._flush, key)
 
+    def wake(self, key: str) -> None:
+        """What the pod waited for happened (its claims are bound): try it now, no back-off."""
+        e = self._entries.get(key)
+        if e is not None and e.state in (UNSCHEDULABLE, BACKOFF):
+            self._activate(e)
+        elif e is not None and e.state == IN_FLIGHT:
+            e.updated = True
+
     def retry(self, key: str) -> None:
         """A transient error (a failed binding): try again after the back-off."""
         e = self._entries.get(key)

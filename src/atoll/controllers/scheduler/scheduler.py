@@ -12,7 +12,11 @@ one) and runs the ``Algorithm``:
   without waiting for the API; a failed binding forgets the pod and retries it;
 - no node fits: the pod gets ``PodScheduled=False``/``Unschedulable`` with
   upstream's message, a ``FailedScheduling`` event, and waits for a node or pod
-  change (or its back-off) to be tried again.
+  change (or its back-off) to be tried again;
+- a node is found but some of the pod's claims wait for their first consumer: the node
+  is written to them (``volume.kubernetes.io/selected-node``) and the pod is parked,
+  not bound, until they are all bound (upstream's PreBind wait, without holding the
+  loop): then it is tried again and goes where its volumes are.
 
 Events and status writes are fire-and-forget and bounded; they never hold up
 a binding.
@@ -38,6 +42,9 @@ from atoll.controllers.scheduler.algorithm import MIN_FEASIBLE_NODES, Algorithm
 from atoll.controllers.scheduler.cache import Cache
 from atoll.controllers.scheduler.podinfo import PodInfo, parse_pod
 from atoll.controllers.scheduler.queue import SchedulingQueue
+from atoll.controllers.scheduler.volumes import Lookups, PodVolumes
+from atoll.controllers.scheduler.volumes import prefilter as volume_prefilter
+from atoll.controllers.volume import binder
 
 log = logging.getLogger(__name__)
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -112,6 +119,17 @@ class Scheduler:
         self.vms = factory.informer(VM_GROUP, VM_VERSION, "virtualmachines",
                                     indexers={capacity.VM_CLASS: capacity.by_vm_class})
         self.vm_classes = factory.informer(VM_GROUP, VM_VERSION, "virtualmachineclasses")
+        #: what volume binding reads
+        self.claims = factory.informer("", "v1", "persistentvolumeclaims")
+        self.volumes = factory.informer("", "v1", "persistentvolumes")
+        self.storage_classes = factory.informer("storage.k8s.io", "v1", "storageclasses")
+        self.capacities = factory.informer("storage.k8s.io", "v1", "csistoragecapacities")
+        self.lookups = Lookups(claim=self.claims.get, volume=self.volumes.get,
+                               storage_class=self.storage_classes.get, volumes=self.volumes.list,
+                               capacities=self.capacities.list)
+        self.claims.add_handler(self._on_claim)
+        for inf in (self.volumes, self.storage_classes, self.capacities):
+            inf.add_handler(self._on_storage)
         self.vms.add_handler(self._on_vm)
         self.vm_classes.add_handler(self._on_vm_class)
         self.pods.add_handler(self._on_pod)
@@ -137,6 +155,8 @@ class Scheduler:
         self._bind_slots = asyncio.Semaphore(cfg.parallel_binds)
         self._status_slots = asyncio.Semaphore(cfg.parallel_status_writes)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: pods parked until their claims are bound -> those claims' keys
+        self._parked: dict[str, set[str]] = {}
         self.scheduled = 0
 
     # -- informer handlers (synchronous: they only update the cache and the queue) ------------
@@ -151,6 +171,7 @@ class Scheduler:
         if kind == "DELETED":
             self.queue.delete(key)
             self._infos.pop(key, None)
+            self._parked.pop(key, None)
             if self.cache.remove_pod(key) is not None:
                 self.queue.move_all()  # its resources, ports and anti-affinity are free now
             return
@@ -172,6 +193,7 @@ class Scheduler:
     def _on_assigned_pod(self, key: str, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
         self.queue.delete(key)
         self._infos.pop(key, None)
+        self._parked.pop(key, None)
         if _terminal(pod):
             if self.cache.remove_pod(key) is not None:
                 self.queue.move_all()
@@ -226,6 +248,29 @@ class Scheduler:
         for vm in self.vms.by_index(capacity.VM_CLASS, object_key(klass)):
             self._on_vm("MODIFIED", vm, None)
 
+    def _on_claim(self, kind: str, claim: dict[str, Any], old: dict[str, Any] | None) -> None:
+        """A claim changed: parked pods go on once all their claims are bound (or one of
+        them went away or lost its node); pods waiting for a missing or unbound claim get
+        another try."""
+        key = binder.claim_key(claim)
+        for pod_key, claim_keys in list(self._parked.items()):
+            if key not in claim_keys:
+                continue
+            done = all((c := self.claims.get(k)) is not None and binder.is_fully_bound(c)
+                       for k in claim_keys)
+            if kind == "DELETED" or done or \
+                    not binder.annotations(claim).get(binder.SELECTED_NODE):
+                del self._parked[pod_key]
+                self.queue.wake(pod_key)
+        self.queue.move_all(self._waits_for_volumes)
+
+    def _on_storage(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        self.queue.move_all(self._waits_for_volumes)
+
+    def _waits_for_volumes(self, key: str) -> bool:
+        info = self._infos.get(key)
+        return info is not None and bool(info.claims) and key not in self._parked
+
     def _namespace_labels(self, name: str) -> dict[str, str]:
         ns = self.namespaces.get(name)
         labels = _meta(ns).get("labels") if ns else None
@@ -237,7 +282,8 @@ class Scheduler:
         if self._runs > 1:
             self._restart()
         self.factory.start()
-        await self.factory.wait_for_sync([self.nodes, self.namespaces, self.pods])
+        await self.factory.wait_for_sync([self.nodes, self.namespaces, self.pods, self.claims,
+                                          self.volumes, self.storage_classes, self.capacities])
         log.info("scheduler: started with %d nodes, %d pods bound, %d pending",
                  len(self.cache.order), len(self.cache.pods), len(self.queue))
         try:
@@ -286,15 +332,47 @@ class Scheduler:
             self.queue.delete(key)
             return
         info = self._pod_info(key, pod)
-        decision = self.algorithm.schedule(info, self.cache, self._namespace_labels)
+        volumes = volume_prefilter(info, self.lookups)
+        decision = self.algorithm.schedule(info, self.cache, self._namespace_labels, volumes)
         if decision.node is None:
             log.debug("scheduler: %s: %s", key, decision.message)
             self.queue.unschedulable(key)
             self._report_unschedulable(key, pod, decision.message)
             return
+        if volumes is not None and volumes.unbound:
+            self._park(key, info, volumes, decision.node)
+            return
         self.cache.assume(info, decision.node)
         await self._bind_slots.acquire()
         self._spawn(self._bind(key, pod, info, decision.node))
+
+    def _park(self, key: str, info: PodInfo, volumes: PodVolumes, node: str) -> None:
+        """Record ``node`` on the pod's waiting claims; the pod waits until they are bound."""
+        claims = [c for c, _ in volumes.unbound]
+        self._parked[key] = {binder.claim_key(c) for c in claims}
+        self.queue.unschedulable(key)
+        self._spawn(self._select_node(key, info, claims, node))
+
+    async def _select_node(self, key: str, info: PodInfo, claims: list[dict[str, Any]],
+                           node: str) -> None:
+        for claim in claims:
+            m = claim.get("metadata") or {}
+            if binder.annotations(claim).get(binder.SELECTED_NODE) == node:
+                continue
+            try:
+                await self.client.patch(
+                    f"/api/v1/namespaces/{m.get('namespace')}/persistentvolumeclaims/"
+                    f"{m.get('name')}",
+                    {"metadata": {"resourceVersion": m.get("resourceVersion", ""),
+                                  "annotations": {binder.SELECTED_NODE: node}}})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("scheduler: %s: claim %s not given node %s: %s", key, m.get("name"),
+                         node, exc)
+                self._parked.pop(key, None)
+                self.queue.wake(key)
+                return
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -1,0 +1,186 @@
+"""The provisioner of ``storage.atoll.dev/local``, controller side: claims become PVs on a host.
+
+It acts as a CSI external-provisioner does for its driver: on a claim the PV controller has
+marked for it (``volume.kubernetes.io/storage-provisioner``) it picks the host (the
+scheduler's ``volume.kubernetes.io/selected-node`` for ``WaitForFirstConsumer`` classes; for
+``Immediate`` ones the Ready host with the most published free space) and creates a
+PersistentVolume ``pvc-<claim uid>`` pinned to it by node affinity, pre-bound to the claim;
+the PV controller then binds both.  The host agent makes the data on first use.
+
+The name makes it idempotent: a second create is AlreadyExists, so a provisioner killed at
+any point never makes two volumes for one claim.  A request larger than the host's published
+``CSIStorageCapacity`` is a ``ProvisioningFailed`` Event naming both sizes; for a selected
+node the annotation is then removed, as the external-provisioner does, so the scheduler picks
+again (and its capacity filter now keeps that host out).  A host that publishes nothing is
+assumed to have room.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Any, Iterable
+
+from atoll.api import errors
+from atoll.client.controller import DONE, Builder, Controller, Result
+from atoll.client.events import NORMAL, WARNING
+from atoll.controllers.volume import binder
+from atoll.controllers.volume.binder import LOCAL_PROVISIONER, Obj, annotations, meta, spec
+
+log = logging.getLogger(__name__)
+PENDING_OURS = "pending-local"
+
+
+def _pending_ours(claim: Obj) -> Iterable[str]:
+    ann = annotations(claim)
+    if spec(claim).get("volumeName") or LOCAL_PROVISIONER not in (
+            ann.get(binder.STORAGE_PROVISIONER), ann.get(binder.BETA_STORAGE_PROVISIONER)):
+        return []
+    return ["1"]
+
+
+def _ready(node: Obj) -> bool:
+    if spec(node).get("unschedulable"):
+        return False
+    return any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or [])
+
+
+def volume_for(claim: Obj, sc: Obj, node: str) -> Obj:
+    """The PersistentVolume provisioned for ``claim`` on ``node``."""
+    m, cspec = meta(claim), spec(claim)
+    name = f"pvc-{m['uid']}"
+    mode = binder.volume_mode(claim)
+    csi: dict[str, Any] = {"driver": LOCAL_PROVISIONER, "volumeHandle": name}
+    if mode == "Filesystem":
+        csi["fsType"] = "ext4"
+    return {
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name, "annotations": {binder.PROVISIONED_BY: LOCAL_PROVISIONER}},
+        "spec": {
+            "capacity": {"storage": cspec["resources"]["requests"]["storage"]},
+            "accessModes": list(cspec.get("accessModes") or []),
+            "volumeMode": mode,
+            "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy") or "Delete",
+            "storageClassName": meta(sc)["name"],
+            "claimRef": {"kind": "PersistentVolumeClaim", "namespace": m["namespace"],
+                         "name": m["name"], "uid": m["uid"], "apiVersion": "v1"},
+            "csi": csi,
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": binder.HOSTNAME_LABEL, "operator": "In", "values": [node]}]}]}},
+        },
+    }
+
+
+class LocalProvisioner(Controller):
+    name = "local-provisioner"
+    events_component = LOCAL_PROVISIONER + "_atoll-controller-manager"
+
+    def declare(self, b: Builder) -> None:
+        self.claims = b.primary("", "v1", "persistentvolumeclaims",
+                                indexers={PENDING_OURS: _pending_ours})
+        self.capacities = b.watches("storage.k8s.io", "v1", "csistoragecapacities",
+                                    self._all_pending)
+        self.nodes = b.watches("", "v1", "nodes", self._all_pending_on_ready)
+        self.classes = b.reads("storage.k8s.io", "v1", "storageclasses")
+        self.volumes = b.reads("", "v1", "persistentvolumes")
+
+    def _all_pending(self, kind: str, obj: Obj, old: Obj | None) -> Iterable[str]:
+        return [binder.claim_key(c) for c in self.claims.by_index(PENDING_OURS, "1")]
+
+    def _all_pending_on_ready(self, kind: str, node: Obj, old: Obj | None) -> Iterable[str]:
+        if old is not None and _ready(old) == _ready(node):
+            return []
+        return self._all_pending(kind, node, old)
+
+    async def reconcile(self, key: str) -> Result:
+        claim = self.claims.get(key)
+        if claim is None or not list(_pending_ours(claim)) or meta(claim).get("deletionTimestamp"):
+            return DONE
+        sc = self.classes.get(binder.claim_class(claim))
+        if sc is None or sc.get("provisioner") != LOCAL_PROVISIONER:
+            return DONE
+        if self.volumes.get(f"pvc-{meta(claim)['uid']}") is not None:
+            return DONE  # made already; the PV controller binds it
+        want = binder.requested_bytes(claim)
+        if want is None:
+            return DONE  # validation refuses such claims; an old one is left alone
+        if sc.get("volumeBindingMode") == binder.WAIT_FOR_FIRST_CONSUMER:
+            node = annotations(claim).get(binder.SELECTED_NODE)
+            if not node:
+                return DONE
+            if not await self._fits(claim, sc, node, want, reschedule=True):
+                return DONE
+        else:
+            found = self._immediate_node(claim, sc, want)
+            if found is None:
+                return DONE
+            node = found
+        await self._create(claim, sc, node)
+        return DONE
+
+    def _request_text(self, claim: Obj) -> str:
+        return str(spec(claim)["resources"]["requests"]["storage"])
+
+    async def _fits(self, claim: Obj, sc: Obj, node: str, want: Decimal,
+                    reschedule: bool) -> bool:
+        limit = binder.published_capacity(self.capacities.list(), node, meta(sc)["name"])
+        if limit is None or want <= limit[0]:
+            return True
+        self.events.record(claim, WARNING, "ProvisioningFailed",
+                           f"failed to provision volume with StorageClass \"{meta(sc)['name']}\""
+                           f": requested {self._request_text(claim)} but node {node} has only "
+                           f"{limit[1]} available")
+        if reschedule:
+            m = meta(claim)
+            try:
+                await self.client.patch(
+                    f"/api/v1/namespaces/{m['namespace']}/persistentvolumeclaims/{m['name']}",
+                    {"metadata": {"resourceVersion": m.get("resourceVersion", ""),
+                                  "annotations": {binder.SELECTED_NODE: None}}})
+            except errors.NotFound:
+                pass
+        return False
+
+    def _immediate_node(self, claim: Obj, sc: Obj, want: Decimal) -> str | None:
+        """The Ready host with the most published room that fits (unpublished hosts last)."""
+        klass = meta(sc)["name"]
+        best: tuple[int, Decimal, str] | None = None
+        sizes = []
+        capacities = self.capacities.list()
+        for node in self.nodes.list():
+            if not _ready(node):
+                continue
+            name = meta(node).get("name", "")
+            limit = binder.published_capacity(capacities, name, klass)
+            if limit is not None and want > limit[0]:
+                sizes.append(f"{name}: {limit[1]}")
+                continue
+            rank = (1, limit[0], name) if limit is not None else (0, Decimal(0), name)
+            if best is None or rank[:2] > best[:2] or (rank[:2] == best[:2] and name < best[2]):
+                best = rank
+        if best is not None:
+            return best[2]
+        what = f"only {', '.join(sorted(sizes))} available" if sizes else "no Ready node"
+        self.events.record(claim, WARNING, "ProvisioningFailed",
+                           f"failed to provision volume with StorageClass \"{klass}\": requested "
+                           f"{self._request_text(claim)} but {what}")
+        return None
+
+    async def _create(self, claim: Obj, sc: Obj, node: str) -> None:
+        body = volume_for(claim, sc, node)
+        m = meta(claim)
+        self.events.record(claim, NORMAL, "Provisioning", "External provisioner is provisioning "
+                                                          f"volume for claim \"{m['namespace']}/"
+                                                          f"{m['name']}\"")
+        try:
+            await self.client.create("/api/v1/persistentvolumes", body)
+        except errors.AlreadyExists:
+            return
+        except errors.Invalid as exc:
+            self.events.record(claim, WARNING, "ProvisioningFailed",
+                               f"failed to provision volume with StorageClass "
+                               f"\"{meta(sc)['name']}\": {exc}")
+            return
+        self.events.record(claim, NORMAL, "ProvisioningSucceeded",
+                           f"Successfully provisioned volume {body['metadata']['name']}")
