@@ -382,6 +382,22 @@ def test_deleting_the_node_removes_its_pods_and_the_agent_registers_again(
     while platform.kubectl("get", "node", TEST_NODE, check=False).returncode != 0:
         assert time.monotonic() < deadline, "the agent did not register its node again"
         time.sleep(0.2)
+    # what hung off the old Node (its servers' slices, its storage capacity) is back
+    node_uid = json.loads(platform.kubectl("get", "node", TEST_NODE, "-o", "json").stdout)[
+        "metadata"]["uid"]
+
+    def published(kind: str, name: str) -> dict | None:
+        got = platform.kubectl("-n", "kube-system", "get", kind, name, "-o", "json",
+                               check=False)
+        return json.loads(got.stdout) if got.returncode == 0 else None
+    for service in ("kube-dns", "atoll-ingress"):
+        wait_until(f"the {service} slice published again",
+                   lambda service=service: published("endpointslice", f"{service}-{TEST_NODE}"),
+                   60)
+    wait_until("the storage capacity published under the new Node", lambda: [
+        r.get("uid") for r in ((published("csistoragecapacity", f"atoll-local-{TEST_NODE}")
+                                or {}).get("metadata") or {}).get("ownerReferences") or []]
+        == [node_uid], 90)
 
 
 def test_init_containers_volumes_and_security_context(platform: Platform, namespace: str) -> None:

@@ -127,10 +127,22 @@ class Agent:
             self.cni, s.data_dir / "vmimages")
         #: local volumes: the janitor of deleted PVs' data, the capacity this host reports
         self.storage = NodeStorage(self.client, self.informers, s.data_dir, s.name)
+        #: (Service, address, ports) of the servers this host answers on for its pods
+        self._served: list[tuple[str, str, list[dict[str, Any]]]] = []
         self.node.on_isolated.append(self.vms.fence)
         self.node.on_reconnected.append(self.vms.unfence)
         self.stats = StatsCollector(self._running_containers)
         self.server: AgentServer | None = None
+
+    async def _publish_served(self) -> None:
+        """This host's slices of the servers it runs for its pods (DNS, the Ingress router)."""
+        for service, address, ports in self._served:
+            await nodeslice.publish(self.client, service, self.settings.name, address, ports)
+
+    async def _node_replaced(self) -> None:
+        """A deleted Node took its slices and capacity along: publish them again."""
+        await self._publish_served()
+        self.storage.capacity.node_replaced()
 
     async def run(self) -> None:
         if self.images.ensure_busybox() is None:
@@ -145,16 +157,16 @@ class Agent:
         self.informers.start()
         try:
             await self.dns.start()
-            await nodeslice.publish(self.client, "kube-dns", self.settings.name,
-                                    self.dns.address, nodeslice.DNS_PORTS)
+            self._served.append(("kube-dns", self.dns.address, nodeslice.DNS_PORTS))
         except OSError as e:  # a host without its DNS still runs its pods
             log.error("cannot serve cluster DNS on %s:53: %s", self.dns.address, e)
         try:
             await self.ingress.start()
-            await nodeslice.publish(self.client, "atoll-ingress", self.settings.name,
-                                    self.ingress.address, ingress.PORTS)
+            self._served.append(("atoll-ingress", self.ingress.address, ingress.PORTS))
         except OSError as e:
             log.error("cannot serve Ingresses on %s:80: %s", self.ingress.address, e)
+        await self._publish_served()
+        self.node.on_registered_again.append(self._node_replaced)
         heartbeat = asyncio.create_task(self.node.heartbeat(), name="heartbeat")
         vms = asyncio.create_task(self.vms.run(), name="vms")
         tasks = [heartbeat, vms, asyncio.create_task(self.stats.run(), name="stats"),

@@ -38,14 +38,16 @@ class InformerFactory:
 
         Metadata-only and full requests of one resource share a watch: a metadata-only
         caller gets the full informer when there is one (full objects carry their metadata),
-        and a full request upgrades a metadata-only informer that has not started yet.
+        of any served version (metadata is the same in each: the garbage collector asks for
+        the preferred version, a controller may read an older one), and a full request
+        upgrades a metadata-only informer that has not started yet.
         """
         base = (group, version, plural, namespace, label_selector, field_selector)
         full: InformerKey = (*base, False)
         meta: InformerKey = (*base, True)
         inf = self._informers.get(full)
         if inf is None and metadata_only:
-            inf = self._informers.get(meta)
+            inf = self._informers.get(meta) or self._full_of_any_version(base)
         elif inf is None and meta in self._informers and meta not in self._tasks:
             inf = self._informers.pop(meta)
             inf.headers = None  # upgraded to full objects before its first list
@@ -91,6 +93,12 @@ class InformerFactory:
                 log.exception("informer of %s failed; restarting in %.1fs", inf.path, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    def _full_of_any_version(self, base: tuple[str, ...]) -> Informer | None:
+        group, _, plural, *scope = base
+        return next((inf for key, inf in self._informers.items()
+                     if not key[6] and key[0] == group and key[2] == plural
+                     and list(key[3:6]) == scope), None)
 
     def drop_resource(self, group: str, version: str, plural: str) -> None:
         """Stop and forget the informers of a resource the API no longer serves (a deleted

@@ -63,6 +63,8 @@ class HostSliceController(Controller):
                     f"/endpointslices/{meta['name']}")
             try:
                 if node is None:
+                    if await self._node_exists(name):  # made again: its informer lags
+                        continue
                     log.info("node %s is gone: deleting its slice %s", name, meta["name"])
                     await self.client.delete(path, {
                         "apiVersion": "v1", "kind": "DeleteOptions",
@@ -81,3 +83,10 @@ class HostSliceController(Controller):
                 continue
             # a Conflict is retried with back-off: the newer slice comes through the watch
         return DONE
+
+    async def _node_exists(self, name: str) -> bool:
+        try:
+            await self.client.get(f"/api/v1/nodes/{name}")
+        except errors.NotFound:
+            return False
+        return True

@@ -145,6 +145,8 @@ class NodeAgent:
         #: host must assume others take its HA-protected VMs), and once when it is again
         self.on_isolated: list[Callable[[], Awaitable[None]]] = []
         self.on_reconnected: list[Callable[[], Awaitable[None]]] = []
+        #: after the Node was deleted and registered again: what hangs off it is gone too
+        self.on_registered_again: list[Callable[[], Awaitable[None]]] = []
         self.isolated = False
         #: kubelet's node Events (Starting, NodeReady, NodeNotReady); its sender task runs
         #: from the first registration on
@@ -322,6 +324,7 @@ class NodeAgent:
                 try:
                     node = await self.register()
                     previous = node.get("status") or {}
+                    await _call_all(self.on_registered_again)
                 except (errors.ApiError, OSError, aiohttp.ClientError) as e:
                     log.warning("cannot register node again: %s", e)
             except errors.ApiError as e:
@@ -341,7 +344,7 @@ async def _call_all(callbacks: list[Callable[[], Awaitable[None]]]) -> None:
         try:
             await callback()
         except Exception:  # one failing hook must not stop the heartbeat
-            log.exception("node isolation hook failed")
+            log.exception("node hook failed")
 
 
 def _machine_id() -> str:

@@ -64,6 +64,12 @@ class CapacityPublisher:
     def poke(self) -> None:
         self._wake.set()
 
+    def node_replaced(self) -> None:
+        """The Node was deleted and made again: the object goes with the old one (owner
+        reference), so publish afresh under the new one."""
+        self._owner = None
+        self.poke()
+
     def _on_pv(self, kind: str, pv: dict[str, Any], old: dict[str, Any] | None) -> None:
         if lv.is_local(pv) and (claims.on_node(pv, self.node) or
                                 (old is not None and claims.on_node(old, self.node))):
