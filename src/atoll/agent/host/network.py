@@ -96,6 +96,35 @@ class LocalIPAM:
             return ip
         raise NetworkError(f"no free address left in {self.network}")
 
+    def claim(self, pod_uid: str, ip: str) -> str:
+        """Lease exactly ``ip`` (a VM's static address) to ``pod_uid``, dropping the address it
+        held before; a NetworkError when it is not an address of this range or is taken."""
+        addr = ipaddress.ip_address(ip)
+        if addr not in self.network or addr in (self.network.network_address, self.gateway,
+                                                self.network.broadcast_address):
+            raise NetworkError(f"{ip} is not a workload address of this host's pod range "
+                               f"{self.network} (gateway {self.gateway})")
+        ip = str(addr)
+        held = self._by_pod.get(pod_uid)
+        if held == ip:
+            return ip
+        try:
+            fd = os.open(self.dir / ip, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            try:
+                owner = (self.dir / ip).read_text().strip()
+            except OSError:
+                owner = ""
+            if owner != pod_uid:
+                raise NetworkError(f"{ip} is in use on this host") from None
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(pod_uid)
+        if held is not None:
+            (self.dir / held).unlink(missing_ok=True)
+        self._by_pod[pod_uid] = ip
+        return ip
+
     def release(self, pod_uid: str) -> None:
         ip = self._by_pod.pop(pod_uid, None)
         if ip is not None:

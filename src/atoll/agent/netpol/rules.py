@@ -11,9 +11,14 @@
 - Ingress is enforced on the destination's host, egress on the source's, both in the
   forward hook (with br_netfilter, traffic between pods on one bridge passes it too); the
   host's own traffic to its pods (probes) is never filtered, as upstream.
+- VirtualMachines are workloads like pods: their tap hangs off the same bridge, policies
+  select them by their labels, they are peers, and the host running one (its host label)
+  enforces its chains.
 - A rule nft could not carry (a CIDR or port that is not one) is left out and reported:
   it allows nothing, while its policy still isolates the pods it selects (never fail
-  open).  IPv6 blocks are ignored: this table filters IPv4.
+  open).  A policy whose podSelector cannot be parsed (stored before the API checked it)
+  isolates every workload of its namespace and allows nothing; a peer selector that cannot
+  be parsed matches nobody.  IPv6 blocks are ignored: this table filters IPv4.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from atoll.agent.host.nft import PROTOCOLS, short_hash
 from atoll.agent.host.nfttable import Present, Table, full_sync
 from atoll.api import errors
 from atoll.api.labelselector import label_selector_from_dict
+from atoll.api.resources.networking_v1 import parse_cidr
+from atoll.api.vmoperator.names import HOST_LABEL
 
 Obj = dict[str, Any]
 
@@ -38,6 +45,7 @@ class Pod:
     labels: dict[str, str]
     node: str
     named_ports: dict[tuple[str, str], int]  # (name, protocol) -> number
+    kind: str = "pod"  # or "vm": a VirtualMachine on the pod network
 
 
 def pod_view(pod: Obj) -> Pod | None:
@@ -54,12 +62,41 @@ def pod_view(pod: Obj) -> Pod | None:
                dict(meta.get("labels") or {}), str(spec.get("nodeName") or ""), ports)
 
 
+def vm_view(vm: Obj, address: str | None = None) -> Pod | None:
+    """A VirtualMachine as a policy sees it: its labels, its host (the host label) and its
+    address (the status's, or ``address``: what its host's agent gave it)."""
+    meta = vm.get("metadata") or {}
+    labels = dict(meta.get("labels") or {})
+    network = (vm.get("status") or {}).get("network") or {}
+    ip = network.get("primaryIP4") if isinstance(network, dict) else None
+    ip = ip or address
+    if not ip or not isinstance(ip, str):
+        return None
+    return Pod(meta.get("namespace", ""), meta.get("name", ""), ip, labels,
+               str(labels.get(HOST_LABEL) or ""), {}, "vm")
+
+
 def _selects(selector: Any, labels: dict[str, str]) -> bool:
     try:
         return label_selector_from_dict(selector if isinstance(selector, dict) else {}) \
             .matches(labels)
     except errors.ApiError:
-        return False  # a malformed selector selects nothing
+        return False  # a malformed peer selector selects nobody
+
+
+def _parses(selector: Any) -> bool:
+    try:
+        label_selector_from_dict(selector if isinstance(selector, dict) else {})
+    except errors.ApiError:
+        return False
+    return selector is None or isinstance(selector, dict)
+
+
+def _isolates(policy: Obj, labels: dict[str, str]) -> bool:
+    """Whether ``policy``'s podSelector takes a workload with ``labels``: one it cannot parse
+    takes every workload of its namespace (fail closed)."""
+    selector = (policy.get("spec") or {}).get("podSelector")
+    return _selects(selector, labels) if _parses(selector) else True
 
 
 def policy_types(policy: Obj) -> set[str]:
@@ -75,11 +112,10 @@ def _peer_match(peer: Obj, policy_ns: str, pods: list[Pod],
     """(pods, nft address expressions) a peer entry stands for."""
     if "ipBlock" in peer:
         block = peer.get("ipBlock") or {}
-        net = ipaddress.ip_network(str(block.get("cidr")).strip(), strict=False)
+        net = _cidr(block.get("cidr"), "cidr")
         if net.version != 4:
             return [], []
-        excepts = [str(ipaddress.ip_network(str(e).strip(), strict=False))
-                   for e in block.get("except") or []]
+        excepts = [str(_cidr(e, "except")) for e in block.get("except") or []]
         return [], [(str(net), excepts)]  # type: ignore[list-item]
     pod_sel, ns_sel = peer.get("podSelector"), peer.get("namespaceSelector")
     chosen = []
@@ -96,10 +132,11 @@ def _peer_match(peer: Obj, policy_ns: str, pods: list[Pod],
 
 
 def _cidr(value: Any, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(str(value).strip(), strict=False)
-    except ValueError:
-        raise ValueError(f"{where}: {value!r} is not a CIDR") from None
+    """As the API reads it (Go's sloppy form: leading zeros are decimal)."""
+    net = parse_cidr(value.strip() if isinstance(value, str) else value)
+    if net is None:
+        raise ValueError(f"{where}: {value!r} is not a CIDR")
+    return net
 
 
 def _number(value: Any, where: str) -> None:
@@ -142,10 +179,19 @@ def rule_problem(rule: Any, where: str, peer_field: str) -> str | None:
     return None
 
 
+#: the problem key of a policy whose podSelector cannot be parsed: none of its rules count
+UNPARSABLE = ("podSelector", -1)
+
+
 def policy_problems(policy: Obj) -> dict[tuple[str, int], str]:
     """The rules of ``policy`` nft could not carry: (``ingress``/``egress``, index) to why."""
     spec = policy.get("spec") or {}
     out = {}
+    if not _parses(spec.get("podSelector")):
+        # it isolates its whole namespace (``_isolates``) and none of its rules allow anything
+        return {UNPARSABLE: f"spec.podSelector: {spec.get('podSelector')!r} is not a label "
+                            "selector: the policy isolates every workload of its namespace "
+                            "and allows nothing"}
     for field, peer_field in (("ingress", "from"), ("egress", "to")):
         for i, rule in enumerate(spec.get(field) or []):
             problem = rule_problem(rule, f"spec.{field}[{i}]", peer_field)
@@ -186,23 +232,31 @@ def _pod_chains(t: Table, policies: Iterable[Obj], pods: list[Pod],
                 bad: dict[int, dict[tuple[str, int], str]]) -> None:
     """A chain per direction per selected pod of this host, and its verdict map element."""
     policies = list(policies)
-    for pod in sorted((p for p in pods if p.node == node), key=lambda p: p.ip):
+    seen: set[str] = set()
+    for pod in sorted((p for p in pods if p.node == node), key=lambda p: (p.ip, p.kind)):
+        if pod.ip in seen:
+            continue  # a stale status naming an address another workload holds now
+        seen.add(pod.ip)
         for direction, field, peer_field, addr in (("Ingress", "ingress", "from", "saddr"),
                                                   ("Egress", "egress", "to", "daddr")):
             selecting = [pol for pol in policies
                          if pol["metadata"].get("namespace") == pod.namespace
                          and direction in policy_types(pol)
-                         and _selects((pol.get("spec") or {}).get("podSelector"), pod.labels)]
+                         and _isolates(pol, pod.labels)]
             if not selecting:
                 continue
             rules: list[str] = []
             for pol in selecting:
+                if UNPARSABLE in bad.get(id(pol), {}):
+                    continue  # allows nothing
                 for i, rule in enumerate((pol.get("spec") or {}).get(field) or []):
                     if (field, i) in bad.get(id(pol), {}):
                         continue  # allows nothing
                     rules += _rule(rule or {}, peer_field, addr, pod, pods, ns_labels,
                                    pol["metadata"].get("namespace", ""), direction)
-            chain = f"{field}-{short_hash(pod.namespace + '/' + pod.name).lower()}-{pod.namespace}/{pod.name}"[:200]
+            who = f"{pod.namespace}/{pod.name}" if pod.kind == "pod" else \
+                f"{pod.kind}.{pod.namespace}/{pod.name}"  # namespaces have no dots
+            chain = f"{field}-{short_hash(who).lower()}-{who}"[:200]
             t.add_chain(chain, [*rules, "drop"])
             t.add_element(f"pod-{field}", pod.ip, f"jump {chain}")
 

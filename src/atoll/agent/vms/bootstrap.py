@@ -93,12 +93,14 @@ def meta_data(vm: dict[str, Any]) -> str:
 
 def network_config(addr: VMAddress, vm: dict[str, Any] | None = None,
                    domain: str = "cluster.local") -> dict[str, Any]:
-    """cloud-init network config v2: eth0 (matched by MAC) with the host-given address and,
-    as pods under ``dnsPolicy: ClusterFirst`` get, the cluster DNS (the host's, on the bridge
-    address that is also the gateway) and the cluster search path, unless ``vm`` says."""
+    """cloud-init network config v2: eth0 (matched by MAC) with the host-given address (the
+    VM's static one, when it asked and got it), the default route via the bridge (none for
+    ``gateway4: None``) and, as pods under ``dnsPolicy: ClusterFirst`` get, the cluster DNS
+    (the host's, on the bridge address) and the cluster search path, unless ``vm`` says."""
     eth: dict[str, Any] = {"match": {"macaddress": addr.mac}, "set-name": "eth0",
-                           "addresses": [f"{addr.ip}/{addr.prefixlen}"],
-                           "routes": [{"to": "0.0.0.0/0", "via": addr.gateway}]}
+                           "addresses": [f"{addr.ip}/{addr.prefixlen}"]}
+    if addr.route:
+        eth["routes"] = [{"to": "0.0.0.0/0", "via": addr.gateway}]
     eth["nameservers"] = nameservers(addr, vm, domain)
     return {"version": 2, "ethernets": {"eth0": eth}}
 
@@ -130,7 +132,8 @@ def kernel_cmdline(addr: VMAddress | None, host: str, image_args: str = "") -> s
     """Console on the serial port, reboot on panic, and eth0's address in the ``ip=`` form."""
     parts = ["console=ttyS0", "panic=-1"]
     if addr is not None:
-        parts.append(f"ip={addr.ip}::{addr.gateway}:{addr.netmask}:{host}:eth0:off")
+        gateway = addr.gateway if addr.route else ""
+        parts.append(f"ip={addr.ip}::{gateway}:{addr.netmask}:{host}:eth0:off")
     if image_args:
         parts.append(image_args)
     return " ".join(parts)

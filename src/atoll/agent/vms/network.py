@@ -2,7 +2,9 @@
 
 VMs and pods share one bridge and one address range, so a VM reaches pods and
 pods reach VMs; addresses come from the same ``LocalIPAM`` leases (keyed by the
-VM's uid).  The tap is persistent and named after the VM, so a restarted QEMU
+VM's uid): the next free one, or the static address the VM asks for
+(``InterfaceRequest``, read from its spec by ``launch.interface_request``) if it
+is free.  The tap is persistent and named after the VM, so a restarted QEMU
 (or one adopted by a new agent) finds the same device; it goes with the VM.
 """
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from atoll.agent.host.network import LocalIPAM
+from atoll.agent.host.network import LocalIPAM, NetworkError
 
 
 @dataclass(frozen=True)
@@ -26,10 +28,24 @@ class VMAddress:
     gateway: str
     mac: str
     tap: str
+    #: a default route via ``gateway`` (``gateway4: None`` asks for none)
+    route: bool = True
 
     @property
     def netmask(self) -> str:
         return str(ipaddress.ip_network(f"0.0.0.0/{self.prefixlen}").netmask)
+
+
+@dataclass(frozen=True)
+class InterfaceRequest:
+    """What a VM's spec asks of its NIC on the pod network."""
+
+    ip: str | None = None  # a static address; None: the next free one
+    route: bool = True
+
+
+class AddressUnavailable(Exception):
+    """The static address a VM asks for is taken or not this host's to give."""
 
 
 def tap_name(vm_uid: str) -> str:
@@ -47,13 +63,21 @@ class VMNetwork:
         self.ipam = ipam
         self.bridge = bridge
 
-    async def attach(self, vm_uid: str) -> VMAddress:
+    async def attach(self, vm_uid: str, request: InterfaceRequest | None = None) -> VMAddress:
         """The VM's address and a tap on the bridge, made if missing (idempotent)."""
-        ip = self.ipam.allocate(vm_uid)
+        request = request or InterfaceRequest()
+        if request.ip is not None:
+            try:
+                ip = self.ipam.claim(vm_uid, request.ip)
+            except NetworkError as e:
+                raise AddressUnavailable(str(e)) from None
+        else:
+            ip = self.ipam.allocate(vm_uid)
         tap = tap_name(vm_uid)
         await asyncio.to_thread(self._ensure_tap, tap)
         return VMAddress(ip=ip, prefixlen=self.ipam.network.prefixlen,
-                         gateway=str(self.ipam.gateway), mac=mac_address(vm_uid), tap=tap)
+                         gateway=str(self.ipam.gateway), mac=mac_address(vm_uid), tap=tap,
+                         route=request.route)
 
     async def detach(self, vm_uid: str) -> None:
         await asyncio.to_thread(self._delete_link, tap_name(vm_uid))

@@ -77,7 +77,7 @@ def report(spec: dict[str, Any], o: Observed) -> tuple[dict[str, Any], list[dict
     else:
         remove = (n.READY,)
     err = o.setup_error
-    for ctype in (n.BOOTSTRAP_READY, n.STORAGE_READY):
+    for ctype in (n.BOOTSTRAP_READY, n.STORAGE_READY, n.NETWORK_READY):
         if err is not None and err.condition == ctype:
             updates.append(cond.condition(ctype, False, err.reason, err.message))
         elif running:
