@@ -67,3 +67,32 @@ def test_no_ready_or_schedulable_host() -> None:
     assert d.host is None and d.reason == placement.NO_HOSTS
     assert placement.place(placement.demand(klass(1, "1Gi")), [], taken()).reason == \
         placement.NO_HOSTS
+
+
+def local_pv(name: str, host: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {"nodeAffinity": {"required": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": [host]}]}]}}}}
+
+
+def test_a_vm_whose_claim_is_bound_on_a_host_goes_there_or_nowhere() -> None:
+    want = placement.demand(klass(2, "2Gi"))
+    nodes = [node("a"), node("b")]
+    busy = taken([pod("a", "1", "8Gi")])  # b has more room, but the data is on a
+    d = placement.place(want, nodes, busy, [("data", local_pv("pvc-1", "a"))])
+    assert (d.host, d.reason) == ("a", placement.SATISFIED)
+    # a host that is not Ready keeps the VM off it: it is not moved away from its data
+    d = placement.place(want, [node("a", ready=False), node("b")], busy,
+                        [("data", local_pv("pvc-1", "a"))])
+    assert d.host is None and d.reason == placement.INSUFFICIENT
+    assert "a: not Ready" in d.message
+    # a host that is gone (or two claims on two hosts): no host has the volumes
+    d = placement.place(want, [node("b")], busy, [("data", local_pv("pvc-1", "a"))])
+    assert d.host is None and d.reason == placement.VOLUME_CONFLICT
+    assert "claim data's volume pvc-1 is on a" in d.message
+    d = placement.place(want, nodes, busy, [("x", local_pv("pvc-1", "a")),
+                                            ("y", local_pv("pvc-2", "b"))])
+    assert d.host is None and d.reason == placement.VOLUME_CONFLICT
+    # a volume without node affinity (shared storage) pins nothing
+    shared = {"metadata": {"name": "nfs"}, "spec": {}}
+    assert placement.place(want, nodes, busy, [("s", shared)]).host == "b"

@@ -21,6 +21,8 @@ VM_CLASSES_ANNOTATION = "vmoperator.atoll.dev/classes"
 #: comma-separated image names (VirtualMachineImage or ClusterVirtualMachineImage) VMs may use
 VM_IMAGES_ANNOTATION = "vmoperator.atoll.dev/images"
 DEFAULT_CLASSES_OPT_OUT = "vmoperator.atoll.dev/default-classes"
+#: comma-separated StorageClass names a namespace's claims may use (absent: any class)
+STORAGE_CLASSES_ANNOTATION = "storage.atoll.dev/classes"
 QUOTA_NAME = "atoll-budget"
 LIMITS_NAME = "atoll-defaults"
 ROLES = {"owner": "admin", "edit": "edit", "view": "view"}
@@ -37,6 +39,8 @@ class Bundle:
     vms: int | None = None
     vm_classes: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    #: the StorageClasses assigned to the namespace (empty: not restricted)
+    storage_classes: list[str] = field(default_factory=list)
     people: dict[str, list[str]] = field(default_factory=dict)  # role → subjects
     pod_security: str = "baseline"
 
@@ -68,6 +72,8 @@ class Bundle:
             annotations[DEFAULT_CLASSES_OPT_OUT] = "false"
         if self.images:
             annotations[VM_IMAGES_ANNOTATION] = ",".join(self.images)
+        if self.storage_classes:
+            annotations[STORAGE_CLASSES_ANNOTATION] = ",".join(self.storage_classes)
         meta: dict[str, Any] = {"name": self.name,
                                 "labels": {MANAGED_LABEL: "true",
                                            POD_SECURITY_ENFORCE: self.pod_security}}

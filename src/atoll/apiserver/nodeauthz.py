@@ -1,4 +1,5 @@
-"""What a host may read: only the Secrets, ConfigMaps and claims its own workloads use.
+"""What a host may read: only the Secrets, ConfigMaps and claims its own workloads use
+(and the status of those claims, which it writes when it has grown their volume).
 
 Upstream's Node authorizer: a kubelet gets a Secret only if a pod bound to its
 node refers to it.  Here the references are found in the watch cache: pods
@@ -27,6 +28,9 @@ from atoll.storage.cacher import Cacher
 
 GUARDED = {"secrets": "Secret", "configmaps": "ConfigMap",
            "persistentvolumeclaims": "PersistentVolumeClaim"}
+#: a claim's status (the end of an expansion): written only for the claims a host's workloads
+#: use, as upstream's Node authorizer
+CLAIM_STATUS = ("persistentvolumeclaims", "status")
 
 
 def node_of(a: Attributes) -> str | None:
@@ -37,7 +41,7 @@ def node_of(a: Attributes) -> str | None:
 
 def guarded(a: Attributes) -> bool:
     return a.resource_request and not a.api_group and a.resource in GUARDED and \
-        not a.subresource
+        (not a.subresource or (a.resource, a.subresource) == CLAIM_STATUS)
 
 
 def may_read(cacher: Cacher, node: str, a: Attributes) -> bool:
@@ -46,7 +50,7 @@ def may_read(cacher: Cacher, node: str, a: Attributes) -> bool:
     if a.resource == "secrets" and a.verb in ("get", "list", "watch") and \
             ingress_tls_secret(cacher, a.namespace, a.name):
         return True
-    if a.verb != "get":
+    if a.verb != "get" and not (a.subresource and a.verb in ("patch", "update")):
         return False
     kind = GUARDED[a.resource]
     for pod in cacher.list(PODS.prefix(a.namespace)):

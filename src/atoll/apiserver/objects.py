@@ -331,6 +331,7 @@ class ObjectService:
                                                       operation=operation, subresource=subresource)
             if semantically_equal(current, new):
                 return current
+            charges = self.admission.charges_update(self, rt, current, new)
             if opts.dry_run:
                 return new
             meta = new["metadata"]
@@ -353,7 +354,7 @@ class ObjectService:
                 kv = await self._commit(
                     TxnOp("update", key, encode_for_store(new), expected=cached.mod_revision),
                     [*serviceips.claims(self, rt, new, current),
-                     *serviceips.releases(self, rt, current, new)], new)
+                     *serviceips.releases(self, rt, current, new), *charges], new)
             except RevisionMismatch:
                 if has_precondition:
                     raise conflict(rt, name) from None

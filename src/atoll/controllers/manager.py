@@ -45,6 +45,7 @@ from atoll.controllers.statefulset import StatefulSetController
 from atoll.controllers.vmoperator.classes import DefaultClassesController
 from atoll.controllers.vmoperator.virtualmachine import VirtualMachineController
 from atoll.controllers.vmoperator.vmservice import VirtualMachineServiceController
+from atoll.controllers.volume.expander import VolumeExpander
 from atoll.controllers.volume.localprovisioner import LocalProvisioner
 from atoll.controllers.volume.protection import StorageProtectionController
 from atoll.controllers.volume.pvcontroller import PersistentVolumeController
@@ -94,6 +95,7 @@ class ControllerManager:
             self._make(LocalProvisioner),
             self._make(StorageProtectionController),
             self._make(VMClaimsController),
+            self._make(VolumeExpander),
         ]
         if config.ca_pem:  # the CA to publish in every namespace (kube-root-ca.crt)
             self.controllers.append(self._make(ServiceAccountsController, ca_pem=config.ca_pem))

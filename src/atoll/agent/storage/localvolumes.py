@@ -14,8 +14,14 @@ A volume is made whole under ``.<handle>.tmp`` and renamed into place, and remov
 rename to ``.<handle>.del`` first: a directory named for a handle is always complete, and a
 half-made or half-removed one left by kill -9 is redone or finished on the next attempt.
 A mount that exists is adopted (after checking it shows this volume's file), never mounted
-twice.  One ``LocalVolumes`` per data directory (``shared``) serialises each volume's
-operations in the agent's event loop.
+twice.  A volume grows (never shrinks) to its PV's capacity: the file is truncated larger,
+and an ext4 one is resized at once when it is not mounted (``e2fsck``, ``resize2fs`` on the
+image), online when it is (``losetup -c``, ``resize2fs``: the kernel wants CAP_SYS_RESOURCE
+for that; a host without it grows the filesystem at its next mount); ``meta.json`` keeps
+``size`` (the file's), ``fs_size`` (the filesystem's) and ``reported`` (the size the claim's
+status has been told), each written after the step it records, so a step cut short by
+kill -9 is redone from the PV's capacity.  One ``LocalVolumes`` per data directory
+(``shared``) serialises each volume's operations in the agent's event loop.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,7 @@ META, FS_DISK, BLOCK_DISK, MOUNT, USERS = "meta.json", "disk.img", "disk.raw", "
 #: the disk image a VM gets inside a Filesystem volume (as KubeVirt does)
 VM_DISK = "disk.img"
 MIB = 1 << 20
+CAP_SYS_RESOURCE = 24
 _HANDLE = re.compile(r"^[a-z0-9]([-a-z0-9._]{0,251}[a-z0-9])?$")
 
 
@@ -90,7 +97,18 @@ def spec_from_pv(pv: dict[str, Any]) -> VolumeSpec:
     return VolumeSpec(handle, name, size, mode, "ext4", str(reclaim))
 
 
-async def run(*argv: str) -> None:
+def has_capability(bit: int) -> bool:
+    """Whether this process has the capability (its effective set, /proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> bit & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+async def run(*argv: str, ok: tuple[int, ...] = (0,)) -> None:
     """A helper program (mkfs, debugfs, mount); its output is the error if it fails."""
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -99,21 +117,31 @@ async def run(*argv: str) -> None:
     except OSError as e:
         raise LocalVolumeError(f"{argv[0]}: {e.strerror or e}") from None
     out, _ = await proc.communicate()
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         text = out.decode(errors="replace").strip()[-400:]
         raise LocalVolumeError(f"{argv[0]} failed (exit {proc.returncode}): {text}")
 
 
 class LocalVolumes:
     def __init__(self, root: Path, *, mkfs: str = "mkfs.ext4", debugfs: str = "debugfs",
-                 mount: str = "mount") -> None:
+                 mount: str = "mount", losetup: str = "losetup",
+                 resize2fs: str = "resize2fs", e2fsck: str = "e2fsck") -> None:
         self.root = root
         self.mkfs, self.debugfs, self.mount_cmd = mkfs, debugfs, mount
+        self.losetup, self.resize2fs, self.e2fsck = losetup, resize2fs, e2fsck
+        #: the kernel grows a mounted ext4 only for CAP_SYS_RESOURCE; without it (some
+        #: containers) a mounted volume's filesystem grows at its next mount
+        self.online_resize = has_capability(CAP_SYS_RESOURCE)
         self._locks: dict[str, asyncio.Lock] = {}
         #: called after a volume was created or removed (the capacity report listens)
         self.on_change: list[Callable[[], None]] = []
         #: called with a handle once its last user on this host is gone (the janitor listens)
         self.on_idle: list[Callable[[str], None]] = []
+        #: called with a handle when it was acquired or grew (the expansion report listens)
+        self.on_used: list[Callable[[str], None]] = []
+        #: awaited with (handle, raw file, new size) when a Block volume grew: running VMs
+        #: using the file are told (QMP ``block_resize``)
+        self.on_grown: list[Callable[[str, Path, int], Awaitable[None]]] = []
 
     # -- reading ---------------------------------------------------------------------------------
     def dir(self, handle: str) -> Path:
@@ -220,7 +248,7 @@ class LocalVolumes:
             # -m 0: the claim's whole size is the user's; the root directory open to any uid
             await run(self.mkfs, "-q", "-F", "-m", "0", "-E", "root_owner=0:0", str(disk))
             await run(self.debugfs, "-w", "-R", "set_inode_field / mode 040777", str(disk))
-        self._write_meta(tmp, asdict(spec))
+        self._write_meta(tmp, dict(asdict(spec), fs_size=spec.size, reported=0))
         await asyncio.to_thread(_fsync_dir, tmp)
         os.rename(tmp, final)
         await asyncio.to_thread(_fsync_dir, self.root)
@@ -250,15 +278,100 @@ class LocalVolumes:
                 staged = final / USERS / f".{user}.tmp"
                 staged.write_text(str(owner))
                 os.replace(staged, marker)
+            await self._grow(spec.handle, spec.size)
             if spec.mode == BLOCK:
-                return final / BLOCK_DISK
-            await self._mount(spec.handle)
-            return final / MOUNT
+                path = final / BLOCK_DISK
+            else:
+                await self._mount(spec.handle)
+                path = final / MOUNT
+        self._used(spec.handle)
+        return path
+
+    # -- growing ---------------------------------------------------------------------------------
+    async def grow(self, handle: str, size: int) -> bool:
+        """Grow the volume to ``size`` bytes (its PV's capacity); True once the data and, for
+        Filesystem, the filesystem have that size (a filesystem not mounted here waits for
+        its next mount: False)."""
+        async with self._lock(handle):
+            done = await self._grow(handle, size)
+        self._used(handle)
+        return done
+
+    def grown(self, handle: str) -> bool:
+        """Whether the filesystem (Filesystem) or the file (Block) has the recorded size."""
+        meta = self.meta(handle) or {}
+        size = int(meta.get("size") or 0)
+        return meta.get("mode") == BLOCK or int(meta.get("fs_size") or size) >= size
+
+    async def _grow(self, handle: str, size: int) -> bool:
+        meta = self.meta(handle)
+        if meta is None:
+            raise LocalVolumeError(f"volume {handle} is not on this host")
+        disk = self.disk(handle)
+        if size > int(meta.get("size") or 0):
+            have = disk.stat().st_size
+            if size > have:
+                await asyncio.to_thread(_grow_file, disk, size)
+            if meta.get("mode") == BLOCK:
+                for hook in list(self.on_grown):
+                    await hook(handle, disk, size)
+            meta = {**meta, "size": size, "fs_size": int(meta.get("fs_size") or
+                                                         meta.get("size") or 0)}
+            self._write_meta(self.dir(handle), meta)
+            log.info("volume %s: grown to %d bytes", handle, size)
+            self._changed()
+        if self.grown(handle):
+            return True
+        if not self.mounted(handle):
+            await self._resize_offline(handle)
+            return True
+        if not self.online_resize:
+            return False  # mounted, and this host may not grow a mounted ext4: next mount
+        await self._resize_online(handle)
+        return True
+
+    async def _resize_online(self, handle: str) -> None:
+        """Growth of the mounted filesystem to its file's size (the kernel's online resize)."""
+        device = _mount_device(str(self.mount_dir(handle)))
+        name = _block_name(device) if device else None
+        if name is None:
+            raise LocalVolumeError(f"volume {handle}: its loop device is not found")
+        await run(self.losetup, "-c", f"/dev/{name}")
+        await run(self.resize2fs, f"/dev/{name}")
+        self._resized(handle)
+
+    async def _resize_offline(self, handle: str) -> None:
+        """Growth of the unmounted image: resize2fs wants a freshly checked filesystem."""
+        disk = str(self.dir(handle) / FS_DISK)
+        await run(self.e2fsck, "-f", "-p", disk, ok=(0, 1))  # 1: something was fixed
+        await run(self.resize2fs, disk)
+        self._resized(handle)
+
+    def _resized(self, handle: str) -> None:
+        meta = self.meta(handle) or {}
+        self._write_meta(self.dir(handle), {**meta, "fs_size": int(meta.get("size") or 0)})
+        log.info("volume %s: filesystem grown to %s bytes", handle, meta.get("size"))
+
+    def mark_reported(self, handle: str, size: int) -> None:
+        """The claim's status says ``size``: nothing more to tell."""
+        meta = self.meta(handle)
+        if meta is not None and int(meta.get("reported") or 0) < size:
+            self._write_meta(self.dir(handle), {**meta, "reported": size})
+
+    def reported(self, handle: str) -> int:
+        meta = self.meta(handle) or {}
+        return int(meta.get("reported", meta.get("size")) or 0)
+
+    def _used(self, handle: str) -> None:
+        for hook in list(self.on_used):
+            hook(handle)
 
     async def _mount(self, handle: str) -> None:
         point = str(self.mount_dir(handle))
         disk = self.dir(handle) / FS_DISK
         device = _mount_device(point)
+        if device is None and not self.grown(handle):
+            await self._resize_offline(handle)  # grown while it was not mounted
         if device is None:
             # util-linux reuses a loop device already backing this file (one superblock)
             await run(self.mount_cmd, "-t", "ext4", "-o", "loop,discard", str(disk), point)
@@ -268,6 +381,8 @@ class LocalVolumes:
         backing = _loop_backing(device)
         if backing is None or os.path.realpath(backing) != os.path.realpath(disk):
             raise LocalVolumeError(f"{point} shows {backing or device}, not {disk}")
+        if not self.grown(handle) and self.online_resize:
+            await self._resize_online(handle)  # grown while mounted by a killed agent
 
     async def release(self, user: str) -> None:
         """``user`` is gone: drop it from every volume; unmount those nobody uses any more."""
@@ -364,6 +479,16 @@ def _sparse_file(path: Path, size: int) -> None:
         os.close(fd)
 
 
+def _grow_file(path: Path, size: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_size < size:  # never shrinks
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -400,6 +525,14 @@ def _mount_device(point: str) -> str | None:
 def _unescape(field: str) -> str:
     """mountinfo writes space, tab, newline and backslash as octal escapes (``\\040``)."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _block_name(device: str) -> str | None:
+    """``loop3`` for ``7:3``, from sysfs."""
+    try:
+        return os.path.basename(os.readlink(f"/sys/dev/block/{device}"))
+    except OSError:
+        return None
 
 
 def _loop_backing(device: str) -> str | None:

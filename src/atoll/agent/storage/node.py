@@ -1,5 +1,5 @@
-"""This host's storage duties, started by the agent: the janitor and the capacity report,
-over one PersistentVolume informer and the host's one datastore."""
+"""This host's storage duties, started by the agent: the janitor, the capacity report and
+volume expansion, over one PersistentVolume informer and the host's one datastore."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 from atoll.agent.storage import localvolumes
 from atoll.agent.storage.capacity import CapacityPublisher
+from atoll.agent.storage.expansion import VolumeExpansion
 from atoll.agent.storage.janitor import VolumeJanitor
+from atoll.client.events import EventRecorder
 from atoll.client.factory import InformerFactory
 from atoll.client.rest import ApiClient
 
@@ -20,6 +22,9 @@ class NodeStorage:
         pvs = informers.informer("", "v1", "persistentvolumes")
         self.janitor = VolumeJanitor(client, pvs, self.store)
         self.capacity = CapacityPublisher(client, self.store, pvs, node)
+        self.events = EventRecorder(client, "kubelet")
+        self.expansion = VolumeExpansion(client, pvs, self.store, node, self.events)
 
     async def run(self) -> None:
-        await asyncio.gather(self.janitor.run(), self.capacity.run())
+        await asyncio.gather(self.janitor.run(), self.capacity.run(), self.expansion.run(),
+                             self.events.run())

@@ -18,6 +18,7 @@ from typing import Any
 
 from atoll.agent.host.network import CNI
 from atoll.agent.runtime import accel
+from atoll.agent.storage import localvolumes
 from atoll.agent.vms.images import BlobCache
 from atoll.agent.vms.network import VMNetwork
 from atoll.agent.vms.worker import VMWorker, VMWorkerSettings
@@ -45,6 +46,13 @@ class VMManager:
         self._accel_file = settings.data_dir / "accelerator.json"
         self._accel: str = self._load_accel()
         self._accel_lock = asyncio.Lock()
+        # a claim's Block volume grown on this host: running VMs using it see the new size
+        localvolumes.shared(settings.data_dir.parent / "volumes").on_grown.append(
+            self._volume_grown)
+
+    async def _volume_grown(self, handle: str, disk: Path, size: int) -> None:
+        for worker in list(self.workers.values()):
+            await worker.resize_disk(disk, size)
 
     async def run(self) -> None:
         if self._accel:

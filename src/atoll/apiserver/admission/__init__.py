@@ -138,3 +138,10 @@ class Admission:
         if self.quota is None:
             return []
         return self.quota.charges(svc, rt, obj)
+
+    def charges_update(self, svc: ObjectReader, rt: ResourceType, old: dict[str, Any],
+                       new: dict[str, Any]) -> list[TxnOp]:
+        """Quota writes to commit with an update (a claim's grown request)."""
+        if self.quota is None:
+            return []
+        return self.quota.charges_update(svc, rt, old, new)

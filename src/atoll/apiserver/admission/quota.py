@@ -38,8 +38,30 @@ class QuotaAdmission:
         if not quotas:
             return []
         counted = quotausage.usage(rt.group, rt.plural, obj, vm_class_lookup(svc))
+        return self._charge(svc, rt, obj, quotas, counted)
+
+    def charges_update(self, svc: ObjectReader, rt: ResourceType, old: dict[str, Any],
+                       new: dict[str, Any]) -> list[TxnOp]:
+        """An update is charged what it adds: as upstream, only a claim's growing request
+        (expansion) does; what it frees is the quota controller's to give back."""
+        namespace = new["metadata"].get("namespace") or ""
+        if rt.group or rt.plural != "persistentvolumeclaims" or not namespace:
+            return []
+        before = quotausage.usage(rt.group, rt.plural, old)
+        grown = {k: v - before.get(k, Decimal(0))
+                 for k, v in quotausage.usage(rt.group, rt.plural, new).items()
+                 if v > before.get(k, Decimal(0))}
+        if not grown:
+            return []
+        quotas = svc.read_list(RESOURCEQUOTAS, namespace)
+        return self._charge(svc, rt, new, quotas, grown) if quotas else []
+
+    def _charge(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+                quotas: list[Any], counted: dict[str, Decimal]) -> list[TxnOp]:
+        """The CAS writes adding ``counted`` to every quota of the namespace that tracks it."""
         if not counted:
             return []
+        namespace = obj["metadata"].get("namespace") or ""
         ops: list[TxnOp] = []
         for cached in quotas:
             quota = orjson.loads(cached.raw)

@@ -7,8 +7,11 @@ CPUs, as KubeVirt allows: they are threads), and, for a class with reservations
 VMs reserve still covers the reservation.  "Allocatable", "requested" and "fits" are
 ``controllers.capacity``'s, the pod scheduler's own numbers, so a VM is never placed
 where the scheduler would see no room.  Among the hosts that qualify, the one with the
-most unreserved memory wins, then CPU, as vSphere HA and DRS prefer.  Pure functions
-over the informers' objects, so the rules are tested without a cluster.
+most unreserved memory wins, then CPU, as vSphere HA and DRS prefer.  A VM whose claim is
+bound to a volume pinned to a host (a local volume's ``nodeAffinity``) may only go where the
+volume is, or nowhere: ``VolumeNodeAffinityConflict`` then names the claims and their hosts,
+as the scheduler's VolumeBinding filter does for pods.  Pure functions over the informers'
+objects, so the rules are tested without a cluster.
 """
 
 from __future__ import annotations
@@ -19,9 +22,14 @@ from typing import Any, Callable, Iterable
 from atoll.api import quantity
 from atoll.controllers import capacity
 from atoll.controllers.capacity import Resources
+from atoll.controllers.volume import binder
 
 NO_HOSTS, INSUFFICIENT, SATISFIED = "NoAvailableHosts", "InsufficientResources", \
     "PlacementSatisfied"
+VOLUME_CONFLICT = "VolumeNodeAffinityConflict"
+
+#: (claim name, the PersistentVolume it is bound to) for each of a VM's bound claims
+BoundVolumes = Iterable[tuple[str, dict[str, Any]]]
 
 #: what is requested on a host by name: pods' requests plus other VMs' reservations
 Requested = Callable[[str], Resources]
@@ -73,11 +81,31 @@ def requested_on(node_name: str, pods: Iterable[dict[str, Any]],
     return used
 
 
-def place(want: Demand, nodes: list[dict[str, Any]], requested: Requested) -> Decision:
+def volume_conflicts(node: dict[str, Any], volumes: BoundVolumes) -> list[str]:
+    """The claims whose volume cannot be used on ``node`` (its node affinity excludes it)."""
+    name = node["metadata"]["name"]
+    labels = dict((node.get("metadata") or {}).get("labels") or {})
+    out = []
+    for claim, pv in volumes:
+        if not binder.node_admits(pv, name, labels):
+            where = binder.affinity_node(pv)
+            out.append(f"claim {claim}'s volume {pv['metadata']['name']} is on "
+                       f"{where or 'other hosts'}")
+    return out
+
+
+def place(want: Demand, nodes: list[dict[str, Any]], requested: Requested,
+          volumes: BoundVolumes = ()) -> Decision:
+    volumes = list(volumes)
     candidates: list[tuple[int, int, str]] = []
     why: list[str] = []
+    pinned_out = 0
     for node in nodes:
         name = node["metadata"]["name"]
+        if conflicts := volume_conflicts(node, volumes):
+            why.append(f"{name}: {'; '.join(conflicts)}")
+            pinned_out += 1
+            continue
         if reason := usable(node):
             why.append(f"{name}: {reason}")
             continue
@@ -101,6 +129,15 @@ def place(want: Demand, nodes: list[dict[str, Any]], requested: Requested) -> De
         return Decision(host, SATISFIED, f"placed on {host}")
     if not nodes:
         return Decision(None, NO_HOSTS, "no hosts")
+    if volumes and pinned_out == len(nodes):
+        return Decision(None, VOLUME_CONFLICT, "no host has the VM's volumes: " +
+                        "; ".join(why))
+    if volumes and pinned_out:
+        # the hosts the volumes allow cannot take the VM: say so, not that others lack room
+        allowed = [w for w in why if "'s volume " not in w]
+        return Decision(None, VOLUME_CONFLICT if not allowed else INSUFFICIENT,
+                        "the VM's volumes allow only hosts that cannot take it: " +
+                        "; ".join(allowed or why))
     if all(": not Ready" in w or ": unschedulable" in w or ": taint" in w for w in why):
         return Decision(None, NO_HOSTS, "no host can take VMs: " + "; ".join(why))
     return Decision(None, INSUFFICIENT, "no host has room: " + "; ".join(why))

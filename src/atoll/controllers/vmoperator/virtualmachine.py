@@ -27,12 +27,20 @@ from atoll.client.status import patch_with_retry, with_finalizer, without_finali
 from atoll.controllers import capacity
 from atoll.controllers.capacity import Resources
 from atoll.controllers.vmoperator import placement
+from atoll.controllers.vmoperator import volumes as vmvolumes
 
 log = logging.getLogger(__name__)
 IMAGE_KINDS = ("VirtualMachineImage", "ClusterVirtualMachineImage")
 UNREACHABLE = "node.kubernetes.io/unreachable"
 #: images by display name (``status.name``): "namespace/name" for namespaced ones
 IMAGE_DISPLAY_NAME = "image-display-name"
+#: VMs by the "namespace/name" of each claim they use
+VM_CLAIM = "vm-claim"
+
+
+def _by_claim(vm: dict[str, Any]) -> Iterable[str]:
+    ns = (vm.get("metadata") or {}).get("namespace") or ""
+    return [f"{ns}/{claim}" for _, claim in vmvolumes.claim_volumes(vm)]
 
 
 def by_display_name(image: dict[str, Any]) -> Iterable[str]:
@@ -64,7 +72,8 @@ class VirtualMachineController(Controller):
     def declare(self, b: Builder) -> None:
         self.vms = b.primary(n.GROUP, n.VERSION, "virtualmachines",
                              indexers={capacity.VM_HOST: capacity.by_vm_host,
-                                       capacity.VM_CLASS: capacity.by_vm_class})
+                                       capacity.VM_CLASS: capacity.by_vm_class,
+                                       VM_CLAIM: _by_claim})
         # a class or image changed: look again at the VMs still waiting for one (or for room,
         # which a changed reservation may have given back)
         self.classes = b.watches(n.GROUP, n.VERSION, "virtualmachineclasses", self._unplaced)
@@ -76,9 +85,17 @@ class VirtualMachineController(Controller):
         self.nodes = b.watches("", "v1", "nodes", self._on_node)
         #: what pods request on a host (placement counts them as the scheduler does)
         self.pods = b.reads("", "v1", "pods", indexers={ix.NODE_NAME: ix.by_node_name})
+        #: the VMs' claims: their bound volumes pin placement; status.volumes follows them
+        self.claims = b.watches("", "v1", "persistentvolumeclaims", self._vms_of_claim)
+        self.volumes = b.reads("", "v1", "persistentvolumes")
 
     def _unplaced(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> set[str]:
         return self.vms.index_keys(capacity.VM_HOST, "")
+
+    def _vms_of_claim(self, kind: str, claim: dict[str, Any],
+                      old: dict[str, Any] | None) -> set[str]:
+        ns = claim["metadata"].get("namespace", "")
+        return set(self.vms.index_keys(VM_CLAIM, f"{ns}/{claim['metadata'].get('name', '')}"))
 
     def _on_node(self, kind: str, node: dict[str, Any], old: dict[str, Any] | None) -> set[str]:
         """Room may have appeared (or a host gone): retry unplaced VMs, and the VMs of a host
@@ -123,10 +140,14 @@ class VirtualMachineController(Controller):
                                "name": image["metadata"]["name"]}
             updates.append(cond.condition(n.IMAGE_READY, True, "True"))
 
+        if vmvolumes.claim_volumes(vm):
+            status["volumes"] = vmvolumes.volume_status(vm, self.claims.get)
         decision: placement.Decision | None = None
         if not host and klass is not None and image is not None:
             decision = placement.place(placement.demand(klass), self.nodes.list(),
-                                       self._requested)
+                                       self._requested,
+                                       vmvolumes.bound_volumes(vm, self.claims.get,
+                                                               self.volumes.get))
             updates.append(cond.condition(n.PLACEMENT_READY, decision.host is not None,
                                           decision.reason, decision.message))
         elif host:
@@ -180,7 +201,9 @@ class VirtualMachineController(Controller):
             return wait
         decision = placement.place(placement.demand(klass),
                                    [nd for nd in self.nodes.list()
-                                    if nd["metadata"]["name"] != host], self._requested)
+                                    if nd["metadata"]["name"] != host], self._requested,
+                                   vmvolumes.bound_volumes(vm, self.claims.get,
+                                                           self.volumes.get))
         if not decision.host:
             self.events.record(vm, WARNING, "HARestartFailed",
                                f"host {host} is unreachable and no other host can take the VM: "

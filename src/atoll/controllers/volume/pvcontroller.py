@@ -229,9 +229,12 @@ class PersistentVolumeController(Controller):
                 c_patch["metadata"]["annotations"][binder.BOUND_BY_CONTROLLER] = "yes"
             claim = await self._patch_claim(claim, c_patch)
         vspec = spec(volume)
-        status = {"phase": "Bound", "accessModes": vspec.get("accessModes") or [],
-                  "capacity": dict(vspec.get("capacity") or {})}
         have = claim.get("status") or {}
+        status = {"phase": "Bound", "accessModes": vspec.get("accessModes") or []}
+        if have.get("phase") != "Bound" or not have.get("capacity"):
+            # once Bound, the capacity is the expansion's to change (the host writes it when
+            # the data has grown): a volume grown by the resizer is not yet a claim grown
+            status["capacity"] = dict(vspec.get("capacity") or {})
         if any(have.get(k) != v for k, v in status.items()):
             await self.client.patch(claim_path(meta(claim)["namespace"], meta(claim)["name"])
                                     + "/status", {"status": status})
