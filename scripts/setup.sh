@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(python3 python3-venv python3-dev ca-certificates
               runc containernetworking-plugins busybox-static iproute2 iptables nftables
               qemu-system-x86 qemu-utils debootstrap etcd-server etcd-client
-              docker-registry skopeo apache2-utils conntrack)
+              docker-registry skopeo apache2-utils conntrack
+              gcc libc6-dev)  # gcc, libc6-dev: the static pod-VM guest agent (podvm/image.py)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -35,6 +35,10 @@ class ServerSettings:
     content_max_blob_bytes: int = 64 << 30
     #: Pod Security level for namespaces without the enforce label: privileged|baseline|restricted
     pod_security_default: str = "baseline"
+    #: the RuntimeClass pods get in every namespace but the system ones when they name none and
+    #: their namespace has no ``atoll.dev/default-runtime-class`` label ("": none; e.g.
+    #: ``atoll-vm``: every tenant pod a pod-VM, as on the Supervisor)
+    default_runtime_class: str = ""
     #: shared secret of the servers over one datastore: the first seals the CA and signing
     #: key into the store with it, the others take them from there (apiserver/join.py)
     join_token: str = ""

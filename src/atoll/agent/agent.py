@@ -34,6 +34,9 @@ from atoll.agent.images.puller import ImagePuller, PullSettings
 from atoll.agent.images.registry import RegistrySettings
 from atoll.agent.images.store import ImageStore
 from atoll.agent.pods.worker import PodWorker, WorkerSettings
+from atoll.agent.podvm.dispatch import HandlerRuntimes
+from atoll.agent.podvm.runtime import HANDLER as POD_VM_HANDLER
+from atoll.agent.podvm.runtime import PodVMRuntime, unavailable as pod_vms_unavailable
 from atoll.agent.runtime.containers import ContainerMeta, ContainerRuntime
 from atoll.agent.runtime.mounts import unmount_all_under
 from atoll.agent.storage.node import NodeStorage
@@ -69,6 +72,15 @@ class Agent:
         run_dir = s.run_dir or Path("/run/atoll") / s.name
         self.runtime = ContainerRuntime(run_dir / "containers", runc=s.runtime,
                                         runc_root=run_dir / "runc")
+        #: pod-VMs (RuntimeClass handler ``atoll-vm``) where QEMU can run them
+        self.podvms = PodVMRuntime(run_dir / "podvm",
+                                   accel=lambda kernel: self.vms.accelerator(kernel))
+        runtimes = {"": self.runtime, "runc": self.runtime}
+        if not pod_vms_unavailable():
+            runtimes[POD_VM_HANDLER] = self.podvms
+        else:
+            log.warning("pod-VMs are not offered: %s", pod_vms_unavailable())
+        self.pod_runtime = HandlerRuntimes(runtimes, self._runtime_handler)
         self.cni = CNI(NetworkSettings(pod_cidr=s.pod_cidr, cluster_cidr=s.cluster_cidr,
                                        bridge=s.bridge,
                                        cni_bin_dir=s.cni_bin_dir,
@@ -76,7 +88,8 @@ class Agent:
         self.node = NodeAgent(self.client, NodeSettings(
             name=s.name, data_dir=s.data_dir, host_ip=s.host_ip, pod_cidr=s.pod_cidr,
             lease_interval=s.lease_interval, lease_seconds=s.lease_seconds, port=s.port,
-            runtime_version=runc_version(s.runtime), labels=s.labels), images=self.images)
+            runtime_version=runc_version(s.runtime), labels=s.labels,
+            runtime_handlers=self.pod_runtime.handlers), images=self.images)
         api_host, api_port = api_endpoint_for_pods(config.server, s.host_ip)
         self.worker_settings = WorkerSettings(node_name=s.name, host_ip=s.host_ip,
                                               pods_dir=s.data_dir / "pods",
@@ -85,7 +98,8 @@ class Agent:
                                               api_host=api_host, api_port=api_port,
                                               cluster_dns=s.cluster_dns or
                                               str(self.cni.ipam.gateway),
-                                              cluster_domain=s.cluster_domain)
+                                              cluster_domain=s.cluster_domain,
+                                              runtime_handlers=self.pod_runtime.handlers)
         #: one informer per resource for the whole agent, as in the controller manager
         self.informers = InformerFactory(self.client)
         self.pods = self.informers.informer("", "v1", "pods",
@@ -108,18 +122,20 @@ class Agent:
         self.ingress = ingress.IngressProxy(
             self.informers.informer("networking.k8s.io", "v1", "ingresses"), services, slices,
             str(self.cni.ipam.gateway), self.client)
-        #: NetworkPolicies for this host's pods (peers are every host's pods)
+        #: NetworkPolicies for this host's pods and VMs (peers are every host's)
         self.policies = netpol.PolicyEnforcer(
             self.informers.informer("networking.k8s.io", "v1", "networkpolicies"),
             self.informers.informer("", "v1", "pods"),
             self.informers.informer("", "v1", "namespaces"),
             netpol.table_name(s.bridge), s.name,
             dataplane_report(self, netpol.CONDITION, netpol.FAILED_REASON,
-                             "atoll-network-policy"))
+                             "atoll-network-policy"),
+            vms=self.informers.informer("vmoperator.vmware.com", "v1alpha3", "virtualmachines"),
+            vm_address=self._vm_address)
         self.workers: dict[str, PodWorker] = {}
         #: containers on disk at start, by pod uid: adopted by the first worker of each pod
         self._found: dict[str, list[ContainerMeta]] = {}
-        for meta in self.runtime.list():
+        for meta in [*self.runtime.list(), *self.podvms.list()]:
             self._found.setdefault(meta.pod_uid, []).append(meta)
         self.vms = VMManager(self.client, self.informers, VMWorkerSettings(
             node_name=s.name, data_dir=s.data_dir / "vms", run_dir=run_dir / "vms",
@@ -209,13 +225,18 @@ class Agent:
                      if w.pod["metadata"].get("namespace") == namespace
                      and w.pod["metadata"].get("name") == name), None)
 
+    def _vm_address(self, uid: str) -> str | None:
+        """The address this host gave the VM ``uid`` (for its policies), if it runs here."""
+        worker = self.vms.workers.get(uid) if hasattr(self, "vms") else None
+        return worker.address.ip if worker is not None and worker.address else None
+
     def vm_worker(self, uid: str) -> VMWorker | None:
         return self.vms.workers.get(uid)
 
     def _images_in_use(self) -> set[str]:
         """Images (refs and ids) of every container on this host, running or exited."""
         used: set[str] = set()
-        for meta in self.runtime.list():
+        for meta in [*self.runtime.list(), *self.podvms.list()]:
             used.update((meta.image, meta.image_id))
         for worker in list(self.workers.values()):
             for ref, _ in worker.pulls.values():
@@ -233,8 +254,14 @@ class Agent:
                                 f"/atoll/{self.settings.name}/{worker.uid}-{name}"))
         return out
 
+    def _runtime_handler(self, uid: str) -> str | None:
+        """The RuntimeClass handler the pod's worker resolved (None: no worker, not yet)."""
+        worker = self.workers.get(uid)
+        return worker.runtime_handler if worker is not None else None
+
     async def close(self) -> None:
         await self.vms.close()
+        await self.podvms.close()  # not adopted by a next agent yet: leave no VM behind
         await self.puller.close()
         if self.server is not None:
             await self.server.stop()
@@ -248,8 +275,8 @@ class Agent:
                 worker.update(None)
             return
         if worker is None:
-            worker = PodWorker(pod, client=self.client, runtime=self.runtime, images=self.images,
-                               cni=self.cni, settings=self.worker_settings,
+            worker = PodWorker(pod, client=self.client, runtime=self.pod_runtime,
+                               images=self.images, cni=self.cni, settings=self.worker_settings,
                                puller=self.puller)
             self.workers[uid] = worker
             worker.start(self._found.pop(uid, None))
@@ -273,8 +300,8 @@ class Agent:
             log.info("cleaning up after pod %s, which is gone", uid)
             pod = {"metadata": {"uid": uid, "name": uid, "namespace": "",
                                 "deletionGracePeriodSeconds": 1}, "spec": {}}
-            worker = PodWorker(pod, client=self.client, runtime=self.runtime, images=self.images,
-                               cni=self.cni, settings=self.worker_settings,
+            worker = PodWorker(pod, client=self.client, runtime=self.pod_runtime,
+                               images=self.images, cni=self.cni, settings=self.worker_settings,
                                puller=self.puller)
             worker._adopt(self._found.pop(uid, []))
             worker.deleted_from_api = True

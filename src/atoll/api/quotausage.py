@@ -66,16 +66,20 @@ def pod_counts(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
 
-def pod_compute(spec: dict[str, Any]) -> Usage:
-    """requests.*/limits.* of a pod: containers summed, init containers at their peak."""
+def pod_compute(spec: dict[str, Any], overhead: bool = True) -> Usage:
+    """requests.*/limits.* of a pod: containers summed, init containers at their peak, and
+    ``spec.overhead`` (its RuntimeClass's) on top, as upstream's PodRequests/PodLimits: added
+    to every request, but only to limits the containers set (an unlimited pod stays so)."""
     out: Usage = {}
+    extra = spec.get("overhead") if overhead else None
     for kind in ("requests", "limits"):
         total = _sum_containers(spec.get("containers"), kind)
         for c in spec.get("initContainers") or []:
             for name, value in _container(c, kind).items():
                 total[name] = max(total.get(name, Decimal(0)), value)
-        for name, value in (spec.get("overhead") or {}).items():
-            total[name] = total.get(name, Decimal(0)) + _q(value)
+        for name, value in (extra.items() if isinstance(extra, dict) else ()):
+            if kind == "requests" or total.get(str(name)):
+                total[str(name)] = total.get(str(name), Decimal(0)) + _q(value)
         for name, value in total.items():
             out[f"{kind}.{name}"] = value
             if kind == "requests" and name in COMPUTE:
@@ -133,7 +137,7 @@ def vm_compute(vm: dict[str, Any], vm_class: ClassLookup | None) -> Usage:
 
 def pod_matches_scopes(pod: dict[str, Any], scopes: Iterable[str]) -> bool:
     spec = pod.get("spec") or {}
-    best_effort = not pod_compute(spec)
+    best_effort = not pod_compute(spec, overhead=False)  # QoS ignores the overhead
     terminating = spec.get("activeDeadlineSeconds") is not None
     for scope in scopes:
         if scope == "BestEffort" and not best_effort:

@@ -22,16 +22,20 @@ from atoll.api import errors
 from atoll.api.resources.serviceaddresses import ServiceRanges
 from atoll.apiserver import (authn, authz, bootstrap_policy, builtin_crds, certificates, crds,
                              discovery, heap, http, join, metrics, pki, protocol, proxy, rbac,
-                             routing, serviceaccounts, servicebootstrap,
+                             routing, runtimebootstrap, serviceaccounts, servicebootstrap,
                              storagebootstrap)
 from atoll.apiserver.admission import Admission
 from atoll.apiserver.admission.defaultstorageclass import DefaultStorageClass
 from atoll.apiserver.admission.escalation import EscalationCheck
 from atoll.apiserver.admission.limitranger import LimitRanger
 from atoll.apiserver.admission.noderestriction import NodeRestriction
+from atoll.apiserver.admission.podvm import PodVMRestrictions
 from atoll.apiserver.admission.podsecurity import PodSecurity
 from atoll.apiserver.admission.quota import QuotaAdmission
+from atoll.apiserver.admission.runtimeclass import (DefaultRuntimeClass,
+                                                    RuntimeClassAdmission)
 from atoll.apiserver.admission.serviceaccount import ServiceAccountAdmission
+from atoll.apiserver.admission.storageclaims import StorageClaims
 from atoll.apiserver.admission.storageprotection import StorageObjectInUseProtection
 from atoll.apiserver.admission.vmbindings import VMBindings
 from atoll.apiserver.admission.webhook_client import WebhookClient
@@ -113,9 +117,10 @@ class ApiServer:
         self.svc.admission = Admission([
             LimitRanger(), ServiceAccountAdmission(), PodSecurity(settings.pod_security_default),
             NodeRestriction(), DefaultStorageClass(), StorageObjectInUseProtection(),
-            EscalationCheck(self.authorizer), certificates.ApprovalCheck(self.authorizer),
-            VMBindings()], quota=QuotaAdmission(), webhooks=Webhooks(self.webhook_client,
-                                                                     self.registry))
+            StorageClaims(), DefaultRuntimeClass(settings.default_runtime_class),
+            RuntimeClassAdmission(), PodVMRestrictions(), EscalationCheck(self.authorizer),
+            certificates.ApprovalCheck(self.authorizer), VMBindings()],
+            quota=QuotaAdmission(), webhooks=Webhooks(self.webhook_client, self.registry))
         self.node_proxy: NodeProxy | None = None
         self.aggregator: Aggregator | None = None
         self.trimmer: heap.Trimmer | None = None
@@ -223,6 +228,7 @@ class ApiServer:
                     pass
         await servicebootstrap.ensure(self.svc, self.svc.service_ranges, self.settings.port)
         await storagebootstrap.ensure(self.svc)
+        await runtimebootstrap.ensure(self.svc)
         await builtin_crds.ensure(self.svc, self.registry)
         builtin_crds.Keeper(self.svc, self.registry, self.cacher)
         await bootstrap_policy.ensure(self.svc, self.registry)

@@ -118,6 +118,8 @@ NODE_RULES = [
     _rule([""], ["serviceaccounts/token"], ["create"]),
     _rule(["coordination.k8s.io"], ["leases"], ["get", "create", "update", "patch", "delete"]),
     _rule(["storage.k8s.io"], ["storageclasses"], READ),
+    # the handler of a pod's RuntimeClass decides which runtime runs it
+    _rule(["node.k8s.io"], ["runtimeclasses"], READ),
     # its own local datastore's capacity only (kube-system/atoll-local-<node>: NodeRestriction)
     _rule(["storage.k8s.io"], ["csistoragecapacities"], READ + ["create", "update", "patch",
                                                               "delete"]),

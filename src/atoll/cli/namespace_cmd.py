@@ -18,6 +18,7 @@ import orjson
 import yaml
 
 from atoll.api import errors, tenancy
+from atoll.api.resources.node_v1 import DEFAULT_RUNTIME_CLASS_LABEL, POD_VM_CLASS
 from atoll.api.vmoperator import names as vmnames
 from atoll.cli.common import admin_kubeconfig_path, resolve_kubeconfig
 from atoll.client import kubeconfig
@@ -41,8 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("name")
     c.add_argument("--cpu", default="", help="CPU budget (requests and limits), e.g. 8")
     c.add_argument("--memory", default="", help="memory budget, e.g. 16Gi")
+    c.add_argument("--storage-class", action="append", default=[], metavar="CLASS[=SIZE]",
+                   help="a StorageClass the namespace's claims may use, with an optional "
+                        "budget (repeatable; once given, other classes are refused)")
     c.add_argument("--storage", action="append", default=[], metavar="CLASS=SIZE",
-                   help="storage budget per StorageClass (repeatable)")
+                   help="storage budget per StorageClass, without assigning classes "
+                        "(repeatable)")
     c.add_argument("--pods", type=int, default=None, help="at most this many pods")
     c.add_argument("--vms", type=int, default=None, help="at most this many VirtualMachines")
     c.add_argument("--vm-class", action="append", default=[], metavar="CLASS",
@@ -58,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--pod-security", default="baseline",
                    choices=["privileged", "baseline", "restricted"],
                    help="Pod Security level enforced (default: baseline: no host access)")
+    c.add_argument("--pod-vms", action="store_true",
+                   help="run every pod of the namespace in its own VM (RuntimeClass atoll-vm) "
+                        "unless it names another RuntimeClass")
     c.add_argument("-o", "--output", choices=["yaml", "json"], default=None,
                    help="print the objects instead of applying them")
     _connection_flags(c)
@@ -87,12 +95,22 @@ def bundle_from(args: argparse.Namespace) -> tenancy.Bundle:
         if not sep or not klass or not size:
             raise ValueError(f"--storage wants CLASS=SIZE (e.g. fast=100Gi), not {item!r}")
         storage[klass] = size
+    classes: list[str] = []
+    for item in args.storage_class:
+        klass, sep, size = item.partition("=")
+        if not klass or (sep and not size):
+            raise ValueError(f"--storage-class wants CLASS or CLASS=SIZE (e.g. fast=100Gi), "
+                             f"not {item!r}")
+        classes.append(klass)
+        if size:
+            storage[klass] = size
     for flag, value in (("--pods", args.pods), ("--vms", args.vms)):
         if value is not None and value < 0:
             raise ValueError(f"{flag} must not be negative")
     return tenancy.Bundle(args.name, cpu=args.cpu, memory=args.memory, storage=storage,
                           pods=args.pods, vms=args.vms, vm_classes=list(dict.fromkeys(args.vm_class)),
                           images=list(dict.fromkeys(args.image)),
+                          storage_classes=list(dict.fromkeys(classes)),
                           people={"owner": args.owner, "edit": args.edit, "view": args.view},
                           pod_security=args.pod_security)
 
@@ -100,6 +118,11 @@ def bundle_from(args: argparse.Namespace) -> tenancy.Bundle:
 def create(args: argparse.Namespace) -> int:
     bundle = bundle_from(args)
     objects = bundle.objects()
+    if args.pod_vms:
+        for obj in objects:
+            if obj["kind"] == "Namespace":
+                obj["metadata"].setdefault("labels", {})[DEFAULT_RUNTIME_CLASS_LABEL] = \
+                    POD_VM_CLASS
     if args.output:
         doc = {"apiVersion": "v1", "kind": "List", "items": objects}
         sys.stdout.write(yaml.safe_dump(doc, sort_keys=False) if args.output == "yaml"
@@ -210,6 +233,8 @@ async def _describe(client: ApiClient, name: str) -> str:
                                       or "none"))
     images = tenancy.allowed_names(annotations, tenancy.VM_IMAGES_ANNOTATION)
     lines.append("Images:        " + (", ".join(images) if images is not None else "any"))
+    storage = tenancy.allowed_names(annotations, tenancy.STORAGE_CLASSES_ANNOTATION)
+    lines.append("Storage:       " + (", ".join(storage) if storage is not None else "any"))
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from atoll.api import quantity
+from atoll.api import quantity, validation
 from atoll.apiserver import pki
 from atoll.apiserver.app import ApiServer
 from atoll.cli.common import admin_kubeconfig_path, default_data_dir
@@ -59,6 +59,10 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
                    choices=["privileged", "baseline", "restricted"],
                    help="Pod Security level of namespaces without the "
                         "pod-security.kubernetes.io/enforce label (default: baseline)")
+    p.add_argument("--default-runtime-class", default="", metavar="CLASS",
+                   help="RuntimeClass of pods that name none, in every namespace but the "
+                        "kube-* ones unless its atoll.dev/default-runtime-class label says "
+                        "otherwise (e.g. atoll-vm: every tenant pod a pod-VM; default: none)")
     p.add_argument("--audit-log-path", type=Path, default=None,
                    help="audit log of every mutating request (default: DATA_DIR/audit.log)")
     p.add_argument("--content-max-blob-size", default="64Gi",
@@ -143,12 +147,16 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
     data_dir = (args.data_dir or default_data_dir()).resolve()
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, not {args.port}")
+    if args.default_runtime_class and validation.is_dns1123_subdomain(args.default_runtime_class):
+        raise ValueError(f"--default-runtime-class must name a RuntimeClass, not "
+                         f"{args.default_runtime_class!r}")
     return ServerSettings(data_dir=data_dir, port=args.port, bind_address=args.bind_address,
                           datastore=args.datastore, anonymous=args.anonymous_auth,
                           extra_sans=tuple(args.tls_san), token_file=args.token_auth_file,
                           pod_toleration_seconds=args.default_toleration_seconds,
                           content_max_blob_bytes=quantity.integer(args.content_max_blob_size),
                           pod_security_default=args.pod_security_default,
+                          default_runtime_class=args.default_runtime_class,
                           audit_log=args.audit_log_path, join_token=args.join_token,
                           etcd_cafile=args.etcd_cafile,
                           etcd_certfile=args.etcd_certfile, etcd_keyfile=args.etcd_keyfile,

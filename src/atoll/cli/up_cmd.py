@@ -65,6 +65,8 @@ async def supervise(args: argparse.Namespace, settings: ServerSettings) -> int:
                     *server_cmd.token_args(settings), *server_cmd.service_args(settings)]
     if settings.audit_log:
         server_args += ["--audit-log-path", str(settings.audit_log)]
+    if settings.default_runtime_class:
+        server_args += ["--default-runtime-class", settings.default_runtime_class]
     kubeconfig = admin_kubeconfig_path(settings.data_dir)
     roles = [Role("apiserver", python_argv("--log-level", args.log_level, *server_args))]
     if not args.no_controllers:

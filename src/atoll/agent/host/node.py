@@ -33,6 +33,8 @@ from atoll.client.rest import ApiClient
 log = logging.getLogger(__name__)
 LEASE_NAMESPACE = "kube-node-lease"
 AGENT_VERSION = "v1.37.0-atoll"
+#: the RuntimeClass handlers runc serves: "" (pods that name no class) and ``runc``
+RUNC_HANDLERS: tuple[str, ...] = ("", "runc")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class NodeSettings:
     status_interval: float = 10.0
     runtime_version: str = "runc"
     labels: tuple[tuple[str, str], ...] = ()
+    #: the RuntimeClass handlers this host has a runtime for (``status.runtimeHandlers``)
+    runtime_handlers: tuple[str, ...] = RUNC_HANDLERS
 
 
 def host_ip() -> str:
@@ -115,6 +119,13 @@ def conditions(previous: list[dict[str, Any]], settings: NodeSettings) -> list[d
     out.append(_condition(before.get("Ready"), "Ready", "True", "KubeletReady",
                           "atoll agent is posting ready status", now))
     return out
+
+
+def runtime_handlers(names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``status.runtimeHandlers`` as kubelet reports its CRI's (1.30+): neither recursive
+    read-only mounts nor user namespaces are offered to pods here."""
+    return [{"name": name, "features": {"recursiveReadOnlyMounts": False,
+                                        "userNamespaces": False}} for name in names]
 
 
 def _condition(old: dict[str, Any] | None, type_: str, status: str, reason: str, message: str,
@@ -215,6 +226,7 @@ class NodeAgent:
                 "kubeProxyVersion": "", "operatingSystem": "linux",
                 "architecture": self.labels()["kubernetes.io/arch"],
             },
+            "runtimeHandlers": runtime_handlers(s.runtime_handlers),
         }
 
     def _conditions(self, previous: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -25,11 +25,14 @@ def _kill(pid_text: str) -> None:
 
 
 def teardown_host(data_dir: Path, run_dir: Path, bridge: str, runc: str = "runc") -> None:
-    for pidfile in (run_dir / "vms").glob("*/qemu.pid"):
+    # VMs, and pod-VMs with their virtiofsd (then their container roots in the share)
+    for pidfile in [*(run_dir / "vms").glob("*/qemu.pid"),
+                    *(run_dir / "podvm" / "vms").glob("*/*.pid")]:
         try:
             _kill(pidfile.read_text())
         except OSError:
             pass
+    mounts.unmount_all_under(str(run_dir / "podvm"))
     links = subprocess.run(["ip", "-o", "link", "show", "master", bridge], capture_output=True,
                            text=True).stdout
     for line in links.splitlines():

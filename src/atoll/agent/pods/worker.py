@@ -38,8 +38,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from atoll.agent.host.network import CNI, NetworkError, PodNetwork
+from atoll.agent.host.node import RUNC_HANDLERS
 from atoll.agent.images.puller import ImagePuller, shared_puller
 from atoll.agent.images.store import ImageStore
 from atoll.agent.pods import containerspec, ephemeral, report, volumes
@@ -53,6 +55,7 @@ from atoll.agent.runtime.containers import ContainerError, ContainerMeta, contai
 from atoll.agent.runtime.interface import PodRuntime
 from atoll.api import errors
 from atoll.api.qos import qos_class
+from atoll.api.resources.node_v1 import handler_of
 from atoll.client.events import NORMAL, WARNING, EventRecorder
 from atoll.client.rest import ApiClient
 
@@ -75,6 +78,9 @@ class WorkerSettings:
     #: the DNS server pods with dnsPolicy ClusterFirst use, and its domain; "": the host's
     cluster_dns: str = ""
     cluster_domain: str = "cluster.local"
+    #: the RuntimeClass handlers this host has a runtime for; a pod whose class names another
+    #: fails its sandbox, as with a CRI that has no such runtime configured
+    runtime_handlers: tuple[str, ...] = RUNC_HANDLERS
 
 
 class PodWorker(PullsImages):
@@ -106,6 +112,8 @@ class PodWorker(PullsImages):
         self.waiting: dict[str, tuple[str, str]] = {}
         self.not_before: dict[str, float] = {}
         self.setup_error = ""
+        #: the handler of the pod's RuntimeClass ("" for none), once looked up
+        self.runtime_handler: str | None = None
         self.released = False
         self.reported: dict[str, Any] | None = None
         self.start_time: float | None = None
@@ -228,6 +236,8 @@ class PodWorker(PullsImages):
 
     async def _prepare(self) -> bool:
         """Volumes and network; False (with a reason in status) while they are not ready."""
+        if not await self._runtime_configured():
+            return False
         try:
             if self.volumes is None:
                 self.volumes = await volumes.setup(self.pod, self.dir, self._fetch,
@@ -262,6 +272,35 @@ class PodWorker(PullsImages):
         self.setup_error = ""
         self.not_before.pop("__setup__", None)
         return True
+
+    async def _runtime_configured(self) -> bool:
+        """Whether this host has a runtime for the pod's RuntimeClass handler (kubelet's
+        LookupRuntimeHandler, then the CRI's runtime lookup); if not, the sandbox fails with
+        their words and is tried again with back-off."""
+        if self.runtime_handler is None:
+            name = self.spec.get("runtimeClassName")
+            if not name:
+                self.runtime_handler = ""
+            else:
+                path = "/apis/node.k8s.io/v1/runtimeclasses/" + quote(str(name), safe="")
+                try:
+                    self.runtime_handler = handler_of(await self.client.get(path))
+                except errors.NotFound:
+                    return self._sandbox_failed(f'runtimeclass.node.k8s.io "{name}" not found')
+                except errors.ApiError as e:
+                    return self._sandbox_failed(f"failed to lookup RuntimeClass {name}: {e}")
+        if self.runtime_handler not in self.settings.runtime_handlers:
+            return self._sandbox_failed(
+                "rpc error: code = Unknown desc = failed to get sandbox runtime: no runtime for "
+                f'"{self.runtime_handler}" is configured')
+        return True
+
+    def _sandbox_failed(self, why: str) -> bool:
+        self.setup_error = f"Failed to create pod sandbox: {why}"
+        self._event(WARNING, "FailedCreatePodSandBox", self.setup_error)
+        self._set_all_waiting("CreatePodSandboxError", self.setup_error)
+        self._wake_later(self._retry_delay("__setup__"))
+        return False
 
     def _retry_delay(self, key: str) -> float:
         n = int(self.not_before.get(key + "#n", 0)) + 1

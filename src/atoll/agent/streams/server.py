@@ -26,6 +26,8 @@ from aiohttp import web
 from atoll.agent.pods import logs
 from atoll.agent.pods.attempts import Attempt
 from atoll.agent.pods.worker import PodWorker
+from atoll.agent.podvm import exec_ws as podvm_exec
+from atoll.agent.podvm.dispatch import HandlerRuntimes
 from atoll.agent.runtime.containers import ContainerRuntime
 from atoll.agent.streams import attach, console, portforward, portforward_ws
 from atoll.agent.streams.channels import PROTOCOLS
@@ -236,7 +238,7 @@ class AgentServer:
         return worker, attempts[-1]
 
     async def exec(self, request: web.Request) -> web.StreamResponse:
-        _, attempt = self._stream_attempt(request)
+        worker, attempt = self._stream_attempt(request)
         if attempt.exit is not None:
             raise errors.BadRequest(f'cannot exec in a stopped container: container '
                                     f'"{attempt.meta.name}" in pod '
@@ -245,11 +247,19 @@ class AgentServer:
         command = q.getall("command", [])
         if not command:
             raise errors.BadRequest("you must specify at least one command")
+        tty = q.get("tty") in ("true", "1")
+        want_stdin = q.get("stdin") in ("true", "1")
+        pod_vm = worker.runtime.pod_vm_of(attempt.meta.id) \
+            if isinstance(worker.runtime, HandlerRuntimes) else None
+        if pod_vm is not None and (tty or want_stdin):
+            raise errors.BadRequest("exec into a pod-VM supports neither a terminal nor stdin "
+                                    "yet: leave out -i and -t")
         _require_upgrade(request)
         ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
         await ws.prepare(request)
-        tty = q.get("tty") in ("true", "1")
-        want_stdin = q.get("stdin") in ("true", "1")
+        if pod_vm is not None:  # through the guest agent
+            await podvm_exec.serve(ws, pod_vm, attempt.meta.id, command)
+            return ws
         runtime = self.runtime
         argv = [runtime.runc, "--root", str(runtime.runc_root), "exec", *(["-t"] if tty else []),
                 attempt.meta.id, *command]

@@ -10,6 +10,7 @@ turns into a condition (and a back-off), never a crash.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from atoll.agent.runtime import accel
 from atoll.agent.runtime.qemu import Disk, LaunchConfig, Nic
 from atoll.agent.storage import claims, localvolumes
 from atoll.agent.vms import bootstrap as vmbootstrap
-from atoll.agent.vms.network import VMAddress
+from atoll.agent.vms.network import AddressUnavailable, InterfaceRequest, VMAddress, VMNetwork
 from atoll.api import errors, quantity
 from atoll.api.vmoperator import names as n
 from atoll.client.rest import ApiClient
@@ -179,6 +180,15 @@ class LaunchPreparer:
             return path
         return await localvolumes.filesystem_disk(path, volume.size or (1 << 62))
 
+    async def attach(self, network: VMNetwork, vm: dict[str, Any]) -> VMAddress:
+        """The NIC the VM's spec asks for, on this host's pod network."""
+        request = interface_request(vm, network.ipam.network, str(network.ipam.gateway))
+        try:
+            return await network.attach(vm["metadata"]["uid"], request)
+        except AddressUnavailable as e:
+            raise VMSetupError(n.NETWORK_READY, "AddressUnavailable",
+                               f"spec.network.interfaces[0].addresses: {e}") from None
+
     async def release_claims(self, uid: str) -> None:
         """The VM is gone from this host: its claims' volumes may be unmounted."""
         await self.store.release(f"vm-{uid}")
@@ -205,6 +215,59 @@ class LaunchPreparer:
         await asyncio.to_thread(make_seed, seed, vmbootstrap.instance_id(vm), host, user_data,
                                 vmbootstrap.network_config(address, vm))
         return seed
+
+
+def interface_request(vm: dict[str, Any],
+                      pod_network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                      gateway: str) -> InterfaceRequest:
+    """What ``spec.network.interfaces`` asks of the VM's one NIC, checked against the host's pod
+    network (the only network there is, the namespace's default: ``network.name`` empty).
+
+    A request this host cannot honour is a ``VirtualMachineNetworkReady`` condition, never
+    silently dropped: another network (``NetworkNotFound``), a second interface, a static
+    address outside the pod range or of another prefix (``AddressUnavailable``; a taken one is
+    found when it is claimed), a gateway other than the bridge's (``GatewayUnavailable``)."""
+    network = (vm.get("spec") or {}).get("network") or {}
+    interfaces = network.get("interfaces") or [] if isinstance(network, dict) else []
+    if not isinstance(interfaces, list) or not interfaces:
+        return InterfaceRequest()
+    if len(interfaces) > 1:
+        raise VMSetupError(n.NETWORK_READY, "InterfacesNotSupported",
+                           f"spec.network.interfaces: {len(interfaces)} interfaces; a VM here "
+                           "has one, on the pod network")
+    nic = interfaces[0] if isinstance(interfaces[0], dict) else {}
+    ref = nic.get("network") if isinstance(nic.get("network"), dict) else {}
+    if ref.get("name"):
+        raise VMSetupError(n.NETWORK_READY, "NetworkNotFound",
+                           f"spec.network.interfaces[0].network.name: network {ref['name']!r} "
+                           "does not exist; leave the name out for the namespace's default "
+                           "network (the pod network)")
+    ip = None
+    for i, text in enumerate(nic.get("addresses") or []):
+        at = f"spec.network.interfaces[0].addresses[{i}]"
+        try:
+            iface = ipaddress.ip_interface(str(text))
+        except ValueError:
+            raise VMSetupError(n.NETWORK_READY, "AddressUnavailable",
+                               f"{at}: {text!r} is not an address in CIDR form") from None
+        if ip is not None or iface.version != pod_network.version:
+            raise VMSetupError(n.NETWORK_READY, "AddressUnavailable",
+                               f"{at}: {text}: the pod network {pod_network} gives a VM one "
+                               f"IPv{pod_network.version} address")
+        if iface.ip not in pod_network or ("/" in str(text) and
+                                           iface.network.prefixlen != pod_network.prefixlen):
+            raise VMSetupError(n.NETWORK_READY, "AddressUnavailable",
+                               f"{at}: {text} is not on this host's pod network {pod_network}")
+        ip = str(iface.ip)
+    route = True
+    gw = nic.get("gateway4")
+    if gw == "None":
+        route = False  # vm-operator's word for no default gateway
+    elif gw and str(gw) != gateway:
+        raise VMSetupError(n.NETWORK_READY, "GatewayUnavailable",
+                           f"spec.network.interfaces[0].gateway4: {gw} is not this host's pod "
+                           f"network gateway {gateway}; leave it out or set it to that")
+    return InterfaceRequest(ip=ip, route=route)
 
 
 def launch_config(vm: dict[str, Any], uid: str, res: Resources, *, accelerator: str,

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -404,7 +405,7 @@ class VMWorker:
     async def _prepare(self) -> LaunchConfig:
         """Everything QEMU needs: class, image files, disks, seed, NIC, accelerator."""
         res = await self.launch.resources(self.vm)
-        self.address = await self.network.attach(self.uid)
+        self.address = await self.launch.attach(self.network, self.vm)
         host = vmbootstrap.hostname(self.vm)
         seed = await self.launch.seed(self.vm, host, self.address)
         res.disks.append(Disk(seed, format="raw", readonly=True, serial="cidata"))
@@ -454,6 +455,29 @@ class VMWorker:
                 await asyncio.sleep(period if ok else min(period, 1.0))
         finally:
             self._probe = None
+
+    # -- claims that grow -----------------------------------------------------------------------
+    async def resize_disk(self, path: Path, size: int) -> None:
+        """A claim's raw file under one of this VM's drives grew to ``size`` bytes: tell QEMU
+        (``block_resize``), so the guest's virtio disk reports the new capacity at once."""
+        if not self.qemu.running:
+            return  # the next start opens the file at its new size
+        try:
+            drives = await self.qemu.execute("query-block")
+            for drive in drives or []:
+                inserted = drive.get("inserted") or {}
+                if os.path.realpath(str(inserted.get("file") or "")) != os.path.realpath(path):
+                    continue
+                await self.qemu.execute("block_resize", {"device": drive["device"],
+                                                         "size": size})
+                self.events.record(self.ref, NORMAL, "DiskResized",
+                                   f"disk {drive['device']} ({path.parent.name}) grown to "
+                                   f"{size} bytes")
+        except QemuError as e:
+            log.warning("vm %s: cannot grow disk %s: %s", self.key, path, e)
+            self.events.record(self.ref, WARNING, "DiskResizeFailed",
+                               f"{path.parent.name}: {e} (the guest sees the new size after "
+                               "its next power-on)")
 
     # -- status ----------------------------------------------------------------------------------
     async def _report(self) -> None:

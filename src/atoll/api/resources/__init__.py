@@ -14,8 +14,8 @@ from atoll.api.printing import Printer
 from atoll.api.resources import (admissionregistration_v1, apiextensions_v1,
                                  apiregistration_v1, apps_v1, autoscaling, batch_v1,
                                  certificates_v1, coordination_v1, core_v1, core_v1_pods,
-                                 core_v1_rc, discovery_v1, events, networking_v1, policy_v1,
-                                 rbac_v1, storage_v1, vmoperator, volumes)
+                                 core_v1_rc, discovery_v1, events, networking_v1, node_v1,
+                                 policy_v1, rbac_v1, storage_v1, vmoperator, volumes)
 from atoll.api.resources.base import FieldsFn, Kind
 from atoll.api.resourcetype import ResourceType
 from atoll.api.strategy import Strategy
@@ -46,6 +46,7 @@ SERVED: tuple[Kind, ...] = (
     policy_v1.PODDISRUPTIONBUDGET,
     networking_v1.NETWORKPOLICY, networking_v1.INGRESS, networking_v1.INGRESSCLASS,
     networking_v1.SERVICECIDR, networking_v1.IPADDRESS,
+    node_v1.RUNTIMECLASS,
     discovery_v1.ENDPOINTSLICE,
 )
 

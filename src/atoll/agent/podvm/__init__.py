@@ -1,0 +1,1 @@
+"""Pod-VMs: each pod in its own QEMU microvm, its containers run by an in-guest agent."""

@@ -1,0 +1,177 @@
+"""The host end of a pod-VM's agent channel (the framing is in ``guest_agent.c``'s header).
+
+The guest is not trusted: a frame's declared length is checked before anything is read (an
+oversized one closes the channel), reads happen in the channel's own task so a guest that
+stalls mid-frame blocks nothing else, writes time out (a guest that stops reading closes the
+channel), every frame's contents are validated before use (unknown types and ids are counted
+and dropped), output kept in memory is capped, and the reader yields to the event loop
+regularly so a flood cannot starve the host agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct(">IcI")
+MAX_DATA = 65536
+WRITE_TIMEOUT = 10.0
+#: frames handled before the reader yields to other tasks even when more are buffered
+YIELD_EVERY = 32
+_EXIT = re.compile(rb"^(exited|signaled) ([0-9]{1,3})$")
+
+OutputSink = Callable[[str, bytes], None]
+
+
+class ChannelClosed(Exception):
+    pass
+
+
+@dataclass
+class Process:
+    """One process in the guest as the channel tracks it."""
+
+    id: int
+    on_output: OutputSink | None = None
+    started: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop()
+                                         .create_future())
+    #: (exit code, signal or 0); set once, by the guest's exit frame or the channel's end
+    exited: asyncio.Future[tuple[int, int]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+    failure: str = ""
+
+
+class Channel:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 *, name: str = "pod-vm") -> None:
+        self.reader = reader
+        self.writer = writer
+        self.name = name
+        self.ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.dropped = 0
+        self._procs: dict[int, Process] = {}
+        self._next_id = 1
+        self._send_lock = asyncio.Lock()
+        self._task = asyncio.create_task(self._read_loop(), name=f"podvm-channel-{name}")
+
+    # -- host to guest -------------------------------------------------------------------------
+    def process(self, on_output: OutputSink | None = None) -> Process:
+        """A new process id and its tracking record (the caller sends the request)."""
+        if self.closed.is_set():
+            raise ChannelClosed(self.close_reason)
+        proc = Process(self._next_id, on_output)
+        self._next_id += 1
+        self._procs[proc.id] = proc
+        return proc
+
+    async def send(self, kind: bytes, pid: int, data: bytes = b"") -> None:
+        if self.closed.is_set():
+            raise ChannelClosed(self.close_reason)
+        if len(data) > MAX_DATA:
+            raise ValueError(f"request of {len(data)} bytes is larger than {MAX_DATA}")
+        async with self._send_lock:
+            try:
+                self.writer.write(HEADER.pack(len(data), kind, pid) + data)
+                await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT)
+            except (OSError, asyncio.TimeoutError) as e:
+                self.close(f"writing to the guest failed: {e or 'timed out'}")
+                raise ChannelClosed(self.close_reason) from None
+
+    def close(self, reason: str) -> None:
+        """End the channel: every process still tracked is reported as lost."""
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        self.writer.close()
+        if not self.ready.done():
+            self.ready.set_exception(ChannelClosed(reason))
+            self.ready.exception()  # retrieved: nobody may be waiting
+        for proc in self._procs.values():
+            if not proc.started.done():
+                proc.failure = reason
+                proc.started.set_exception(ChannelClosed(reason))
+                proc.started.exception()
+            if not proc.exited.done():
+                proc.exited.set_exception(ChannelClosed(reason))
+                proc.exited.exception()
+        self._procs.clear()
+        if self._task is not asyncio.current_task():
+            self._task.cancel()
+
+    # -- guest to host ------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        handled = 0
+        try:
+            while True:
+                size, kind, pid = HEADER.unpack(await self.reader.readexactly(HEADER.size))
+                if size > MAX_DATA:
+                    self.close(f"the guest sent an oversized frame ({size} bytes)")
+                    return
+                data = await self.reader.readexactly(size) if size else b""
+                try:
+                    self._dispatch(kind, pid, data)
+                except Exception:  # a bug here must not end the channel silently
+                    log.exception("%s: bad frame %r from the guest", self.name, kind)
+                    self.dropped += 1
+                handled += 1
+                if handled % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except (asyncio.IncompleteReadError, OSError) as e:
+            self.close(f"the guest closed its agent channel ({type(e).__name__})")
+        finally:
+            if not self.closed.is_set():
+                self.close("the agent channel ended")
+
+    def _dispatch(self, kind: bytes, pid: int, data: bytes) -> None:
+        if kind == b"Y":
+            if not self.ready.done():
+                self.ready.set_result(data[:256].decode(errors="replace"))
+            return
+        proc = self._procs.get(pid)
+        if proc is None:
+            self._drop(kind, pid, "unknown process")
+            return
+        if kind in (b"O", b"E"):
+            if proc.on_output is not None and not proc.exited.done():
+                proc.on_output("stdout" if kind == b"O" else "stderr", data)
+        elif kind == b"S":
+            if proc.started.done() or not data.isdigit() or len(data) > 10:
+                self._drop(kind, pid, "bad start")
+                return
+            proc.started.set_result(int(data))
+        elif kind == b"F":
+            proc.failure = data[:1024].decode(errors="replace")
+            if not proc.started.done():
+                proc.started.set_exception(ChannelClosed(proc.failure))
+                proc.started.exception()
+        elif kind == b"W":
+            m = _EXIT.match(data)
+            if m is None or proc.exited.done():
+                self._drop(kind, pid, "bad exit")
+                return
+            value = int(m.group(2))
+            result = (value, 0) if m.group(1) == b"exited" else (128 + value, value)
+            if not proc.started.done():
+                proc.started.set_exception(ChannelClosed(proc.failure or "exited at start"))
+                proc.started.exception()
+            proc.exited.set_result(result)
+            del self._procs[pid]
+        else:
+            self._drop(kind, pid, "unknown type")
+
+    def _drop(self, kind: bytes, pid: int, why: str) -> None:
+        self.dropped += 1
+        if self.dropped <= 5:
+            log.warning("%s: dropped a frame from the guest (%s: type %r, id %d)", self.name,
+                        why, kind, pid)
