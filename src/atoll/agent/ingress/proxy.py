@@ -22,6 +22,7 @@ from atoll.agent.host import sockets
 from atoll.agent.ingress import tls, upgrade
 from atoll.agent.ingress.routes import Backend, route
 from atoll.agent.ingress.secrets import SecretWatches
+from atoll.agent.proxy.rules import endpoints_of
 from atoll.client.rest import ApiClient
 
 log = logging.getLogger(__name__)
@@ -94,17 +95,9 @@ class IngressProxy:
                      and (p.get("port") == backend.port or p.get("name") == backend.port)), None)
         if port is None:
             return None
-        name = str(port.get("name") or "")
-        choices = []
-        for sl in self.slices.by_index("service", f"{backend.namespace}/{backend.service}"):
-            target = next((q.get("port") for q in sl.get("ports") or []
-                           if str(q.get("name") or "") == name
-                           and q.get("protocol", "TCP") == "TCP"), None)
-            if not isinstance(target, int) or sl.get("addressType") != "IPv4":
-                continue
-            for ep in sl.get("endpoints") or []:
-                if (ep.get("conditions") or {}).get("ready") is not False:
-                    choices += [(ip, target) for ip in (ep.get("addresses") or [])[:1]]
+        slices = self.slices.by_index("service", f"{backend.namespace}/{backend.service}")
+        choices = [(e.ip, e.port) for e in endpoints_of(slices, str(port.get("name") or ""),
+                                                        "TCP") if e.ready]
         return random.choice(choices) if choices else None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -147,7 +147,7 @@ def _service_ports(svc: Obj, slices: list[Obj]) -> list[ServicePort]:
             lb_ips=lb_ips, source_ranges=ranges)
         if not _NAME.fullmatch(sp.port_name):
             raise Unexpressible(f"spec.ports[{i}].name: {sp.port_name!r}")
-        sp.endpoints = _endpoints_for(sp, slices)
+        sp.endpoints = endpoints_of(slices, sp.port_name, sp.protocol)
         out.append(sp)
     return out
 
@@ -195,14 +195,16 @@ def owner(fragment: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _endpoints_for(sp: ServicePort, slices: Iterable[Obj]) -> list[Endpoint]:
+def endpoints_of(slices: Iterable[Obj], port_name: str, protocol: str) -> list[Endpoint]:
+    """The endpoints a Service's slices give its port ``port_name`` (the Ingress router
+    resolves its backends the same way)."""
     found: dict[tuple[str, int], Endpoint] = {}
     for sl in slices:
         if sl.get("addressType") != "IPv4":
             continue
         port = next((q.get("port") for q in sl.get("ports") or []
-                     if isinstance(q, dict) and str(q.get("name") or "") == sp.port_name
-                     and q.get("protocol", "TCP") == sp.protocol), None)
+                     if isinstance(q, dict) and str(q.get("name") or "") == port_name
+                     and q.get("protocol", "TCP") == protocol), None)
         if not isinstance(port, int):
             continue
         for ep in sl.get("endpoints") or []:
