@@ -1,5 +1,6 @@
 """`atoll dev cluster`: hosts as network namespaces, each with its own agent and address;
-pods on different hosts reach each other; stopping the harness removes every host."""
+pods on different hosts reach each other, by pod IP and by a Service's DNS name, until a
+NetworkPolicy on the server's host closes it; stopping the harness removes every host."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def test_two_hosts_pods_talk_across_hosts_and_teardown(tmp_path: Path) -> None:
         assert addresses == {f"172.30.{100 + TEST_SLOT}.11", f"172.30.{100 + TEST_SLOT}.12"}
         for pod in (
                 {"apiVersion": "v1", "kind": "Pod",
-                 "metadata": {"name": "web", "namespace": "default"},
+                 "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
                  "spec": {"nodeName": hosts[0], "containers": [{
                      "name": "c", "image": "busybox", "command": [
                          "sh", "-c", "mkdir -p /w && echo across-hosts > /w/index.html && "
@@ -82,6 +83,27 @@ def test_two_hosts_pods_talk_across_hosts_and_teardown(tmp_path: Path) -> None:
             "exec", "client", "--", "wget", "-qO-", f"http://{ip}:8080/")).returncode == 0
             and out.stdout)
         assert got.strip() == "across-hosts"
+
+        # a Service by its DNS name, asked on the other host (its own DNS and dataplane)
+        service = {"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "web", "namespace": "default"},
+                   "spec": {"selector": {"app": "web"},
+                            "ports": [{"port": 80, "targetPort": 8080}]}}
+        assert k("apply", "-f", "-", input=json.dumps(service)).returncode == 0
+        name = "http://web.default.svc.cluster.local/"
+        got = wait("the Service by name across hosts", lambda: (out := k(
+            "exec", "client", "--", "timeout", "5", "wget", "-qO-", name)).returncode == 0
+            and out.stdout)
+        assert got.strip() == "across-hosts"
+        # a default-deny policy on the web pod's host closes it to the other host's pods
+        deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "deny", "namespace": "default"},
+                "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                         "policyTypes": ["Ingress"]}}
+        assert k("apply", "-f", "-", input=json.dumps(deny)).returncode == 0
+        wait("the policy enforced across hosts", lambda: k(
+            "exec", "client", "--", "timeout", "3", "wget", "-qO-",
+            f"http://{ip}:8080/").returncode != 0)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=90)
