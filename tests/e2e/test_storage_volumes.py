@@ -227,6 +227,9 @@ def test_a_host_writes_only_its_own_capacity(platform: Platform, tmp_path: Path)
                            "storageClassName": "atoll-local", "capacity": "1Gi",
                            "nodeTopology": {"matchLabels": {"kubernetes.io/hostname": host}}})
     assert k("get", "csistoragecapacities", "-A").returncode == 0
+    wait_until("this host's capacity published", lambda: platform.kubectl(
+        "-n", "kube-system", "get", "csistoragecapacity", f"atoll-local-{TEST_NODE}",
+        check=False).returncode == 0, 60)
     mine = f"cap-{uuid.uuid4().hex[:6]}"
     for bad in (cap(f"atoll-local-{TEST_NODE}-x", TEST_NODE), cap("atoll-local-intruder", mine),
                 cap(mine, "intruder")):
@@ -240,6 +243,19 @@ def test_a_host_writes_only_its_own_capacity(platform: Platform, tmp_path: Path)
              "atoll-local-intruder").returncode == 0
     # reading PVs is allowed to every host
     assert k("get", "pv").returncode == 0
+    # a claim none of its workloads uses: its status is not this host's to write
+    claim = f"other-{uuid.uuid4().hex[:6]}"
+    platform.kubectl("-n", "default", "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "1Mi"}}}}))
+    try:
+        out = k("-n", "default", "patch", "pvc", claim, "--subresource=status", "--type",
+                "merge", "-p", '{"status": {"phase": "Lost"}}')
+        assert out.returncode != 0 and "forbidden" in out.stderr.lower(), out.stderr
+    finally:
+        platform.kubectl("-n", "default", "delete", "pvc", claim, "--wait=false")
 
 
 def test_a_vm_disk_on_a_filesystem_claim_outlives_the_vm(platform: Platform, namespace: str,
