@@ -5,17 +5,22 @@ oversized one closes the channel), reads happen in the channel's own task so a g
 stalls mid-frame blocks nothing else, writes time out (a guest that stops reading closes the
 channel), every frame's contents are validated before use (unknown types and ids are counted
 and dropped), output kept in memory is capped, and the reader yields to the event loop
-regularly so a flood cannot starve the host agent.
+regularly so a flood cannot starve the host agent.  Port-forward connections the guest dials
+(``tcp``) share the channel; each is bounded by its credit window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import errno
 import logging
 import re
 import struct
 from dataclasses import dataclass, field
 from typing import Callable
+
+from atoll.agent.podvm import tcp
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,9 @@ class Channel:
         self.close_reason = ""
         self.dropped = 0
         self._procs: dict[int, Process] = {}
+        self._streams: dict[int, tcp.GuestConnection] = {}
+        #: streams the host ended lately: the guest's frames already on their way are expected
+        self._ended: collections.deque[int] = collections.deque(maxlen=256)
         self._next_id = 1
         self._send_lock = asyncio.Lock()
         self._task = asyncio.create_task(self._read_loop(), name=f"podvm-channel-{name}")
@@ -71,6 +79,33 @@ class Channel:
         self._next_id += 1
         self._procs[proc.id] = proc
         return proc
+
+    async def open_tcp(self, port: int) -> tuple[asyncio.StreamReader, tcp.GuestWriter]:
+        """A TCP connection the guest agent makes to ``127.0.0.1:port`` inside the guest
+        (OSError when it cannot: the guest's reason, or a timeout)."""
+        if self.closed.is_set():
+            raise ConnectionRefusedError(errno.ECONNREFUSED, self.close_reason)
+        conn = tcp.GuestConnection(self, self._next_id)
+        self._next_id += 1
+        self._streams[conn.id] = conn
+        try:
+            await self.send(b"T", conn.id, str(int(port)).encode())
+            await asyncio.wait_for(asyncio.shield(conn.opened), tcp.OPEN_TIMEOUT)
+        except ChannelClosed as e:
+            conn.lost(str(e))
+            raise ConnectionRefusedError(errno.ECONNREFUSED, str(e)) from None
+        except asyncio.TimeoutError:
+            conn.close()
+            raise TimeoutError(errno.ETIMEDOUT, "the guest agent did not connect in time") \
+                from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn.reader, conn.writer
+
+    def forget_stream(self, sid: int) -> None:
+        if self._streams.pop(sid, None) is not None:
+            self._ended.append(sid)
 
     async def send(self, kind: bytes, pid: int, data: bytes = b"") -> None:
         if self.closed.is_set():
@@ -104,6 +139,9 @@ class Channel:
                 proc.exited.set_exception(ChannelClosed(reason))
                 proc.exited.exception()
         self._procs.clear()
+        for conn in list(self._streams.values()):
+            conn.lost(reason)
+        self._streams.clear()
         if self._task is not asyncio.current_task():
             self._task.cancel()
 
@@ -137,6 +175,13 @@ class Channel:
         if kind == b"Y":
             if not self.ready.done():
                 self.ready.set_result(data[:256].decode(errors="replace"))
+            return
+        conn = self._streams.get(pid)
+        if conn is not None and kind in tcp.STREAM_FRAMES:
+            if not conn.on_frame(kind, data):
+                self._drop(kind, pid, "bad stream frame")
+            return
+        if kind in tcp.STREAM_FRAMES and pid in self._ended:
             return
         proc = self._procs.get(pid)
         if proc is None:

@@ -7,6 +7,9 @@
  *                 'X' exec a process in a container's namespaces
  *                 'K' signal a process (data: the signal number in ASCII)
  *                 'P' power off
+ *                 'T' open a TCP connection to 127.0.0.1:<port> (data: the port in ASCII; id =
+ *                     the stream id the host chose) in the guest's network namespace, which
+ *                     is the pod's: its containers share it
  *   'R'/'X' data is a list of NUL-terminated fields, each a key letter then its value:
  *   r<root> c<cwd> u<uid> g<gid> h<hostname> e<NAME=value> a<argument> t<target process id>
  *   m<source in the guest> d<destination in the container> o<ro|rw> (one bind mount each)
@@ -14,6 +17,11 @@
  *                 'S' started (data: guest pid)  'F' failed to start (data: message)
  *                 'O' stdout bytes  'E' stderr bytes
  *                 'W' exited (data: "exited <code>" or "signaled <signal>")
+ *                 'N' connected  'U' unable to connect (data: "<errno> <message>")
+ * both ways, on a stream:  'D' bytes  'H' no more bytes from this side (half-close)
+ *                 'C' the stream is gone (no answer is sent to a 'C')
+ *                 'A' the peer consumed this many bytes (ASCII): each side sends at most
+ *                     WINDOW bytes the other has not acknowledged, so buffers stay bounded
  * Each container gets new pid, mount, UTS and IPC namespaces, a private /proc and a minimal
  * /dev, and is chrooted into its root file system.
  */
@@ -22,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -33,6 +42,7 @@
 #include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -46,6 +56,9 @@
 #define MAX_FIELDS 1024
 #define HDR 9
 #define MAX_MOUNTS 64
+#define MAX_STREAMS 64
+#define WINDOW 262144
+#define STREAM_CHUNK 32768
 
 struct proc {
     uint32_t id;
@@ -369,6 +382,156 @@ static void reap(void) {
     }
 }
 
+/* -- port-forward streams: TCP connections to the guest's loopback, bridged to frames -------- */
+struct stream {
+    uint32_t id;
+    int used, fd, connecting;
+    size_t credit;       /* bytes the host will still accept from us */
+    unsigned char *buf;  /* the host's bytes not yet written to the socket (<= WINDOW) */
+    size_t len;
+    int host_eof, shut, sock_eof;
+};
+
+static struct stream streams[MAX_STREAMS];
+
+static struct stream *stream_find(uint32_t id) {
+    for (int i = 0; i < MAX_STREAMS; i++)
+        if (streams[i].used && streams[i].id == id) return &streams[i];
+    return NULL;
+}
+
+static void stream_end(struct stream *s, int notify) {
+    if (s->fd >= 0) close(s->fd);
+    free(s->buf);
+    if (notify) send_frame('C', s->id, NULL, 0);
+    memset(s, 0, sizeof *s);
+}
+
+static void stream_error(char type, uint32_t id, int err) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%d %s", err, strerror(err));
+    send_text(type, id, msg);
+}
+
+/* write what the host sent; acknowledge it; half-close once the host has and all is out */
+static void stream_flush(struct stream *s) {
+    size_t done = 0;
+    while (s->len > done) {
+        ssize_t n = send(s->fd, s->buf + done, s->len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) { done += (size_t)n; continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        stream_end(s, 1);
+        return;
+    }
+    if (done) {
+        char ack[24];
+        memmove(s->buf, s->buf + done, s->len - done);
+        s->len -= done;
+        snprintf(ack, sizeof ack, "%zu", done);
+        send_text('A', s->id, ack);
+    }
+    if (s->len == 0 && s->host_eof && !s->shut) {
+        shutdown(s->fd, SHUT_WR);
+        s->shut = 1;
+    }
+    if (s->shut && s->sock_eof) stream_end(s, 1);
+}
+
+static void stream_read(struct stream *s) {
+    static unsigned char buf[STREAM_CHUNK];
+    size_t want = s->credit < sizeof buf ? s->credit : sizeof buf;
+    if (want == 0) return;
+    ssize_t n = recv(s->fd, buf, want, MSG_DONTWAIT);
+    if (n > 0) {
+        s->credit -= (size_t)n;
+        send_frame('D', s->id, buf, (size_t)n);
+    } else if (n == 0) {
+        s->sock_eof = 1;
+        send_frame('H', s->id, NULL, 0);
+        if (s->shut) stream_end(s, 1);
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        stream_end(s, 1);
+    }
+}
+
+static void stream_open(uint32_t id, char *data, size_t len) {
+    data[len] = 0;
+    char *end;
+    long port = strtol(data, &end, 10);
+    if (len == 0 || *end || port <= 0 || port > 65535) { send_text('U', id, "22 bad port");
+                                                        return; }
+    if (stream_find(id)) { send_text('U', id, "16 stream id in use"); return; }
+    struct stream *s = NULL;
+    for (int i = 0; i < MAX_STREAMS && !s; i++)
+        if (!streams[i].used) s = &streams[i];
+    if (!s) { send_text('U', id, "24 too many port-forward streams"); return; }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) { stream_error('U', id, errno); return; }
+    unsigned char *buf = malloc(WINDOW);
+    if (!buf) { close(fd); send_text('U', id, "12 out of memory"); return; }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    if (rc < 0 && errno != EINPROGRESS) {
+        stream_error('U', id, errno);
+        close(fd);
+        free(buf);
+        return;
+    }
+    *s = (struct stream){.id = id, .used = 1, .fd = fd, .connecting = rc < 0, .credit = WINDOW,
+                         .buf = buf};
+    if (!s->connecting) send_frame('N', id, NULL, 0);
+}
+
+static void stream_connected(struct stream *s) {
+    struct pollfd p = {s->fd, POLLOUT, 0};
+    if (poll(&p, 1, 0) <= 0) return;  /* a stale event for a reused descriptor */
+    int err = 0;
+    socklen_t l = sizeof err;
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0) err = errno;
+    if (err) {
+        stream_error('U', s->id, err);
+        stream_end(s, 0);
+        return;
+    }
+    s->connecting = 0;
+    send_frame('N', s->id, NULL, 0);
+    stream_flush(s);
+}
+
+static void stream_frame(char type, uint32_t id, char *data, size_t len) {
+    if (type == 'T') { stream_open(id, data, len); return; }
+    struct stream *s = stream_find(id);
+    if (!s) return;  /* ended here already: the host learns it from our 'C' */
+    if (type == 'D') {
+        if (len > WINDOW - s->len || s->host_eof) { stream_end(s, 1); return; }
+        memcpy(s->buf + s->len, data, len);
+        s->len += len;
+        if (!s->connecting) stream_flush(s);
+    } else if (type == 'H') {
+        s->host_eof = 1;
+        if (!s->connecting) stream_flush(s);
+    } else if (type == 'C') {
+        stream_end(s, 0);
+    } else if (type == 'A') {
+        data[len] = 0;
+        unsigned long n = strtoul(data, NULL, 10);
+        s->credit = n > WINDOW - s->credit ? WINDOW : s->credit + n;
+    }
+}
+
+static void stream_ready(struct stream *s, short revents) {
+    if (s->connecting) { stream_connected(s); return; }
+    if (s->len && (revents & (POLLOUT | POLLERR | POLLHUP))) stream_flush(s);
+    if (s->used && !s->sock_eof && (revents & (POLLIN | POLLERR | POLLHUP))) stream_read(s);
+}
+
+static short stream_events(struct stream *s) {
+    if (s->connecting) return POLLOUT;
+    return (short)((!s->sock_eof && s->credit ? POLLIN : 0) | (s->len ? POLLOUT : 0));
+}
+
 static void power_off(void) {
     say("powering off");
     kill(-1, SIGKILL);
@@ -385,11 +548,17 @@ static void handle(char type, uint32_t id, char *data, size_t len) {
         int sig = atoi(data);
         if (p && p->pid > 0 && sig > 0 && sig < NSIG) kill(p->pid, sig);
     } else if (type == 'P') power_off();
+    else if (strchr("TDHCA", type)) stream_frame(type, id, data, len);
 }
 
 static void read_port(int *connected) {
     ssize_t n = read(port, inbuf + inlen, sizeof inbuf - 1 - inlen);
-    if (n == 0) { *connected = 0; return; }  /* the host side is closed */
+    if (n == 0) {  /* the host side is closed: its streams went with it */
+        *connected = 0;
+        for (int i = 0; i < MAX_STREAMS; i++)
+            if (streams[i].used) stream_end(&streams[i], 0);
+        return;
+    }
     if (n < 0) return;
     *connected = 1;
     inlen += (size_t)n;
@@ -452,9 +621,11 @@ int main(void) {
     send_text('Y', 0, ready);
     int connected = 1;
     for (;;) {
-        struct pollfd fds[2 + 2 * MAX_PROCS];
-        struct proc *owner[2 + 2 * MAX_PROCS];
+        struct pollfd fds[2 + 2 * MAX_PROCS + MAX_STREAMS];
+        struct proc *owner[2 + 2 * MAX_PROCS + MAX_STREAMS];
+        struct stream *sowner[2 + 2 * MAX_PROCS + MAX_STREAMS];
         int nf = 0;
+        memset(sowner, 0, sizeof sowner);
         fds[nf++] = (struct pollfd){sfd, POLLIN, 0};
         if (connected) fds[nf++] = (struct pollfd){port, POLLIN, 0};
         for (int i = 0; i < MAX_PROCS; i++) {
@@ -463,6 +634,12 @@ int main(void) {
                                      (struct pollfd){procs[i].out, POLLIN, 0}; }
             if (procs[i].err >= 0) { owner[nf] = &procs[i]; fds[nf++] =
                                      (struct pollfd){procs[i].err, POLLIN, 0}; }
+        }
+        for (int i = 0; i < MAX_STREAMS; i++) {
+            short ev = streams[i].used ? stream_events(&streams[i]) : 0;
+            if (!ev) continue;  /* nothing wanted: an idle stream must not wake us */
+            sowner[nf] = &streams[i];
+            fds[nf++] = (struct pollfd){streams[i].fd, ev, 0};
         }
         if (poll(fds, (nfds_t)nf, connected ? -1 : 200) < 0 && errno != EINTR) continue;
         if (!connected) read_port(&connected);  /* retried until the host is back */
@@ -474,6 +651,9 @@ int main(void) {
                 reap();
             } else if (fds[i].fd == port && i == 1) {
                 read_port(&connected);
+            } else if (sowner[i]) {
+                struct stream *st = sowner[i];
+                if (st->used && st->fd == fds[i].fd) stream_ready(st, fds[i].revents);
             } else {
                 struct proc *p = owner[i];
                 if (!p->used) continue;

@@ -12,6 +12,9 @@ Each container's record is ``<root>/containers/<id>/`` (``meta.json``, ``spec.js
 
 The pod's network moves into the guest (``network``); the spec's bind mounts (volumes,
 ``/etc/hosts`` and the like) are bound into the share and mounted by the guest agent.
+``open_port`` is port-forwarding's connection: the guest agent dials ``127.0.0.1:<port>``
+inside the guest (whose network namespace the pod's containers share), so loopback-only
+listeners are reached as kubelet reaches them for runc pods.
 Not yet: stdin and terminals, cgroups inside the guest, and adopting VMs after an agent
 restart (``close`` powers them off; a next agent starts their containers again).
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -34,6 +38,7 @@ from typing import Any, Awaitable, Callable
 from atoll.agent.podvm import image as guest_image
 from atoll.agent.podvm import network as podnet
 from atoll.agent.podvm.channel import Channel, ChannelClosed, OutputSink, Process
+from atoll.agent.podvm.tcp import GuestWriter
 from atoll.agent.podvm.vm import PodVM, PodVMError, VMConfig, kill_stale
 from atoll.agent.runtime import accel as accel_probe
 from atoll.agent.runtime import mounts
@@ -279,6 +284,15 @@ class PodVMRuntime:
             await self.remove_vm(uid, timeout=2.0)
         for meta in self.list():
             await asyncio.to_thread(shutil.rmtree, self.dir(meta.id), True)
+
+    async def open_port(self, pod_uid: str, port: int
+                        ) -> tuple[asyncio.StreamReader, GuestWriter]:
+        """A TCP connection to ``127.0.0.1:port`` in the pod's VM, dialled by the guest agent
+        (OSError, as a refused connection, when it cannot be made)."""
+        vm = self.vms.get(pod_uid)
+        if vm is None or not vm.alive or vm.channel is None:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "the pod's VM is not running")
+        return await vm.channel.open_tcp(port)
 
     async def exec(self, cid: str, args: list[str], *, timeout: float) -> tuple[int, bytes]:
         """Run ``args`` in the container (probes): exit code and output (capped)."""

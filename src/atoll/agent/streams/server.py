@@ -27,7 +27,10 @@ from atoll.agent.pods import logs
 from atoll.agent.pods.attempts import Attempt
 from atoll.agent.pods.worker import PodWorker
 from atoll.agent.podvm import exec_ws as podvm_exec
+from atoll.agent.podvm import portforward as podvm_portforward
 from atoll.agent.podvm.dispatch import HandlerRuntimes
+from atoll.agent.podvm.runtime import HANDLER as POD_VM_HANDLER
+from atoll.agent.podvm.runtime import PodVMRuntime
 from atoll.agent.runtime.containers import ContainerRuntime
 from atoll.agent.streams import attach, console, portforward, portforward_ws
 from atoll.agent.streams.channels import PROTOCOLS
@@ -195,6 +198,19 @@ class AgentServer:
         ws = web.WebSocketResponse(protocols=portforward_ws.PROTOCOLS if channels
                                    else (portforward.PROTOCOL,), max_msg_size=0)
         await ws.prepare(request)
+        pod_vm = _pod_vm(worker)
+        if pod_vm is not None:  # dialled by the guest agent, inside the guest
+            vm_runtime, uid = pod_vm, worker.uid
+
+            async def dial(port: int) -> Any:
+                return await vm_runtime.open_port(uid, port)
+            if channels:
+                await portforward_ws.WebsocketPortForwarder(ws, dial, ports,
+                                                            f"{ns}/{name}").run()
+            else:
+                await podvm_portforward.GuestPortForwarder(ws, dial, f"{ns}/{name}").run()
+            await ws.close()
+            return ws
         netns, ip = portforward.pod_network(worker.dir)
         if worker.spec.get("hostNetwork"):
             netns, ip = None, None
@@ -274,6 +290,8 @@ class AgentServer:
         ``stdin: true``; ``stdinOnce`` closes it when the first session ends)."""
         worker, attempt = self._stream_attempt(request)
         want_stdin = request.query.get("stdin") in ("true", "1")
+        if want_stdin and _pod_vm(worker) is not None:  # output only: it is the CRI log's
+            raise errors.BadRequest("attach to a pod-VM supports no stdin yet: leave out -i")
         fifos = self.runtime.stdin_fifos(attempt.meta.id) if want_stdin else None
         if want_stdin and fifos is None:
             raise errors.BadRequest(f"stdin is not enabled for container {attempt.meta.name}: "
@@ -286,6 +304,15 @@ class AgentServer:
         await ws.prepare(request)
         await attach.stream(ws, attempt, fifos, once, resize)
         return ws
+
+
+def _pod_vm(worker: PodWorker) -> PodVMRuntime | None:
+    """The pod-VM runtime of a pod whose RuntimeClass handler is atoll-vm, else None."""
+    runtime = worker.runtime
+    if not isinstance(runtime, HandlerRuntimes) or worker.runtime_handler != POD_VM_HANDLER:
+        return None
+    vm = runtime.runtimes.get(POD_VM_HANDLER)
+    return vm if isinstance(vm, PodVMRuntime) else None
 
 
 def _require_upgrade(request: web.Request) -> None:
