@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from atoll.agent.podvm.channel import Channel
+
+class Channel(Protocol):
+    """What a connection needs of the agent channel that carries it (``channel.Channel``)."""
+
+    closed: asyncio.Event
+
+    async def send(self, kind: bytes, pid: int, data: bytes = b"") -> None: ...
+
+    def forget_stream(self, sid: int) -> None: ...
 
 WINDOW = 262144  # the guest agent's WINDOW
 CHUNK = 32768
