@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -16,6 +17,7 @@ from atoll.client.metrics import Histogram
 from atoll.client.ratelimit import RateLimiter
 
 K = TypeVar("K", bound=Hashable)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -118,3 +120,20 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._queue)
+
+
+async def serve(queue: WorkQueue[K], handle: Callable[[K], Awaitable[None]], what: str,
+                retry_on: tuple[type[BaseException], ...] = (Exception,)) -> None:
+    """One worker over ``queue`` for the agent's small reconcilers (a volume janitor, ...):
+    each key handled once at a time; a failure in ``retry_on`` is logged and the key comes
+    back after its back-off, a success forgets it.  Returns when the queue shuts down."""
+    while (key := await queue.get()) is not None:
+        try:
+            await handle(key)
+        except retry_on as e:
+            log.warning("%s %s: %s (retrying)", what, key, e)
+            queue.add_rate_limited(key)
+        else:
+            queue.forget(key)
+        finally:
+            queue.done(key)

@@ -18,7 +18,6 @@ after it is done, so a kill -9 anywhere is finished by the next look.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -29,6 +28,7 @@ from atoll.api import errors, quantity
 from atoll.client.events import NORMAL, EventRecorder
 from atoll.client.informer import Informer
 from atoll.client.rest import ApiClient
+from atoll.client.workqueue import WorkQueue, serve
 
 log = logging.getLogger(__name__)
 RESIZE_CONDITIONS = ("Resizing", "FileSystemResizePending", "ControllerResizeError",
@@ -50,8 +50,7 @@ class VolumeExpansion:
         self.store = store
         self.node = node
         self.events = events
-        self._due: set[str] = set()
-        self._wake = asyncio.Event()
+        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.5, max_delay=30.0)
         pvs.add_handler(self._on_pv)
         store.on_used.append(self._look_at)
         store.on_idle.append(self._look_at)  # unmounted: a waiting filesystem can grow now
@@ -64,21 +63,14 @@ class VolumeExpansion:
             self._look_at(handle)
 
     def _look_at(self, handle: str) -> None:
-        self._due.add(handle)
-        self._wake.set()
+        self.queue.add(handle)
 
     async def run(self) -> None:
         await self.pvs.wait_for_sync()
-        self._due.update(self.store.handles())
-        while True:
-            self._wake.clear()
-            due, self._due = self._due, set()
-            for handle in sorted(due):
-                try:
-                    await self.reconcile(handle)
-                except (lv.LocalVolumeError, OSError, errors.ApiError) as e:
-                    log.warning("volume %s: expansion: %s", handle, e)
-            await self._wake.wait()
+        for handle in self.store.handles():
+            self.queue.add(handle)
+        await serve(self.queue, self.reconcile, "volume expansion",
+                    (lv.LocalVolumeError, OSError, errors.ApiError))
 
     def _pv(self, handle: str) -> dict[str, Any] | None:
         for pv in self.pvs.list():
@@ -128,7 +120,7 @@ class VolumeExpansion:
     def _look_at_later(self, pv: dict[str, Any]) -> None:
         handle = ((pv.get("spec") or {}).get("csi") or {}).get("volumeHandle")
         if isinstance(handle, str):
-            asyncio.get_running_loop().call_later(1.0, self._look_at, handle)
+            self.queue.add_after(handle, 1.0)
 
     @property
     def deferred(self) -> str:

@@ -11,7 +11,6 @@ with the PV) keep their data when the PV goes, as upstream: an administrator's t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -19,6 +18,7 @@ from atoll.agent.storage import localvolumes as lv
 from atoll.api import errors
 from atoll.client.informer import Informer
 from atoll.client.rest import ApiClient
+from atoll.client.workqueue import WorkQueue, serve
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,7 @@ class VolumeJanitor:
         self.client = client
         self.pvs = pvs
         self.store = store
-        self._due: set[str] = set()
-        self._wake = asyncio.Event()
+        self.queue: WorkQueue[str] = WorkQueue(base_delay=0.5, max_delay=30.0)
         pvs.add_handler(self._on_pv)
         store.on_idle.append(self._look_at)
 
@@ -41,22 +40,15 @@ class VolumeJanitor:
             self._look_at(handle)
 
     def _look_at(self, handle: str) -> None:
-        self._due.add(handle)
-        self._wake.set()
+        self.queue.add(handle)
 
     async def run(self) -> None:
         await self.pvs.wait_for_sync()
         await self.store.clean_leftovers()
-        self._due.update(self.store.handles())
-        while True:
-            self._wake.clear()
-            due, self._due = self._due, set()
-            for handle in sorted(due):
-                try:
-                    await self.reconcile(handle)
-                except (lv.LocalVolumeError, OSError, errors.ApiError) as e:
-                    log.warning("volume %s: %s", handle, e)
-            await self._wake.wait()
+        for handle in self.store.handles():
+            self.queue.add(handle)
+        await serve(self.queue, self.reconcile, "volume janitor",
+                    (lv.LocalVolumeError, OSError, errors.ApiError))
 
     def _live_pv(self, handle: str) -> dict[str, Any] | None:
         for pv in self.pvs.list():
