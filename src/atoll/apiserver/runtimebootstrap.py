@@ -10,15 +10,11 @@ comes back at the next start."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from atoll.api import errors
 from atoll.api.resources.node_v1 import POD_VM_CLASS, POD_VM_HANDLER, RUNTIMECLASSES
-from atoll.api.strategy import WriteOptions
+from atoll.apiserver.servicebootstrap import create_if_absent
 
-log = logging.getLogger(__name__)
-OPTS = WriteOptions(field_manager="atoll-apiserver")
 OVERHEAD = {"cpu": "100m", "memory": "64Mi"}
 
 
@@ -30,9 +26,4 @@ def pod_vm_class() -> dict[str, Any]:
 
 async def ensure(svc) -> None:  # type: ignore[no-untyped-def]
     """Create ``atoll-vm`` unless a class of that name exists."""
-    if svc.read(RUNTIMECLASSES, "", POD_VM_CLASS) is not None:
-        return
-    try:
-        await svc.create(RUNTIMECLASSES, "", pod_vm_class(), OPTS)
-    except (errors.AlreadyExists, errors.Invalid) as e:
-        log.info("RuntimeClass %s: %s", POD_VM_CLASS, e)
+    await create_if_absent(svc, RUNTIMECLASSES, "", pod_vm_class())

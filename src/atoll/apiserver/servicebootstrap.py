@@ -8,6 +8,7 @@ own, and ``internalTrafficPolicy: Local`` keeps a pod's queries on its host."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from atoll.api import errors
 from atoll.api.resources.core_v1 import SERVICES
@@ -62,13 +63,20 @@ async def ensure(svc, ranges: ServiceRanges, secure_port: int) -> None:  # type:
                                 "targetPort": 80}, dict(INGRESS_HTTPS)]}}),
     ]
     for rt, namespace, body in wanted:
-        if svc.read(rt, namespace, body["metadata"]["name"]) is not None:
-            continue
-        try:
-            await svc.create(rt, namespace, body, OPTS)
-        except (errors.AlreadyExists, errors.Invalid) as e:
-            log.info("%s %s: %s", rt.kind, body["metadata"]["name"], e)
+        await create_if_absent(svc, rt, namespace, body)
     await _ingress_https(svc)
+
+
+async def create_if_absent(svc, rt, namespace: str,  # type: ignore[no-untyped-def]
+                           body: dict[str, Any]) -> None:
+    """A built-in object the server starts with, written only when none of its name exists
+    (an administrator's changes are kept; a deleted one comes back at the next start)."""
+    if svc.read(rt, namespace, body["metadata"]["name"]) is not None:
+        return
+    try:
+        await svc.create(rt, namespace, body, OPTS)
+    except (errors.AlreadyExists, errors.Invalid) as e:
+        log.info("%s %s: %s", rt.kind, body["metadata"]["name"], e)
 
 
 async def _ingress_https(svc) -> None:  # type: ignore[no-untyped-def]

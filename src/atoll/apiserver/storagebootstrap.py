@@ -7,14 +7,9 @@ k3s's packaged manifests do."""
 
 from __future__ import annotations
 
-import logging
-
-from atoll.api import errors
 from atoll.api.resources.volumes import STORAGECLASSES
-from atoll.api.strategy import WriteOptions
+from atoll.apiserver.servicebootstrap import create_if_absent
 
-log = logging.getLogger(__name__)
-OPTS = WriteOptions(field_manager="atoll-apiserver")
 DEFAULT_CLASS = "atoll-local"
 LOCAL_PROVISIONER = "storage.atoll.dev/local"
 IS_DEFAULT = "storageclass.kubernetes.io/is-default-class"
@@ -29,9 +24,4 @@ def default_class() -> dict:  # type: ignore[type-arg]
 
 async def ensure(svc) -> None:  # type: ignore[no-untyped-def]
     """Create ``atoll-local`` unless a class of that name exists."""
-    if svc.read(STORAGECLASSES, "", DEFAULT_CLASS) is not None:
-        return
-    try:
-        await svc.create(STORAGECLASSES, "", default_class(), OPTS)
-    except (errors.AlreadyExists, errors.Invalid) as e:
-        log.info("StorageClass %s: %s", DEFAULT_CLASS, e)
+    await create_if_absent(svc, STORAGECLASSES, "", default_class())

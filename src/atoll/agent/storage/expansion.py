@@ -72,15 +72,9 @@ class VolumeExpansion:
         await serve(self.queue, self.reconcile, "volume expansion",
                     (lv.LocalVolumeError, OSError, errors.ApiError))
 
-    def _pv(self, handle: str) -> dict[str, Any] | None:
-        for pv in self.pvs.list():
-            if lv.is_local(pv) and (pv["spec"].get("csi") or {}).get("volumeHandle") == handle:
-                return pv
-        return None
-
     async def reconcile(self, handle: str) -> None:
         meta = self.store.meta(handle)
-        pv = self._pv(handle)
+        pv = lv.pv_of(self.pvs, handle)
         if meta is None or pv is None or not claims.on_node(pv, self.node):
             return
         target = _capacity(pv)

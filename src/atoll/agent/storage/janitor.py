@@ -50,17 +50,11 @@ class VolumeJanitor:
         await serve(self.queue, self.reconcile, "volume janitor",
                     (lv.LocalVolumeError, OSError, errors.ApiError))
 
-    def _live_pv(self, handle: str) -> dict[str, Any] | None:
-        for pv in self.pvs.list():
-            if lv.is_local(pv) and (pv["spec"].get("csi") or {}).get("volumeHandle") == handle:
-                return pv
-        return None
-
     async def reconcile(self, handle: str) -> None:
         meta = self.store.meta(handle)
         if meta is None:
             return
-        pv = self._live_pv(handle)
+        pv = lv.pv_of(self.pvs, handle)
         if pv is not None:
             policy = pv["spec"].get("persistentVolumeReclaimPolicy") or "Delete"
             if policy != meta.get("reclaim"):

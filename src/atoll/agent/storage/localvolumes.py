@@ -70,6 +70,20 @@ def is_local(pv: dict[str, Any]) -> bool:
     return ((pv.get("spec") or {}).get("csi") or {}).get("driver") == DRIVER
 
 
+#: the PV informer's index of local volumes by ``spec.csi.volumeHandle``
+HANDLE_INDEX = "local-volume-handle"
+
+
+def by_handle(pv: dict[str, Any]) -> list[str]:
+    handle = ((pv.get("spec") or {}).get("csi") or {}).get("volumeHandle")
+    return [handle] if is_local(pv) and isinstance(handle, str) else []
+
+
+def pv_of(pvs: Any, handle: str) -> dict[str, Any] | None:
+    """The local PV whose volume is ``handle`` (an informer indexed by ``by_handle``)."""
+    return next(iter(pvs.by_index(HANDLE_INDEX, handle)), None)
+
+
 def spec_from_pv(pv: dict[str, Any]) -> VolumeSpec:
     """The volume a ``storage.atoll.dev/local`` PersistentVolume describes."""
     spec = pv.get("spec") or {}

@@ -19,7 +19,8 @@ class NodeStorage:
     def __init__(self, client: ApiClient, informers: InformerFactory, data_dir: Path,
                  node: str) -> None:
         self.store = localvolumes.shared(data_dir / "volumes")
-        pvs = informers.informer("", "v1", "persistentvolumes")
+        pvs = informers.informer("", "v1", "persistentvolumes",
+                                 indexers={localvolumes.HANDLE_INDEX: localvolumes.by_handle})
         self.janitor = VolumeJanitor(client, pvs, self.store)
         self.capacity = CapacityPublisher(client, self.store, pvs, node)
         self.events = EventRecorder(client, "kubelet")
