@@ -13,6 +13,8 @@ from pathlib import Path
 import aiohttp
 
 log = logging.getLogger("atoll.supervisor")
+#: a child that ran this long before exiting was not crash-looping: its back-off starts over
+STABLE_SECONDS = 10.0
 
 
 class Role:
@@ -23,9 +25,11 @@ class Role:
         self.argv = argv
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
+        self.started_at = 0.0
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(*self.argv)
+        self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -60,6 +64,8 @@ async def supervise(roles: list[Role], stop: asyncio.Event) -> None:
                 role = waits.get(t)
                 if role is None:
                     continue
+                if time.monotonic() - role.started_at >= STABLE_SECONDS:
+                    role.restarts = 0  # one crash after a long run is not a loop
                 role.restarts += 1
                 delay = min(0.5 * 2 ** min(role.restarts, 6), 30.0)
                 log.warning("%s exited with code %s; restarting in %.1fs", role.name,
