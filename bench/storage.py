@@ -15,6 +15,13 @@ the same kind of file used straight on the host, in one run.
    side by side.  The pod runs the host's own python3 (hostPath-mounted, in a namespace with
    the privileged Pod Security level) so both sides run byte-identical code (fio is not
    installed on these machines; the run says whether it found one).
+3. Snapshots: a 1 GiB claim holds ``--snap-fill-mib`` of random data written by a pod; the
+   time from a VolumeSnapshot's create to its ``readyToUse`` (watched), and from a claim
+   restored from it (with a pod reading it) to the claim's ``Bound`` and the pod's
+   ``Running`` (the host copies the snapshot into the new volume before the mount), each
+   ``--snap-rounds`` times; beside them, in the same run, a bare ``cp --reflink=auto`` (what
+   the host does, then an fsync) and ``cp --reflink=auto --sparse=always`` of the same
+   volume file on the host.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -156,6 +164,83 @@ async def latency(client: ApiClient, ns: str, count: int) -> tuple[list[float], 
     return to_bound, to_running
 
 
+# -- 3. snapshots -------------------------------------------------------------------------------
+SNAP = "/apis/snapshot.storage.k8s.io/v1/namespaces/bench/volumesnapshots"
+
+
+async def wait_first(client: ApiClient, path: str, name: str, done: Any,
+                     start: float) -> float:
+    """Seconds from ``start`` until object ``name`` of the collection satisfies ``done``."""
+    listing = await client.get(path)
+    for obj in listing.get("items") or []:
+        if obj["metadata"]["name"] == name and done(obj):
+            return time.monotonic() - start
+    async for ev in client.watch(path, resource_version=listing["metadata"]["resourceVersion"]):
+        obj = ev.get("object") or {}
+        if (obj.get("metadata") or {}).get("name") == name and done(obj):
+            return time.monotonic() - start
+    raise AssertionError(f"the watch of {path} ended")
+
+
+async def snapshots(client: ApiClient, data: Path, work: Path, fill_mib: int, rounds: int
+                    ) -> dict[str, list[float]]:
+    ns = "/api/v1/namespaces/bench"
+    await client.create(f"{ns}/persistentvolumeclaims", claim_body("snapsrc", "1Gi"))
+    await client.create(f"{ns}/pods", pod_body("filler", "snapsrc", [
+        "sh", "-c", f"dd if=/dev/urandom of=/data/fill bs=1M count={fill_mib} && sync"]))
+    await wait_first(client, f"{ns}/pods", "filler",
+                     lambda o: (o.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
+                     time.monotonic())
+    filler = await client.get(f"{ns}/pods/filler")
+    assert filler["status"]["phase"] == "Succeeded", "the pod filling the volume failed"
+    src = await client.get(f"{ns}/persistentvolumeclaims/snapsrc")
+    disk = data / "agent" / "volumes" / src["spec"]["volumeName"] / "disk.img"
+    out: dict[str, list[float]] = {"snapshot ready": [], "restored claim Bound": [],
+                                   "restored pod Running": [], "cp --reflink=auto": [],
+                                   "  + fsync of the copy": [], "cp --sparse=always": []}
+    ready = lambda o: (o.get("status") or {}).get("readyToUse") is True  # noqa: E731
+    copies = [("cp --reflink=auto", ["--reflink=auto"]),
+              ("cp --sparse=always", ["--reflink=auto", "--sparse=always"])]
+    for r in range(rounds):
+        with open(disk, "rb") as f:  # every copy (and the snapshot) reads a warm source
+            while f.read(8 * MIB):
+                pass
+        for label, argv in copies if r % 2 == 0 else copies[::-1]:
+            target = work / "copy.img"
+            os.sync()  # nobody's dirty pages in the figure
+            t = time.monotonic()
+            subprocess.run(["cp", *argv, str(disk), str(target)], check=True)
+            out[label].append(time.monotonic() - t)
+            if len(argv) == 1:
+                t = time.monotonic()
+                fd = os.open(target, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+                out["  + fsync of the copy"].append(time.monotonic() - t)
+            target.unlink()
+        os.sync()
+        start = time.monotonic()
+        await client.create(SNAP, {"apiVersion": "snapshot.storage.k8s.io/v1",
+                                   "kind": "VolumeSnapshot", "metadata": {"name": f"s{r}"},
+                                   "spec": {"source": {"persistentVolumeClaimName": "snapsrc"}}})
+        out["snapshot ready"].append(await wait_first(client, SNAP, f"s{r}", ready, start))
+        body = claim_body(f"r{r}", "1Gi")
+        body["spec"]["dataSource"] = {"apiGroup": "snapshot.storage.k8s.io",
+                                      "kind": "VolumeSnapshot", "name": f"s{r}"}
+        os.sync()
+        start = time.monotonic()
+        bound = asyncio.create_task(wait_first(
+            client, f"{ns}/persistentvolumeclaims", f"r{r}",
+            lambda o: (o.get("status") or {}).get("phase") == "Bound", start))
+        await client.create(f"{ns}/persistentvolumeclaims", body)
+        await client.create(f"{ns}/pods", pod_body(f"reader{r}", f"r{r}", ["sleep", "3600"]))
+        out["restored pod Running"].append(await wait_first(
+            client, f"{ns}/pods", f"reader{r}",
+            lambda o: (o.get("status") or {}).get("phase") == "Running", start))
+        out["restored claim Bound"].append(await bound)
+    return out
+
+
 # -- 2. I/O ------------------------------------------------------------------------------------
 def parse_io(text: str) -> dict[str, float]:
     for line in text.splitlines():
@@ -226,11 +311,22 @@ async def setup(data: Path, count: int) -> tuple[list[float], list[float]]:
         await client.close()
 
 
+async def snapshot_run(data: Path, work: Path, fill_mib: int, rounds: int
+                       ) -> dict[str, list[float]]:
+    client = ApiClient(kubeconfig.load(data / "admin.kubeconfig"))
+    try:
+        return await snapshots(client, data, work, fill_mib, rounds)
+    finally:
+        await client.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--claims", type=int, default=20)
     ap.add_argument("--seq-mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--snap-fill-mib", type=int, default=256)
+    ap.add_argument("--snap-rounds", type=int, default=3)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="atoll-bench-storage-"))
     size_mib = args.seq_mib + 128
@@ -240,6 +336,7 @@ def main() -> None:
     pod: list[dict[str, float]] = []
     with platform(work, NODE, slot_bridge(SLOT_N), slot_cidr(SLOT_N)) as (data, port):
         to_bound, to_running = asyncio.run(setup(data, args.claims))
+        snaps = asyncio.run(snapshot_run(data, work, args.snap_fill_mib, args.snap_rounds))
         kubectl = [kubectl_binary(), "--kubeconfig", str(data / "admin.kubeconfig")]
         subprocess.run([*kubectl, "-n", "bench", "apply", "-f", "-"], check=True, text=True,
                        capture_output=True,
@@ -262,6 +359,12 @@ def main() -> None:
                  "rand_write_iops": "random 4 KiB write", "rand_read_iops": "random 4 KiB read"
                  }[key]
         print(f"{label:24} {h:7.0f} {unit:5} {p:8.0f} {unit:5} {p / h * 100:8.0f}%")
+    print()
+    print(f"{'1 GiB volume, ' + str(args.snap_fill_mib) + ' MiB data':28} {'median':>8} "
+          f"{'min':>8} {'max':>8}   (n={args.snap_rounds})")
+    for label, xs in snaps.items():
+        print(f"{label:28} {statistics.median(xs) * 1000:6.0f}ms {min(xs) * 1000:6.0f}ms "
+              f"{max(xs) * 1000:6.0f}ms")
     print(f"load {load()}")
     shutil.copy(work / "up.log", Path(tempfile.gettempdir()) / "atoll-bench-storage-up.log")
     shutil.rmtree(work, ignore_errors=True)

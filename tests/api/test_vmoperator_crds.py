@@ -64,21 +64,24 @@ def admitted(kind: str, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str],
     return obj, unknown, [c.field for c in s.validate(obj)]
 
 
-def test_five_kinds_valid_and_structural() -> None:
+def test_six_kinds_valid_and_structural() -> None:
     assert set(BY_KIND) == {"VirtualMachine", "VirtualMachineClass", "VirtualMachineImage",
-                            "ClusterVirtualMachineImage", "VirtualMachineService"}
+                            "ClusterVirtualMachineImage", "VirtualMachineService",
+                            "VirtualMachineSnapshot"}
     for kind, crd in BY_KIND.items():
         assert crdschema.check_crd(crd) == [], kind
         spec = crd["spec"]
         assert spec["group"] == "vmoperator.vmware.com"
         assert spec["names"]["categories"] == ["vmoperator"]
         served = [(v["name"], v["served"], v["storage"]) for v in spec["versions"]]
-        assert served == [(f"v1alpha{i}", True, i == 6) for i in range(1, 7)]
+        first = 5 if kind == "VirtualMachineSnapshot" else 1  # upstream added it in v1alpha5
+        assert served == [(f"v1alpha{i}", True, i == 6) for i in range(first, 7)], kind
         assert all(v["subresources"] == {"status": {}} for v in spec["versions"])
     short = {k: c["spec"]["names"]["shortNames"] for k, c in BY_KIND.items()}
     assert short == {"VirtualMachine": ["vm"], "VirtualMachineClass": ["vmclass"],
                      "VirtualMachineImage": ["vmi"], "ClusterVirtualMachineImage": ["cvmi"],
-                     "VirtualMachineService": ["vmservice"]}
+                     "VirtualMachineService": ["vmservice"],
+                     "VirtualMachineSnapshot": ["vmsnapshot"]}
     assert BY_KIND["ClusterVirtualMachineImage"]["spec"]["scope"] == "Cluster"
 
 

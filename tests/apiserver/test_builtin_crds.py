@@ -43,7 +43,7 @@ async def test_restarts_leave_the_crds_alone_and_changes_are_undone(tmp_path: Pa
         before = versions(first)
         assert all(gen == 1 for _, gen in before.values())
         for name in NAMES:
-            spec = first.registry.lookup("vmoperator.vmware.com", "v1alpha3",
+            spec = first.registry.lookup("vmoperator.vmware.com", "v1alpha6",
                                          name.split(".")[0])
             assert spec is not None, f"{name} is not served"
         await builtin_crds.ensure(first.svc, first.registry)

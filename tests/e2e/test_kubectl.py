@@ -49,6 +49,17 @@ def test_api_resources_and_versions(platform: Platform) -> None:
     assert version["serverVersion"]["major"] == "1"
 
 
+def test_a_group_document_per_group(platform: Platform) -> None:
+    """GET /apis/<group> is its APIGroup (client-go's legacy discovery asks for it)."""
+    for group, preferred in (("apps", "apps/v1"),
+                             ("vmoperator.vmware.com", "vmoperator.vmware.com/v1alpha6")):
+        doc = json.loads(platform.kubectl("get", "--raw", f"/apis/{group}").stdout)
+        assert doc["kind"] == "APIGroup" and doc["name"] == group
+        assert doc["preferredVersion"]["groupVersion"] == preferred
+    missing = platform.kubectl("get", "--raw", "/apis/no.such.group", check=False)
+    assert missing.returncode != 0 and "NotFound" in missing.stderr
+
+
 def test_builtin_namespaces(platform: Platform) -> None:
     out = platform.kubectl("get", "ns", "-o", "name").stdout.split()
     for ns in ("namespace/default", "namespace/kube-system", "namespace/kube-public",

@@ -75,8 +75,8 @@ def test_pod_vm_runs_busybox_with_its_own_kernel(platform: Platform, namespace: 
     failed = platform.kubectl("exec", "-n", namespace, "vm-web", "--", "sh", "-c",
                               "echo err >&2; exit 3", check=False)
     assert failed.returncode == 3 and "err" in failed.stderr
-    # an agent killed with -9 leaves the VM to its successor, which (not adopting pod-VMs
-    # yet) replaces it: never two QEMUs for one pod
+    # an agent killed with -9 leaves the VM to its successor, which takes it over
+    # (tests/e2e/test_podvm_restart.py checks how): never two QEMUs for one pod
     kill_and_await_restart(f"agent --kubeconfig {platform.data_dir / 'agent.kubeconfig'}")
     wait_pod(platform, namespace, "vm-web", lambda p: any(
         c.get("type") == "Ready" and c.get("status") == "True"

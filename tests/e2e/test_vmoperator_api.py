@@ -121,16 +121,18 @@ def set_vm_status(platform: Platform, ns: str, name: str, ip: str, ready: bool) 
 
 
 # -- discovery, schema, printing ------------------------------------------------------------------
-def test_api_resources_list_the_five_kinds(platform: Platform) -> None:
+def test_api_resources_list_the_six_kinds(platform: Platform) -> None:
     out = platform.kubectl("api-resources", f"--api-group={GROUP}", "--no-headers").stdout
     rows = {line.split()[-1]: line.split() for line in out.splitlines() if line.strip()}
     assert set(rows) == {"VirtualMachine", "VirtualMachineClass", "VirtualMachineImage",
-                         "ClusterVirtualMachineImage", "VirtualMachineService"}
+                         "ClusterVirtualMachineImage", "VirtualMachineService",
+                         "VirtualMachineSnapshot"}
     expected = {"VirtualMachine": ("virtualmachines", "vm", "true"),
                 "VirtualMachineClass": ("virtualmachineclasses", "vmclass", "true"),
                 "VirtualMachineImage": ("virtualmachineimages", "vmi", "true"),
                 "ClusterVirtualMachineImage": ("clustervirtualmachineimages", "cvmi", "false"),
-                "VirtualMachineService": ("virtualmachineservices", "vmservice", "true")}
+                "VirtualMachineService": ("virtualmachineservices", "vmservice", "true"),
+                "VirtualMachineSnapshot": ("virtualmachinesnapshots", "vmsnapshot", "true")}
     for kind, (plural, short, namespaced) in expected.items():
         name, shortnames, apiversion, ns_col = rows[kind][:4]
         # v1alpha6 is preferred, as upstream (v1alpha1-v1alpha5 are served too)

@@ -26,7 +26,10 @@ from atoll.agent.proxy import proxier as service_proxy
 from atoll.agent.proxy.proxier import Proxier, table_name
 from atoll.agent.proxy.rules import ProxySettings
 from atoll.agent.host.node import NodeAgent, NodeSettings, runc_version
+from atoll.agent.host.lbannounce import LoadBalancerAnnouncer
+from atoll.agent.host.roaming import RoamingRoutes
 from atoll.agent.host.routes import PodRoutes
+from atoll.agent.host.loadreport import LoadReport
 from atoll.agent.host.stats import StatsCollector
 from atoll.agent.host.syncreport import SyncReport
 from atoll.agent.images.imagegc import GCSettings, ImageGC
@@ -139,7 +142,8 @@ class Agent:
             self._found.setdefault(meta.pod_uid, []).append(meta)
         self.vms = VMManager(self.client, self.informers, VMWorkerSettings(
             node_name=s.name, data_dir=s.data_dir / "vms", run_dir=run_dir / "vms",
-            soft_timeout=s.vm_soft_timeout, silent_boot_timeout=s.vm_silent_boot_timeout),
+            soft_timeout=s.vm_soft_timeout, silent_boot_timeout=s.vm_silent_boot_timeout,
+            host_ip=s.host_ip),
             self.cni, s.data_dir / "vmimages")
         #: local volumes: the janitor of deleted PVs' data, the capacity this host reports
         self.storage = NodeStorage(self.client, self.informers, s.data_dir, s.name)
@@ -147,7 +151,10 @@ class Agent:
         self._served: list[tuple[str, str, list[dict[str, Any]]]] = []
         self.node.on_isolated.append(self.vms.fence)
         self.node.on_reconnected.append(self.vms.unfence)
-        self.stats = StatsCollector(self._running_containers)
+        self.stats = StatsCollector(self._running_containers, vms=self._running_vms)
+        #: the measured load DRS balances on, an annotation on this host's Node
+        self.load_report = LoadReport(self.client, s.name, self.stats.load)
+        self.stats.on_sample.append(self.load_report.sampled)
         self.server: AgentServer | None = None
 
     async def _publish_served(self) -> None:
@@ -161,6 +168,7 @@ class Agent:
         self.storage.capacity.node_replaced()
 
     async def run(self) -> None:
+        await self.node.keep_lease()
         if self.images.ensure_busybox() is None:
             log.warning("no busybox binary on this host: the built-in busybox image is missing")
         await self.cni.ensure_masquerade()
@@ -188,7 +196,11 @@ class Agent:
         tasks = [heartbeat, vms, asyncio.create_task(self.stats.run(), name="stats"),
                  asyncio.create_task(self._proxy(), name="service-proxy"),
                  asyncio.create_task(self._policies(), name="network-policy"),
-                 asyncio.create_task(self.storage.run(), name="storage")]
+                 asyncio.create_task(self.storage.run(), name="storage"),
+                 # LoadBalancer pool addresses this host answers ARP for
+                 asyncio.create_task(LoadBalancerAnnouncer(
+                     self.client, self.informers, self.settings.name, self.settings.host_ip,
+                     self.settings.data_dir / "lb-addresses.json").run(), name="lb-announcer")]
         image_gc = ImageGC(self.images, GCSettings(
             high_percent=self.settings.image_gc_high_threshold,
             low_percent=self.settings.image_gc_low_threshold,
@@ -198,6 +210,10 @@ class Agent:
             tasks.append(asyncio.create_task(PodRoutes(
                 self.client, self.informers, self.settings.name, self.settings.host_ip,
                 self.settings.pod_cidr).run(), name="pod-routes"))
+            # live-migrated VMs keep their address: /32s follow them between hosts
+            tasks.append(asyncio.create_task(RoamingRoutes(
+                self.client, self.informers, self.settings.name, self.settings.host_ip,
+                self.settings.pod_cidr, self.settings.bridge).run(), name="roaming-routes"))
         try:
             await self.informers.wait_for_sync([self.pods])
             await self._collect_orphans()
@@ -254,6 +270,11 @@ class Agent:
                                 f"/atoll/{self.settings.name}/{worker.uid}-{name}"))
         return out
 
+    def _running_vms(self) -> list[tuple[str, int]]:
+        """("namespace/name", QEMU pid) of each VM whose QEMU runs here, for stats and DRS."""
+        return [(w.key, w.qemu.pid) for w in list(self.vms.workers.values())
+                if w.qemu.running and w.qemu.pid is not None]
+
     def _runtime_handler(self, uid: str) -> str | None:
         """The RuntimeClass handler the pod's worker resolved (None: no worker, not yet)."""
         worker = self.workers.get(uid)
@@ -261,7 +282,7 @@ class Agent:
 
     async def close(self) -> None:
         await self.vms.close()
-        await self.podvms.close()  # not adopted by a next agent yet: leave no VM behind
+        await self.podvms.detach()  # pod-VMs run on: the next agent takes them over
         await self.puller.close()
         if self.server is not None:
             await self.server.stop()

@@ -36,6 +36,11 @@ METRICS: tuple[ResourceType, ...] = (
     builtin("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", True, verbs=("get", "list")),
 )
 
+#: The namespaces a user works in (OpenShift's project list): read-only, answered from RBAC.
+TENANCY: tuple[ResourceType, ...] = (
+    builtin("tenancy.atoll.dev", "v1", "Project", "projects", False, verbs=("get", "list")),
+)
+
 #: Group preference order in discovery, as upstream lists them.
 GROUP_ORDER = (
     "", "apiregistration.k8s.io", "apps", "events.k8s.io", "authentication.k8s.io",
@@ -46,4 +51,4 @@ GROUP_ORDER = (
 )
 
 __all__ = ["ALL_VERBS", "BUILTIN", "GROUP_ORDER", "METRICS", "POD_SUBRESOURCES", "REVIEWS", "SCALE",
-           "STANDARD_FINALIZERS", "STATUS", "SUB_VERBS", "ResourceType", "Subresource"]
+           "STANDARD_FINALIZERS", "STATUS", "SUB_VERBS", "TENANCY", "ResourceType", "Subresource"]

@@ -53,8 +53,10 @@ from atoll.apiserver.nodeproxy import NodeProxy
 from atoll.apiserver.objects import ObjectService, WriteOptions
 from atoll.apiserver import openapi_proto
 from atoll.apiserver.openapi import OpenAPI
+from atoll.apiserver.projects import ProjectsAPI
 from atoll.apiserver.registry import Registry
 from atoll.apiserver.tokenreview import TokenReviewer
+from atoll import webui
 from atoll.settings import ServerSettings
 from atoll.storage.cacher import Cacher
 from atoll.storage.store import Store
@@ -249,6 +251,7 @@ class ApiServer:
         app["token_issuer"] = issuer
         if self.node_proxy is not None:
             app["metrics_api"] = MetricsAPI(self.node_proxy)
+        app["projects_api"] = ProjectsAPI(self.cacher, self.registry, self.authorizer)
         r = app.router
         r.add_get("/version", self._version)
         r.add_get("/version/", self._version)
@@ -269,6 +272,7 @@ class ApiServer:
                        self.settings.content_max_blob_bytes).routes(r)
         r.add_route("*", "/api/{tail:.+}", self._resource)
         r.add_route("*", "/apis/{tail:.+}", self._resource)
+        webui.routes(r)
         r.add_get("/", self._root)
         return app
 
@@ -285,6 +289,11 @@ class ApiServer:
             if request.method != "GET":
                 raise errors.MethodNotAllowed("the server does not allow this method on the "
                                               "requested resource")
+            if group and not version:
+                doc = discovery.group(self.registry, group)
+                if doc:
+                    return http.json_response(doc)
+                raise errors.NotFound("the server could not find the requested resource")
             if group and version and not self.registry.has_group_version(group, version):
                 # /apis/<group> is the group document
                 if request.path.rstrip("/").count("/") == 2:

@@ -4,11 +4,18 @@ x509 client certificates signed by the cluster CA (CN = user, O = groups), and
 bearer tokens from a static token file (``token,user,uid,"group1,group2"`` per
 line, as kube-apiserver's ``--token-auth-file``).  Health and version
 endpoints may be read without credentials, as upstream's
-``system:public-info-viewer`` allows.
+``system:public-info-viewer`` allows, and so may the web console's static files
+under ``/ui/`` (they carry no data: every call they make brings its own
+credentials).  Browsers cannot set ``Authorization`` on a WebSocket, so an
+upgrade request may carry its bearer token as the subprotocol
+``base64url.bearer.authorization.k8s.io.<base64url token>``, as kube-apiserver
+accepts; that protocol is taken out of the request before anything else sees it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import hmac
 import io
@@ -21,6 +28,41 @@ from aiohttp import web
 from atoll.api import errors
 
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/"})
+#: the web console's static files (``atoll.webui``): readable before signing in
+UI_PREFIX = "/ui"
+WEBSOCKET_TOKEN_PROTOCOL = "base64url.bearer.authorization.k8s.io."
+
+
+def public_path(path: str) -> bool:
+    return path in PUBLIC_PATHS or path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+
+
+def websocket_token(request: web.Request) -> tuple[str, web.Request]:
+    """The bearer token a WebSocket upgrade carries as a subprotocol ("" if none), and the
+    request without that protocol, so it is neither echoed back nor relayed onwards."""
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return "", request
+    offered = [p.strip() for line in request.headers.getall("Sec-WebSocket-Protocol", [])
+               for p in line.split(",") if p.strip()]
+    tokens = [p for p in offered if p.startswith(WEBSOCKET_TOKEN_PROTOCOL)]
+    if not tokens:
+        return "", request
+    if len(tokens) > 1:
+        raise errors.Unauthorized("Unauthorized: more than one bearer token subprotocol")
+    encoded = tokens[0][len(WEBSOCKET_TOKEN_PROTOCOL):]
+    try:
+        token = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (binascii.Error, ValueError):
+        raise errors.Unauthorized("Unauthorized: the bearer token subprotocol is not "
+                                  "base64url") from None
+    if not token.strip():
+        raise errors.Unauthorized("Unauthorized")
+    headers = request.headers.copy()
+    del headers["Sec-WebSocket-Protocol"]
+    rest = [p for p in offered if p != tokens[0]]
+    if rest:
+        headers["Sec-WebSocket-Protocol"] = ", ".join(rest)
+    return token.strip(), request.clone(headers=headers)
 
 
 @dataclass(frozen=True)
@@ -96,11 +138,15 @@ def middleware(tokens: TokenFile, *, anonymous: bool = False,
                            ) -> web.StreamResponse:
         user: UserInfo | None = None
         auth = request.headers.get("Authorization", "")
+        token = ""
         if auth:
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise errors.Unauthorized("Unauthorized")
             token = token.strip()
+        else:
+            token, request = websocket_token(request)
+        if token:
             user = tokens.lookup(token)
             if user is None:
                 for authenticator in authenticators:
@@ -114,7 +160,7 @@ def middleware(tokens: TokenFile, *, anonymous: bool = False,
             cert = transport.get_extra_info("peercert") if transport is not None else None
             user = user_from_peercert(cert)
         if user is None:
-            if anonymous or request.path in PUBLIC_PATHS:
+            if anonymous or public_path(request.path):
                 user = ANONYMOUS
             else:
                 raise errors.Unauthorized("Unauthorized")

@@ -20,7 +20,12 @@ import logging
 from typing import Any
 
 from atoll.api import errors
+from atoll.api.migration.names import GROUP as MIGRATION_GROUP
+from atoll.api.migration.names import POLICY_GROUP as MIGRATION_POLICY_GROUP
+from atoll.api.network import GROUP as NETWORK_GROUP
+from atoll.api.network import POOLS as NETWORK_POOLS
 from atoll.api.resources.rbac_v1 import CLUSTERROLEBINDINGS, CLUSTERROLES
+from atoll.api.snapshots import GROUP as SNAPSHOT_GROUP
 from atoll.api.vmoperator.names import GROUP as VM_GROUP
 from atoll.apiserver.objects import ObjectService, WriteOptions, semantically_equal
 from atoll.apiserver.registry import Registry
@@ -64,7 +69,14 @@ VIEW_RULES = [
     _rule(["metrics.k8s.io"], ["pods", "nodes"], READ),
     _rule([VM_GROUP], ["virtualmachines", "virtualmachines/status", "virtualmachineclasses",
                        "virtualmachineimages", "virtualmachineimages/status",
-                       "virtualmachineservices", "virtualmachineservices/status"], READ),
+                       "virtualmachineservices", "virtualmachineservices/status",
+                       "virtualmachinesnapshots", "virtualmachinesnapshots/status"], READ),
+    _rule([SNAPSHOT_GROUP], ["volumesnapshots", "volumesnapshots/status"], READ),
+    _rule([MIGRATION_GROUP], ["virtualmachinemigrations", "virtualmachinemigrations/status"],
+          READ),
+    # the moves DRS recommends in the namespace (controllers/vmoperator/drs.py)
+    _rule([MIGRATION_POLICY_GROUP], ["migrationrecommendations",
+                                     "migrationrecommendations/status"], READ),
 ]
 
 EDIT_RULES = [
@@ -84,8 +96,14 @@ EDIT_RULES = [
     _rule(["batch"], ["cronjobs", "jobs"], WRITE),
     _rule(["networking.k8s.io"], ["ingresses", "networkpolicies"], WRITE),
     _rule(["policy"], ["poddisruptionbudgets"], WRITE),
-    _rule([VM_GROUP], ["virtualmachines", "virtualmachineservices"], WRITE),
+    _rule([VM_GROUP], ["virtualmachines", "virtualmachineservices",
+                       "virtualmachinesnapshots"], WRITE),
+    _rule([SNAPSHOT_GROUP], ["volumesnapshots"], WRITE),
     _rule([VM_GROUP], ["virtualmachines/console"], ["get", "create"]),
+    _rule([MIGRATION_GROUP], ["virtualmachinemigrations"], WRITE),
+    # carrying a recommendation out (spec.apply) or dismissing it
+    _rule([MIGRATION_POLICY_GROUP], ["migrationrecommendations"], ["delete", "patch",
+                                                                   "update"]),
 ]
 
 ADMIN_RULES = [
@@ -96,6 +114,8 @@ ADMIN_RULES = [
 DISCOVERY_URLS = ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
                   "/openapi/*", "/readyz", "/version", "/version/"]
 PUBLIC_URLS = ["/healthz", "/livez", "/readyz", "/version", "/version/"]
+#: the web console's static files (atoll.webui): they hold no data
+UI_URLS = ["/ui", "/ui/*"]
 
 NODE_RULES = [
     _rule([""], ["nodes"], READ + ["create", "update", "patch"]),
@@ -120,6 +140,8 @@ NODE_RULES = [
     _rule(["storage.k8s.io"], ["storageclasses"], READ),
     # the handler of a pod's RuntimeClass decides which runtime runs it
     _rule(["node.k8s.io"], ["runtimeclasses"], READ),
+    # the pools whose addresses a host may answer ARP for (agent/host/lbannounce.py)
+    _rule([NETWORK_GROUP], [NETWORK_POOLS], READ),
     # its own local datastore's capacity only (kube-system/atoll-local-<node>: NodeRestriction)
     _rule(["storage.k8s.io"], ["csistoragecapacities"], READ + ["create", "update", "patch",
                                                               "delete"]),
@@ -128,6 +150,15 @@ NODE_RULES = [
     _rule([VM_GROUP], ["virtualmachines", "virtualmachineclasses", "virtualmachineimages",
                        "clustervirtualmachineimages"], READ),
     _rule([VM_GROUP], ["virtualmachines", "virtualmachines/status"], ["get", "patch", "update"]),
+    # its VMs' snapshots (agent/vms/snapshots.py): taken, their finalizer removed once deleted
+    _rule([VM_GROUP], ["virtualmachinesnapshots"], READ + ["patch", "update"]),
+    _rule([VM_GROUP], ["virtualmachinesnapshots/status"], ["get", "patch", "update"]),
+    # live migrations it is the source or the target of (each side writes its steps)
+    _rule([MIGRATION_GROUP], ["virtualmachinemigrations"], READ),
+    _rule([MIGRATION_GROUP], ["virtualmachinemigrations/status"], ["get", "patch", "update"]),
+    # the snapshots of its own volumes (agent/storage/snapshots.py: the sidecar's half)
+    _rule([SNAPSHOT_GROUP], ["volumesnapshotcontents"], READ + ["patch", "update"]),
+    _rule([SNAPSHOT_GROUP], ["volumesnapshotcontents/status"], ["get", "patch", "update"]),
     _urls(["/content/v1/blobs/*"], ["get", "head"]),
 ]
 
@@ -170,12 +201,15 @@ def cluster_roles() -> list[dict[str, Any]]:
               aggregate_from="edit"),
         _role("admin", VIEW_RULES + EDIT_RULES + ADMIN_RULES, aggregate_from="admin"),
         _role("system:discovery", [_urls(DISCOVERY_URLS, ["get"])]),
-        _role("system:public-info-viewer", [_urls(PUBLIC_URLS, ["get"])]),
+        _role("system:public-info-viewer", [_urls(PUBLIC_URLS, ["get"]),
+                                             _urls(UI_URLS, ["get", "head"])]),
         _role("system:basic-user", [_rule(["authorization.k8s.io"],
                                           ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
                                           ["create"]),
                                     _rule(["authentication.k8s.io"], ["selfsubjectreviews"],
-                                          ["create"])]),
+                                          ["create"]),
+                                    # the namespaces one works in (apiserver/projects.py)
+                                    _rule(["tenancy.atoll.dev"], ["projects"], ["get", "list"])]),
         _role("system:node", NODE_RULES),
         # delegated authentication and authorization (extension API servers, auth proxies)
         _role("system:auth-delegator", [

@@ -1,4 +1,5 @@
-"""CRDs every Atoll server serves from the start: the VM Operator's kinds.
+"""CRDs every Atoll server serves from the start: the VM Operator's kinds and the volume
+snapshot kinds (``snapshot.storage.k8s.io``, with their default class).
 
 They are ordinary CustomResourceDefinition objects in the store (so `kubectl get
 crd` shows them and clients discover them as usual), created at start-up when
@@ -13,8 +14,8 @@ import asyncio
 import logging
 from typing import Any
 
-from atoll.api import crdschema, errors, vmoperator
-from atoll.apiserver import conversion
+from atoll.api import crdschema, errors, migration, network, snapshots, vmoperator
+from atoll.apiserver import conversion, drsbootstrap, snapshotbootstrap
 from atoll.apiserver.crds import CRD_PREFIX
 from atoll.apiserver.objects import ObjectService, WriteOptions
 from atoll.apiserver.registry import Registry
@@ -24,7 +25,8 @@ MANAGER = "atoll-apiserver"
 
 
 def definitions() -> list[dict[str, Any]]:
-    return vmoperator.definitions()
+    return vmoperator.definitions() + snapshots.definitions() + migration.definitions() + \
+        network.definitions()
 
 
 async def ensure(svc: ObjectService, registry: Registry, timeout: float = 10.0) -> None:
@@ -78,6 +80,8 @@ async def ensure(svc: ObjectService, registry: Registry, timeout: float = 10.0) 
             continue
         if moved:
             log.info("rewrote %d %s in the storage version", moved, crd["metadata"]["name"])
+    await snapshotbootstrap.ensure(svc, registry)
+    await drsbootstrap.ensure(svc, registry)
 
 
 class Keeper:

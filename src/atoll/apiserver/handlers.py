@@ -88,6 +88,8 @@ class ResourceHandler:
             if metrics_api is None:
                 raise errors.ServiceUnavailable("the resource metrics API is not available")
             return await metrics_api.handle(request, rt, path)
+        if rt.group == "tenancy.atoll.dev":
+            return await request.app["projects_api"].handle(request, rt, path)
         if rt.verbs == ("create",):
             return await self._review(request, rt, path)
         method = request.method

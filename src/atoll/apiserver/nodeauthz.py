@@ -4,8 +4,8 @@
 Upstream's Node authorizer: a kubelet gets a Secret only if a pod bound to its
 node refers to it.  Here the references are found in the watch cache: pods
 with ``spec.nodeName`` = the host (volumes, projected sources, env, envFrom,
-image pull secrets) and VirtualMachines placed on it (the raw cloud-config
-Secret, PVC volumes).  Hosts may not list or watch these kinds at all, so one
+image pull secrets) and VirtualMachines placed on it, or which a live
+migration is bringing to it (the raw cloud-config Secret, PVC volumes).  Hosts may not list or watch these kinds at all, so one
 compromised host cannot read every tenant's Secrets.
 
 Every host routes the Ingresses of class ``atoll``, so every host may read the
@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from atoll.api.migration import names as migration
 from atoll.api.resources.core_v1_pods import PODS
 from atoll.api.resources.networking_v1 import INGRESSES, ingress_is_atolls
 from atoll.api.resources.vmoperator import VIRTUALMACHINES
 from atoll.api.vmoperator.names import HOST_LABEL
+from atoll.api.resourcetype import ResourceType
 from atoll.apiserver.attributes import Attributes
 from atoll.storage.cacher import Cacher
 
@@ -44,6 +46,22 @@ def guarded(a: Attributes) -> bool:
         (not a.subresource or (a.resource, a.subresource) == CLAIM_STATUS)
 
 
+#: live migrations (a CRD): the target host prepares the VM, so it reads what its host does
+MIGRATIONS = ResourceType(migration.GROUP, migration.VERSION, migration.KIND, migration.PLURAL,
+                          True)
+
+
+def arriving(cacher: Cacher, node: str, namespace: str) -> set[str]:
+    """The VMs of ``namespace`` an active live migration is bringing to ``node``."""
+    out = set()
+    for mig in cacher.list(MIGRATIONS.prefix(namespace)):
+        labels = mig.obj["metadata"].get("labels") or {}
+        if labels.get(migration.TARGET_LABEL) == node and \
+                migration.phase(mig.obj) in migration.ACTIVE:
+            out.add(str((mig.obj.get("spec") or {}).get("vmName") or ""))
+    return out
+
+
 def may_read(cacher: Cacher, node: str, a: Attributes) -> bool:
     if not a.name or not a.namespace:
         return False
@@ -57,9 +75,11 @@ def may_read(cacher: Cacher, node: str, a: Attributes) -> bool:
         if (pod.obj.get("spec") or {}).get("nodeName") == node and \
                 (kind, a.name) in set(pod_references(pod.obj)):
             return True
+    incoming = arriving(cacher, node, a.namespace)
     for vm in cacher.list(VIRTUALMACHINES.prefix(a.namespace)):
-        if (vm.obj["metadata"].get("labels") or {}).get(HOST_LABEL) == node and \
-                (kind, a.name) in set(vm_references(vm.obj)):
+        here = (vm.obj["metadata"].get("labels") or {}).get(HOST_LABEL) == node or \
+            vm.obj["metadata"].get("name") in incoming
+        if here and (kind, a.name) in set(vm_references(vm.obj)):
             return True
     return False
 

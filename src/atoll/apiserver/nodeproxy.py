@@ -30,6 +30,8 @@ EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
 PORT_FORWARD_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
 #: kubectl's SPDY tunnel first, then the websocket channel forms other clients speak
 PORT_FORWARD_PROTOCOLS = (PORT_FORWARD_PROTOCOL, "v4.channel.k8s.io", "v4.base64.channel.k8s.io")
+#: the serial console's subprotocol (raw terminal bytes), for clients that must name one
+CONSOLE_PROTOCOL = "console.atoll.dev"
 LOG_PARAMS = ("follow", "tailLines", "sinceSeconds", "sinceTime", "timestamps", "previous",
               "limitBytes")
 
@@ -114,7 +116,11 @@ class NodeProxy:
         host = (vm["metadata"].get("labels") or {}).get(VM_HOST_LABEL)
         url = f"{self._agent_url(host, vm)}/vmConsole/{vm['metadata']['uid']}"
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await self._relay_websocket(request, url, [], (), probe_upgrade=True)
+            # raw bytes; a browser must offer (and be answered) a subprotocol to send its token
+            offered = [p.strip() for p in
+                       request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+            protocols = (CONSOLE_PROTOCOL,) if CONSOLE_PROTOCOL in offered else ()
+            return await self._relay_websocket(request, url, [], protocols, probe_upgrade=True)
         params = {k: v for k, v in request.query.items() if k == "tailLines"}
         return await self._logs(request, url, params)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from atoll.api.kinds import BUILTIN, GROUP_ORDER, METRICS, REVIEWS, ResourceType
+from atoll.api.kinds import BUILTIN, GROUP_ORDER, METRICS, REVIEWS, TENANCY, ResourceType
 
 
 class Registry:
@@ -20,7 +20,7 @@ class Registry:
         self._versions: dict[str, list[str]] = {}
         self._custom: dict[str, list[ResourceType]] = {}  # crd name -> its served versions
         self.generation = 0  # bumped on every change, for discovery/OpenAPI caching
-        for rt in BUILTIN + REVIEWS + METRICS:
+        for rt in BUILTIN + REVIEWS + METRICS + TENANCY:
             self._add(rt)
 
     def _add(self, rt: ResourceType) -> None:

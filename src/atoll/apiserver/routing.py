@@ -40,6 +40,8 @@ def parse(path: str) -> ResourcePath | tuple[str, str] | None:
             return None
         group, version, rest = "", segs[1], segs[2:]
     elif segs[0] == "apis":
+        if len(segs) == 2:
+            return (segs[1], "")  # /apis/<group>: the group's document
         if len(segs) < 3:
             return None
         group, version, rest = segs[1], segs[2], segs[3:]

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "with cloud-init (debootstrap)")
     build.add_argument("--name", default="", help="display name (default: the kind)")
     build.add_argument("--size", default="2G", help="debian: the disk's size")
+    build.add_argument("--disk", default="", metavar="SIZE",
+                       help="tiny: give the image a blank qcow2 disk of SIZE (e.g. 256M): its "
+                            "VMs get a writable /dev/vda")
     _cluster_flags(build)
     build.set_defaults(func=_lazy("run_build"))
     imp = isub.add_parser("import", help="import a VM disk (qcow2, raw, ISO) into the content "

@@ -6,8 +6,9 @@ import argparse
 import logging
 import sys
 
-from atoll.cli import (agent_cmd, controllers_cmd, dev_cmd, image_cmd, kubeconfig_cmd,
-                       migrate_cmd, namespace_cmd, server_cmd, up_cmd, user_cmd, vm_cmd)
+from atoll.cli import (agent_cmd, controllers_cmd, dev_cmd, host_cmd, image_cmd,
+                       kubeconfig_cmd, migrate_cmd, namespace_cmd, server_cmd, up_cmd, user_cmd,
+                       vm_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     image_cmd.register(sub)
     kubeconfig_cmd.register(sub)
     vm_cmd.register(sub)
+    host_cmd.register(sub)
     user_cmd.register(sub)
     namespace_cmd.register(sub)
     dev_cmd.register(sub)

@@ -1,9 +1,12 @@
-"""`atoll namespace create|describe`: hand a team a namespace with a budget, people and VM choices.
+"""`atoll namespace create|describe|list`: hand a team a namespace with a budget, people and VM
+choices, and find the ones you were given.
 
 ``create`` applies (server-side apply, so re-running it changes what changed)
 the objects of ``api.tenancy.Bundle``; ``-o yaml`` prints them instead, for a
 Git repository.  ``describe`` shows budget and usage, defaults, people, VM
-classes, images and the pod security level at a glance.
+classes, images and the pod security level at a glance.  ``list`` names the
+namespaces the caller works in (``tenancy.atoll.dev`` projects: where they hold
+a role, or all of them for whoever may list namespaces).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from atoll.client.rest import ApiClient, resource_path
 from atoll.controllers.vmoperator.classes import default_classes
 
 APPLY = "application/apply-patch+yaml"
+PROJECTS_GROUP = "tenancy.atoll.dev"
 MANAGER = "atoll-namespace"
 PLURALS = {"Namespace": ("", "v1", "namespaces"), "ResourceQuota": ("", "v1", "resourcequotas"),
            "LimitRange": ("", "v1", "limitranges"),
@@ -74,6 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("name")
     _connection_flags(d)
     d.set_defaults(func=describe)
+    ls = nsub.add_parser("list", aliases=["ls"],
+                         help="the namespaces you work in (where you hold a role)")
+    ls.add_argument("-o", "--output", choices=["name"], default=None,
+                    help="print only the names")
+    _connection_flags(ls)
+    ls.set_defaults(func=list_namespaces)
 
 
 def _connection_flags(p: argparse.ArgumentParser) -> None:
@@ -173,6 +183,31 @@ async def _classes(client: ApiClient, bundle: tenancy.Bundle) -> list[dict[str, 
                                  "labels": {tenancy.MANAGED_LABEL: "true"}},
                     "spec": existing[name].get("spec") or {}})
     return out
+
+
+def list_namespaces(args: argparse.Namespace) -> int:
+    items = asyncio.run(_projects(_client(args)))
+    if args.output == "name":
+        sys.stdout.write("".join(f"{ns['metadata']['name']}\n" for ns in items))
+        return 0
+    width = max([len("NAME")] + [len(ns["metadata"]["name"]) for ns in items]) + 3
+    lines = [f"{'NAME':<{width}}STATUS"]
+    lines += [f"{ns['metadata']['name']:<{width}}{(ns.get('status') or {}).get('phase', '')}"
+              for ns in items]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+async def _projects(client: ApiClient) -> list[dict[str, Any]]:
+    """The caller's projects; a server without the projects API: the namespaces, if allowed."""
+    try:
+        try:
+            body = await client.get(resource_path(PROJECTS_GROUP, "v1", "projects"))
+        except errors.NotFound:
+            body = await client.get("/api/v1/namespaces")
+    finally:
+        await client.close()
+    return sorted(body.get("items") or [], key=lambda ns: ns["metadata"]["name"])
 
 
 def describe(args: argparse.Namespace) -> int:

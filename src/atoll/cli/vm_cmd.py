@@ -19,6 +19,7 @@ import tty
 import aiohttp
 
 from atoll.api.vmoperator.names import vm_path
+from atoll.cli import vm_migrate_cmd
 from atoll.cli.common import resolve_kubeconfig
 from atoll.client import kubeconfig
 from atoll.client.rest import ApiClient
@@ -27,7 +28,7 @@ DETACH = b"\x1d"  # Ctrl-]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("vm", help="work with VirtualMachines (serial console)")
+    p = sub.add_parser("vm", help="work with VirtualMachines (serial console, live migration)")
     vsub = p.add_subparsers(dest="vm_command", metavar="COMMAND", required=True)
     c = vsub.add_parser("console", help="attach to a VM's serial console (Ctrl-] detaches)")
     c.add_argument("name", help="VirtualMachine name")
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="when stdin is not a terminal: seconds of silence to wait for after it "
                         "ends")
     c.set_defaults(func=console)
+    vm_migrate_cmd.register(vsub)
 
 
 def console(args: argparse.Namespace) -> int:

@@ -70,6 +70,9 @@ def run_build(args: argparse.Namespace) -> int:
             if args.kind == "tiny":
                 from atoll.vmimage.tiny import build_tiny
                 built = build_tiny(cache_dir(), say)
+                if args.disk:
+                    from atoll.vmimage.tiny import blank_disk
+                    built.disk = blank_disk(cache_dir(), args.disk)
             else:
                 from atoll.vmimage.debian import build_debian
                 built = build_debian(cache_dir(), size=args.size, progress=say)

@@ -43,11 +43,16 @@ from atoll.controllers.scheduler import Scheduler
 from atoll.controllers.serviceaccounts import ServiceAccountsController
 from atoll.controllers.statefulset import StatefulSetController
 from atoll.controllers.vmoperator.classes import DefaultClassesController
+from atoll.controllers.vmoperator.drs import DRSController
+from atoll.controllers.vmoperator.evacuation import EvacuationController
+from atoll.controllers.vmoperator.migration import MigrationController
 from atoll.controllers.vmoperator.virtualmachine import VirtualMachineController
 from atoll.controllers.vmoperator.vmservice import VirtualMachineServiceController
+from atoll.controllers.vmoperator.vmsnapshot import VirtualMachineSnapshotController
 from atoll.controllers.volume.expander import VolumeExpander
 from atoll.controllers.volume.localprovisioner import LocalProvisioner
 from atoll.controllers.volume.protection import StorageProtectionController
+from atoll.controllers.volume.snapshotcontroller import SnapshotController
 from atoll.controllers.volume.pvcontroller import PersistentVolumeController
 from atoll.controllers.volume.vmclaims import VMClaimsController
 from atoll.settings import ControllerSettings
@@ -86,8 +91,12 @@ class ControllerManager:
             self._make(IngressStatusController),
             self._make(Scheduler),
             self._make(VirtualMachineController),
+            self._make(MigrationController),
+            self._make(EvacuationController),
+            self._make(DRSController),
             self._make(DefaultClassesController),
             self._make(VirtualMachineServiceController),
+            self._make(VirtualMachineSnapshotController),
             self._make(ResourceQuotaController),
             self._make(ClusterRoleAggregationController),
             self._make(CSRCleaner),
@@ -96,6 +105,7 @@ class ControllerManager:
             self._make(StorageProtectionController),
             self._make(VMClaimsController),
             self._make(VolumeExpander),
+            self._make(SnapshotController),
         ]
         if config.ca_pem:  # the CA to publish in every namespace (kube-root-ca.crt)
             self.controllers.append(self._make(ServiceAccountsController, ca_pem=config.ca_pem))

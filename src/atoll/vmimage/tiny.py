@@ -46,6 +46,18 @@ def build_tiny(cache_dir: Path, progress: Progress | None = None) -> BuiltImage:
                       os_version=kernel.version.split("-")[0], capabilities=["cloud-init"])
 
 
+def blank_disk(cache_dir: Path, size: str) -> Path:
+    """An empty qcow2 disk of ``size`` (qemu-img's units) for the tiny image, cached by size."""
+    path = cache_dir / "tiny" / f"blank-{size}.qcow2"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp), size], check=True,
+                       capture_output=True)
+        tmp.rename(path)
+    return path
+
+
 def initramfs(kernel: Kernel) -> bytes:
     if not BUSYBOX.exists():
         raise KernelError("/bin/busybox is missing (install busybox-static)")

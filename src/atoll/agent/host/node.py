@@ -274,6 +274,21 @@ class NodeAgent:
         log.info("registered node %s (%s)", self.settings.name, self.settings.host_ip)
         return node
 
+    async def keep_lease(self) -> None:
+        """Renew an existing Lease first thing after a restart: the previous process's last
+        renewal is up to ``lease_interval`` old, and the start-up work before ``register``
+        (network, TLS, the agent's server) must not let the host count as gone, which would
+        evict its pods.  A host without a Lease yet gets one from ``register``."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/" \
+               f"{self.settings.name}"
+        try:
+            await self.client.patch(path, {"spec": {
+                "holderIdentity": self.settings.name,
+                "leaseDurationSeconds": self.settings.lease_seconds,
+                "renewTime": rfc3339(digits=6)}})
+        except (errors.ApiError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as e:
+            log.debug("no early Lease renewal: %s", e)
+
     async def post_status(self, previous: dict[str, Any]) -> dict[str, Any]:
         self._status_due = False
         status = self.status(previous)

@@ -3,17 +3,22 @@
  *
  * It speaks one framed protocol on the virtio-serial port named "atoll.agent":
  *   frame = u32 big-endian data length | u8 type | u32 big-endian id | data  (data <= 64 KiB)
- * host -> guest:  'R' run a container (id = process id chosen by the host)
+ * host -> guest:  'Q' hello (id = a nonce the host chose): sent on every new connection
+ *                 'R' run a container (id = process id chosen by the host)
  *                 'X' exec a process in a container's namespaces
  *                 'K' signal a process (data: the signal number in ASCII)
  *                 'P' power off
+ *                 'Z' forget a process: its exit was received (or, still running, report
+ *                     no exit for it: the host no longer knows it)
  *                 'T' open a TCP connection to 127.0.0.1:<port> (data: the port in ASCII; id =
  *                     the stream id the host chose) in the guest's network namespace, which
  *                     is the pod's: its containers share it
  *   'R'/'X' data is a list of NUL-terminated fields, each a key letter then its value:
  *   r<root> c<cwd> u<uid> g<gid> h<hostname> e<NAME=value> a<argument> t<target process id>
  *   m<source in the guest> d<destination in the container> o<ro|rw> (one bind mount each)
- * guest -> host:  'Y' ready (data: kernel release and boot id)
+ * guest -> host:  'Y' the answer to 'Q' (id = its nonce; data: "<kernel release> <boot id>"
+ *                     then one line per container: "\n<id> <pid> running|exited <code>|
+ *                     signaled <signal>"), then "\nnext <the lowest id free from here on>"
  *                 'S' started (data: guest pid)  'F' failed to start (data: message)
  *                 'O' stdout bytes  'E' stderr bytes
  *                 'W' exited (data: "exited <code>" or "signaled <signal>")
@@ -22,6 +27,15 @@
  *                 'C' the stream is gone (no answer is sent to a 'C')
  *                 'A' the peer consumed this many bytes (ASCII): each side sends at most
  *                     WINDOW bytes the other has not acknowledged, so buffers stay bounded
+ * The first host to connect gets a 'Y' (id 0) at once, unasked.
+ * The host end may go away and come back (an agent restart or kill -9): nothing is written
+ * until a host has said 'Q'; the port is non-blocking and every frame goes through a bounded
+ * output buffer, so containers run on and their output waits (up to OUT_SOFT bytes, then their
+ * pipes fill) while no host listens.  On a disconnect (POLLHUP) the rest of a frame half sent
+ * to the old host and the old host's stream frames are dropped, and its port-forward streams
+ * end; a new host's 'Q' is answered first, before the output kept for it, with every
+ * container's state; exits stay on record until the host says 'Z', so none is lost in flight.
+ * Exec processes ('X') belong to the old host's sessions: killed on a new host's 'Q'.
  * Each container gets new pid, mount, UTS and IPC namespaces, a private /proc and a minimal
  * /dev, and is chrooted into its root file system.
  */
@@ -59,45 +73,98 @@
 #define MAX_STREAMS 64
 #define WINDOW 262144
 #define STREAM_CHUNK 32768
+#define OUT_SOFT (4 << 20)  /* output kept while no host reads: pipes are not read beyond it */
 
 struct proc {
     uint32_t id;
     pid_t pid;
     int out, err;
     int used;
+    char kind;        /* 'R' a container, 'X' an exec */
+    int done;         /* exited: kept, with its status, until the host's 'Z' */
+    int orphan;       /* the host forgot it: no 'W' when it exits */
+    char status[32];  /* "exited <code>" or "signaled <signal>" once done */
 };
 
 static struct proc procs[MAX_PROCS];
 static int port = -1;
 static unsigned char inbuf[HDR + MAX_DATA + 1];
 static size_t inlen;
+static int connected, synced;  /* a host is on the port; it has said 'Q' */
+/* frames for the host: ob[ooff..olen); ohead = bytes of the first one already sent to a host */
+static unsigned char *ob;
+static size_t ooff, olen, ocap, ohead;
 
 static void say(const char *msg) {
     dprintf(1, "atoll-podvm-agent: %s\n", msg);
 }
 
-static int write_all(int fd, const void *buf, size_t len) {
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN) { poll(&(struct pollfd){fd, POLLOUT, 0}, 1, 100); continue; }
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
+static size_t pending(void) { return olen - ooff; }
+
+static int reserve(size_t more) {
+    if (ooff && olen + more > ocap) {  /* compact first */
+        memmove(ob, ob + ooff, olen - ooff);
+        olen -= ooff;
+        ooff = 0;
     }
+    if (olen + more <= ocap) return 0;
+    size_t cap = ocap ? ocap : 65536;
+    while (cap < olen + more) cap *= 2;
+    unsigned char *nb = realloc(ob, cap);
+    if (!nb) return -1;
+    ob = nb;
+    ocap = cap;
     return 0;
 }
 
-static void send_frame(char type, uint32_t id, const void *data, size_t len) {
-    unsigned char hdr[HDR];
-    if (len > MAX_DATA) len = MAX_DATA;
+static void put_header(unsigned char *hdr, char type, uint32_t id, size_t len) {
     hdr[0] = len >> 24; hdr[1] = len >> 16; hdr[2] = len >> 8; hdr[3] = len;
     hdr[4] = (unsigned char)type;
     hdr[5] = id >> 24; hdr[6] = id >> 16; hdr[7] = id >> 8; hdr[8] = id;
-    if (write_all(port, hdr, HDR) == 0 && len) write_all(port, data, len);
+}
+
+static size_t frame_len(const unsigned char *f) {
+    return HDR + ((size_t)f[0] << 24 | (size_t)f[1] << 16 | (size_t)f[2] << 8 | f[3]);
+}
+
+/* write what the buffer holds to the host, as far as the port takes it now */
+static void flush_out(void) {
+    while (connected && synced && pending()) {
+        ssize_t n = write(port, ob + ooff, pending());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return;  /* EAGAIN: POLLOUT says when; a closed host shows as POLLHUP */
+        }
+        for (size_t k = (size_t)n; k > 0;) {  /* keep track of where the next frame starts */
+            if (ohead == 0) ohead = frame_len(ob + ooff);
+            size_t step = k < ohead ? k : ohead;
+            ooff += step;
+            ohead -= step;
+            k -= step;
+        }
+    }
+    if (!pending()) ooff = olen = 0;
+}
+
+static void send_frame(char type, uint32_t id, const void *data, size_t len) {
+    if (len > MAX_DATA) len = MAX_DATA;
+    if (reserve(HDR + len) < 0) return;
+    put_header(ob + olen, type, id, len);
+    if (len) memcpy(ob + olen + HDR, data, len);
+    olen += HDR + len;
+    flush_out();
+}
+
+/* a frame before everything buffered (but after the rest of one a host is receiving) */
+static void send_first(char type, uint32_t id, const void *data, size_t len) {
+    if (len > MAX_DATA) len = MAX_DATA;
+    if (reserve(HDR + len) < 0) return;
+    size_t at = ooff + (ohead ? ohead : 0);
+    memmove(ob + at + HDR + len, ob + at, olen - at);
+    put_header(ob + at, type, id, len);
+    if (len) memcpy(ob + at + HDR, data, len);
+    olen += HDR + len;
+    flush_out();
 }
 
 static void send_text(char type, uint32_t id, const char *text) {
@@ -112,7 +179,7 @@ static struct proc *find(uint32_t id) {
 
 static struct proc *find_pid(pid_t pid) {
     for (int i = 0; i < MAX_PROCS; i++)
-        if (procs[i].used && procs[i].pid == pid) return &procs[i];
+        if (procs[i].used && !procs[i].done && procs[i].pid == pid) return &procs[i];
     return NULL;
 }
 
@@ -286,7 +353,8 @@ static void start(char type, uint32_t id, char *data, size_t len) {
     if (parse_request(data, len, &rq) < 0) { send_text('F', id, "no command"); return; }
     struct proc *target = NULL;
     if (type == 'X') {
-        if (rq.target < 0 || !(target = find((uint32_t)rq.target)) || target->pid <= 0) {
+        if (rq.target < 0 || !(target = find((uint32_t)rq.target)) || target->pid <= 0 ||
+            target->done) {
             send_text('F', id, "the container is not running");
             return;
         }
@@ -339,6 +407,7 @@ static void start(char type, uint32_t id, char *data, size_t len) {
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     fcntl(err[0], F_SETFL, O_NONBLOCK);
     p->used = 1;
+    p->kind = type;
     p->id = id;
     p->pid = pid;
     p->out = out[0];
@@ -374,11 +443,13 @@ static void reap(void) {
         for (int i = 0; i < 64 && (drain(p, &p->out, 'O') || drain(p, &p->err, 'E')); i++) {}
         if (p->out >= 0) close(p->out);
         if (p->err >= 0) close(p->err);
-        char msg[64];
-        if (WIFSIGNALED(status)) snprintf(msg, sizeof msg, "signaled %d", WTERMSIG(status));
-        else snprintf(msg, sizeof msg, "exited %d", WEXITSTATUS(status));
-        send_text('W', p->id, msg);
-        memset(p, 0, sizeof *p);
+        if (p->orphan) { memset(p, 0, sizeof *p); continue; }
+        if (WIFSIGNALED(status))
+            snprintf(p->status, sizeof p->status, "signaled %d", WTERMSIG(status));
+        else snprintf(p->status, sizeof p->status, "exited %d", WEXITSTATUS(status));
+        p->done = 1;
+        p->out = p->err = -1;
+        send_text('W', p->id, p->status);
     }
 }
 
@@ -529,7 +600,8 @@ static void stream_ready(struct stream *s, short revents) {
 
 static short stream_events(struct stream *s) {
     if (s->connecting) return POLLOUT;
-    return (short)((!s->sock_eof && s->credit ? POLLIN : 0) | (s->len ? POLLOUT : 0));
+    int room = pending() < OUT_SOFT;
+    return (short)((!s->sock_eof && s->credit && room ? POLLIN : 0) | (s->len ? POLLOUT : 0));
 }
 
 static void power_off(void) {
@@ -540,27 +612,87 @@ static void power_off(void) {
     _exit(0);
 }
 
+static void hello(uint32_t nonce);
+
 static void handle(char type, uint32_t id, char *data, size_t len) {
     if (type == 'R' || type == 'X') start(type, id, data, len);
     else if (type == 'K') {
         struct proc *p = find(id);
         data[len] = 0;
         int sig = atoi(data);
-        if (p && p->pid > 0 && sig > 0 && sig < NSIG) kill(p->pid, sig);
-    } else if (type == 'P') power_off();
+        if (p && !p->done && p->pid > 0 && sig > 0 && sig < NSIG) kill(p->pid, sig);
+    } else if (type == 'Z') {
+        struct proc *p = find(id);
+        if (p && p->done) memset(p, 0, sizeof *p);
+        else if (p) p->orphan = 1;
+    } else if (type == 'Q') hello(id);
+    else if (type == 'P') power_off();
     else if (strchr("TDHCA", type)) stream_frame(type, id, data, len);
 }
 
-static void read_port(int *connected) {
-    ssize_t n = read(port, inbuf + inlen, sizeof inbuf - 1 - inlen);
-    if (n == 0) {  /* the host side is closed: its streams went with it */
-        *connected = 0;
+/* what was meant for a host that is gone: the rest of a half-sent frame, its streams' frames
+ * and an answer it never read; its streams; whatever it wrote that is still unread */
+static void host_gone(void) {
+    connected = synced = 0;
+    inlen = 0;
+    if (ohead) { ooff += ohead; ohead = 0; }
+    size_t w = ooff;
+    for (size_t r = ooff; r < olen;) {
+        size_t n = frame_len(ob + r);
+        if (!strchr("DHCANUY", ob[r + 4])) {
+            memmove(ob + w, ob + r, n);
+            w += n;
+        }
+        r += n;
+    }
+    olen = w;
+    for (int i = 0; i < MAX_STREAMS; i++)
+        if (streams[i].used) stream_end(&streams[i], 0);
+    static unsigned char junk[4096];
+    while (read(port, junk, sizeof junk) > 0) {}
+}
+
+/* a host (new, or the same one asking again) says hello: answer with every container's state */
+static void hello(uint32_t nonce) {
+    static char msg[MAX_DATA];
+    struct utsname u;
+    char boot[64] = "";
+    if (synced)  /* asked again, or a new host came before we saw the old one go */
         for (int i = 0; i < MAX_STREAMS; i++)
             if (streams[i].used) stream_end(&streams[i], 0);
-        return;
+    for (int i = 0; i < MAX_PROCS; i++) {  /* the old host's exec sessions are gone */
+        struct proc *p = &procs[i];
+        if (!p->used || p->kind != 'X') continue;
+        if (p->done) memset(p, 0, sizeof *p);
+        else { if (p->pid > 0) kill(p->pid, SIGKILL); p->orphan = 1; }
     }
+    uname(&u);
+    int bfd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (bfd >= 0) {
+        ssize_t n = read(bfd, boot, sizeof boot - 1);
+        boot[n > 0 ? n : 0] = 0;
+        boot[strcspn(boot, "\n")] = 0;
+        close(bfd);
+    }
+    int len = snprintf(msg, sizeof msg, "%s %s", u.release, boot);
+    for (int i = 0; i < MAX_PROCS && len < (int)sizeof msg - 64; i++) {
+        struct proc *p = &procs[i];
+        if (!p->used || p->orphan || p->kind != 'R') continue;
+        len += snprintf(msg + len, sizeof msg - (size_t)len, "\n%u %d %s", p->id,
+                        p->pid < 0 ? -p->pid : p->pid, p->done ? p->status : "running");
+    }
+    uint32_t next = 1;  /* ids the host may use: above every record, orphans' included */
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (procs[i].used && procs[i].id >= next) next = procs[i].id + 1;
+    len += snprintf(msg + len, sizeof msg - (size_t)len, "\nnext %u", next);
+    synced = 1;
+    send_first('Y', nonce, msg, (size_t)len);
+}
+
+static void read_port(void) {
+    ssize_t n = read(port, inbuf + inlen, sizeof inbuf - 1 - inlen);
+    if (n == 0) { host_gone(); return; }  /* no data and no host */
     if (n < 0) return;
-    *connected = 1;
     inlen += (size_t)n;
     while (inlen >= HDR) {
         uint32_t len = (uint32_t)inbuf[0] << 24 | inbuf[1] << 16 | inbuf[2] << 8 | inbuf[3];
@@ -569,6 +701,7 @@ static void read_port(int *connected) {
         if (inlen < HDR + len) return;
         unsigned char saved = inbuf[HDR + len];
         handle((char)inbuf[4], id, (char *)inbuf + HDR, len);
+        if (!connected) return;  /* handling it found the host gone: inbuf was reset */
         inbuf[HDR + len] = saved;
         memmove(inbuf, inbuf + HDR + len, inlen - HDR - len);
         inlen -= HDR + len;
@@ -601,35 +734,35 @@ static int open_port(void) {
 int main(void) {
     for (int i = 0; i < 100 && (port = open_port()) < 0; i++) usleep(50000);
     if (port < 0) { say("no atoll.agent port"); power_off(); }
+    fcntl(port, F_SETFL, O_NONBLOCK);
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-    struct utsname u;
-    char ready[256], boot[64] = "";
-    uname(&u);
-    int bfd = open("/proc/sys/kernel/random/boot_id", O_RDONLY);
-    if (bfd >= 0) {
-        ssize_t n = read(bfd, boot, sizeof boot - 1);
-        boot[n > 0 ? n : 0] = 0;
-        boot[strcspn(boot, "\n")] = 0;
-        close(bfd);
-    }
-    snprintf(ready, sizeof ready, "%s %s", u.release, boot);
+    int greeted = 0;
     say("ready");
-    send_text('Y', 0, ready);
-    int connected = 1;
     for (;;) {
         struct pollfd fds[2 + 2 * MAX_PROCS + MAX_STREAMS];
         struct proc *owner[2 + 2 * MAX_PROCS + MAX_STREAMS];
         struct stream *sowner[2 + 2 * MAX_PROCS + MAX_STREAMS];
-        int nf = 0;
+        int nf = 0, pi = -1;
+        if (!connected) {  /* a host is back once the port stops reporting a hang-up */
+            struct pollfd c = {port, POLLIN, 0};
+            if (poll(&c, 1, 0) >= 0 && !(c.revents & POLLHUP)) connected = 1;
+            if (connected && !greeted) hello(0);  /* the first host hears at once */
+            greeted |= connected;
+        }
         memset(sowner, 0, sizeof sowner);
         fds[nf++] = (struct pollfd){sfd, POLLIN, 0};
-        if (connected) fds[nf++] = (struct pollfd){port, POLLIN, 0};
-        for (int i = 0; i < MAX_PROCS; i++) {
-            if (!procs[i].used) continue;
+        if (connected) {
+            pi = nf;
+            fds[nf++] = (struct pollfd){port, (short)(POLLIN | (synced && pending() ? POLLOUT
+                                                                 : 0)), 0};
+        }
+        int room = pending() < OUT_SOFT;  /* else output waits in the pipes */
+        for (int i = 0; i < MAX_PROCS && room; i++) {
+            if (!procs[i].used || procs[i].done) continue;
             if (procs[i].out >= 0) { owner[nf] = &procs[i]; fds[nf++] =
                                      (struct pollfd){procs[i].out, POLLIN, 0}; }
             if (procs[i].err >= 0) { owner[nf] = &procs[i]; fds[nf++] =
@@ -642,21 +775,22 @@ int main(void) {
             fds[nf++] = (struct pollfd){streams[i].fd, ev, 0};
         }
         if (poll(fds, (nfds_t)nf, connected ? -1 : 200) < 0 && errno != EINTR) continue;
-        if (!connected) read_port(&connected);  /* retried until the host is back */
         for (int i = 0; i < nf; i++) {
             if (!fds[i].revents) continue;
             if (fds[i].fd == sfd) {
                 struct signalfd_siginfo si;
                 while (read(sfd, &si, sizeof si) == sizeof si) {}
                 reap();
-            } else if (fds[i].fd == port && i == 1) {
-                read_port(&connected);
+            } else if (i == pi) {
+                if (fds[i].revents & POLLHUP) { host_gone(); continue; }
+                if (fds[i].revents & POLLIN) read_port();
+                if (connected && (fds[i].revents & POLLOUT)) flush_out();
             } else if (sowner[i]) {
                 struct stream *st = sowner[i];
                 if (st->used && st->fd == fds[i].fd) stream_ready(st, fds[i].revents);
             } else {
                 struct proc *p = owner[i];
-                if (!p->used) continue;
+                if (!p->used || p->done) continue;
                 if (fds[i].fd == p->out) drain(p, &p->out, 'O');
                 else if (fds[i].fd == p->err) drain(p, &p->err, 'E');
             }

@@ -15,8 +15,16 @@ The pod's network moves into the guest (``network``); the spec's bind mounts (vo
 ``open_port`` is port-forwarding's connection: the guest agent dials ``127.0.0.1:<port>``
 inside the guest (whose network namespace the pod's containers share), so loopback-only
 listeners are reached as kubelet reaches them for runc pods.
-Not yet: stdin and terminals, cgroups inside the guest, and adopting VMs after an agent
-restart (``close`` powers them off; a next agent starts their containers again).
+A pod-VM outlives its agent, as a runc container outlives it with its shim: ``detach`` (an
+agent stopping) lets go of every VM, and a next agent's workers find the containers' records
+(``started.json`` names each one's process in the guest) and ``wait`` on them, which takes the
+pod's VM over (``vm.json``, see ``vm``): the guest agent, asked again, lists its containers'
+states, so the running ones are watched on (their output, kept in the guest meanwhile, goes on
+into the same log files) and those that exited meanwhile report their real exits.  A VM whose
+QEMU died while no agent watched is a crashed sandbox: its containers end with an error (exit
+code 255 and the console's last lines) and the worker restarts them per ``restartPolicy``
+in a new VM, as kubelet does after a sandbox dies.  ``close`` (tests, teardown) powers them off.
+Not yet: stdin and terminals, cgroups inside the guest.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from atoll.agent.podvm import image as guest_image
 from atoll.agent.podvm import network as podnet
 from atoll.agent.podvm.channel import Channel, ChannelClosed, OutputSink, Process
 from atoll.agent.podvm.tcp import GuestWriter
-from atoll.agent.podvm.vm import PodVM, PodVMError, VMConfig, kill_stale
+from atoll.agent.podvm.vm import STATE, PodVM, PodVMError, VMConfig, stop_recorded
 from atoll.agent.runtime import accel as accel_probe
 from atoll.agent.runtime import mounts
 from atoll.agent.runtime.containers import ContainerError, ContainerMeta, Layered
@@ -75,6 +83,9 @@ class PodVMRuntime:
         self._locks: dict[str, asyncio.Lock] = {}
         self._procs: dict[str, tuple[PodVM, Process]] = {}
         self._exits: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        #: pods whose VM an earlier agent started, being taken over
+        self._takeovers: dict[str, asyncio.Task[None]] = {}
+        self._detaching = False
 
     def dir(self, cid: str) -> Path:
         return self.root / "containers" / cid
@@ -97,6 +108,8 @@ class PodVMRuntime:
     # -- the pod's VM ---------------------------------------------------------------------------
     async def vm_for(self, meta: ContainerMeta, netns: str = "") -> PodVM:
         """The pod's running VM, booted now if it has none (or its last one died)."""
+        if meta.pod_uid not in self.vms and (self.root / "vms" / meta.pod_uid / STATE).exists():
+            await self._taken_over(meta.pod_uid, start=True)  # one an earlier agent started
         lock = self._locks.setdefault(meta.pod_uid, asyncio.Lock())
         async with lock:
             vm = self.vms.get(meta.pod_uid)
@@ -137,6 +150,98 @@ class PodVMRuntime:
         if self.vms.get(uid) is vm:
             del self.vms[uid]
 
+    # -- taking over an earlier agent's VM -------------------------------------------------------
+    def _take_over(self, uid: str) -> asyncio.Task[None]:
+        task = self._takeovers.get(uid)
+        if task is None:
+            task = self._takeovers[uid] = asyncio.get_running_loop().create_task(
+                self._take_over_guarded(uid), name=f"podvm-takeover-{uid[:8]}")
+        return task
+
+    async def _take_over_guarded(self, uid: str) -> None:
+        try:
+            await self._take_over_vm(uid)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # never leave a container's wait unanswered
+            log.exception("pod-vm %s: taking it over failed", uid[:8])
+            for meta in self.list():
+                fut = self._exits.get(meta.id)
+                if meta.pod_uid == uid and meta.id not in self._procs and fut is not None \
+                        and not fut.done():
+                    self._finish(meta.id, {"exitCode": 255, "reason": "Error",
+                                           "message": f"taking the pod VM over failed: {e}",
+                                           "finishedAt": time.time()})
+
+    async def _taken_over(self, uid: str, start: bool = False) -> None:
+        """Wait for a take-over of the pod's VM under way (or, with ``start``, begun now if
+        none was yet); it never raises."""
+        task = self._take_over(uid) if start else self._takeovers.get(uid)
+        if task is not None:
+            await asyncio.gather(asyncio.shield(task), return_exceptions=True)
+
+    async def _take_over_vm(self, uid: str) -> None:
+        """Re-attach the pod's VM and its containers that have no exit on record yet."""
+        lock = self._locks.setdefault(uid, asyncio.Lock())
+        async with lock:
+            if uid in self.vms:
+                return
+            waiting = [m for m in self.list() if m.pod_uid == uid and m.id not in self._procs
+                       and self.exit_info(m.id) is None and self.started(m.id)]
+            vm = PodVM.recorded(self.root / "vms" / uid)
+            if vm is None:
+                for meta in waiting:
+                    self._finish(meta.id, _lost())
+                return
+            try:
+                await vm.reattach()
+            except PodVMError as e:  # QEMU died (or the guest is lost) while no agent watched
+                log.warning("pod-vm %s: cannot take it over: %s", uid[:8], e)
+                for meta in waiting:
+                    self._finish(meta.id, {
+                        "exitCode": 255, "reason": "Error",
+                        "startedAt": (self.started(meta.id) or {}).get("startedAt"),
+                        "message": f"the pod VM stopped while no agent watched it: {e}"[:2000],
+                        "finishedAt": time.time()})
+                await self._discard(uid, vm)
+                return
+            assert vm.channel is not None
+            self.vms[uid] = vm
+            try:
+                self._adopt_containers(vm, vm.channel, waiting)
+            finally:
+                vm.channel.resume()
+
+    def _adopt_containers(self, vm: PodVM, channel: Channel,
+                          waiting: list[ContainerMeta]) -> None:
+        """Watch on the containers the guest still knows; the rest are lost, and what the
+        guest runs that no record claims is killed."""
+        in_guest = {p.id: p for p in channel.guest_procs}
+        for meta in waiting:
+            started = self.started(meta.id) or {}
+            found = in_guest.pop(int(started.get("proc") or 0), None)
+            if found is None:
+                self._finish(meta.id, _lost())
+                continue
+            logs = LogWriter(meta.log_path)
+            proc = channel.adopt(found, logs.feed)
+            started_at = float(started.get("startedAt") or time.time())
+            self._procs[meta.id] = (vm, proc)
+            fut = self._exits.setdefault(meta.id, asyncio.get_running_loop().create_future())
+            asyncio.create_task(self._record_exit(meta.id, proc, logs, started_at, fut, vm))
+        for stranger in in_guest.values():
+            if stranger.exit is None:
+                _kill_process(channel, Process(stranger.id))
+            channel.forget(stranger.id)
+
+    def _finish(self, cid: str, result: dict[str, Any]) -> None:
+        """Record a container's end found on taking over (not by watching it end)."""
+        if self.dir(cid).exists():
+            _write_json(self.dir(cid) / "exit.json", result)
+        fut = self._exits.setdefault(cid, asyncio.get_running_loop().create_future())
+        if not fut.done():
+            fut.set_result(result)
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self, meta: ContainerMeta, image: Layered, spec: dict[str, Any],
                   stdin: bool = False) -> int:
@@ -174,7 +279,7 @@ class PodVMRuntime:
                 "the guest agent did not start the container"
             raise self._failed(meta.id, "StartError", message)
         started_at = time.time()
-        _write_json(d / "started.json", {"pid": pid, "startedAt": started_at})
+        _write_json(d / "started.json", {"pid": pid, "startedAt": started_at, "proc": proc.id})
         self._procs[meta.id] = (vm, proc)
         fut = self._exits.setdefault(meta.id, asyncio.get_running_loop().create_future())
         asyncio.create_task(self._record_exit(meta.id, proc, logs, started_at, fut, vm))
@@ -195,13 +300,16 @@ class PodVMRuntime:
             if sig:
                 result["signal"] = sig
         except ChannelClosed as e:  # the VM died (or the guest broke the channel)
+            if self._detaching:  # the agent lets go: the container runs on, no exit
+                logs.file.close()
+                self._procs.pop(cid, None)
+                return
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(vm.exited.wait(), 2.0)
             why = "the pod VM stopped" if vm.exited.is_set() else str(e)
             result.update(exitCode=255, reason="Error",
                           message=f"{why}; console: {vm.console_tail()}"[:2000])
-        finally:
-            logs.close()
+        logs.close()
         result["finishedAt"] = time.time()
         if self.dir(cid).exists():
             _write_json(self.dir(cid) / "exit.json", result)
@@ -213,8 +321,14 @@ class PodVMRuntime:
         fut = self._exits.get(cid)
         if fut is None:
             fut = self._exits[cid] = asyncio.get_running_loop().create_future()
-            if cid not in self._procs:  # finished, or started by an agent before this one
-                fut.set_result(self.exit_info(cid) or _lost())
+            if cid in self._procs:
+                return fut
+            info, started = self.exit_info(cid), self.started(cid)
+            meta = _read_json(self.dir(cid) / "meta.json") or {}
+            if info is None and started and meta.get("pod_uid"):
+                self._take_over(str(meta["pod_uid"]))  # started by an agent before this one
+            else:
+                fut.set_result(info or _lost())
         return fut
 
     def signal(self, cid: str, sig: int) -> bool:
@@ -228,6 +342,8 @@ class PodVMRuntime:
 
     async def stop(self, cid: str, grace: float) -> dict[str, Any]:
         fut = self.wait(cid)
+        uid = str((_read_json(self.dir(cid) / "meta.json") or {}).get("pod_uid") or "")
+        await self._taken_over(uid)
         if fut.done():
             return fut.result()
         if grace > 0 and self.signal(cid, signal.SIGTERM):
@@ -248,6 +364,7 @@ class PodVMRuntime:
         d = self.dir(cid)
         meta = _read_json(d / "meta.json") or {}
         uid = str(meta.get("pod_uid") or "")
+        await self._taken_over(uid)
         if uid:  # the share of this agent's VM, or of one an earlier agent started
             share = self.root / "vms" / uid / "share"
             unshare_mounts(share / f"{cid}.m")
@@ -266,10 +383,10 @@ class PodVMRuntime:
         lock = self._locks.setdefault(uid, asyncio.Lock())
         async with lock:
             vm = self.vms.get(uid)
-            if vm is None:  # a VM an earlier agent started (killed with -9) may still run
+            if vm is None:  # a VM an earlier agent started, not taken over, may still run
                 run = self.root / "vms" / uid
                 if run.exists():
-                    await kill_stale(run)
+                    await stop_recorded(run)
                     if not mounts.mount_points_under(str(run)):
                         await asyncio.to_thread(shutil.rmtree, run, True)
                 return
@@ -277,9 +394,21 @@ class PodVMRuntime:
             await self._discard(uid, vm)
         self._locks.pop(uid, None)
 
+    async def detach(self) -> None:
+        """Let go of every VM, leaving them and their containers running: the agent is
+        stopping, and the next one takes them over."""
+        self._detaching = True
+        for task in self._takeovers.values():
+            task.cancel()
+        for vm in list(self.vms.values()):
+            vm.detach()
+        await asyncio.sleep(0)  # the exit watchers see their channels close
+        self.vms.clear()
+
     async def close(self) -> None:
-        """Power off every VM and forget their containers: a next agent does not adopt
-        pod-VMs yet, so it restarts their containers in new VMs."""
+        """Power off every VM and forget their containers (tests, tearing a host down)."""
+        for task in self._takeovers.values():
+            task.cancel()
         for uid in list(self.vms):
             await self.remove_vm(uid, timeout=2.0)
         for meta in self.list():
@@ -289,6 +418,7 @@ class PodVMRuntime:
                         ) -> tuple[asyncio.StreamReader, GuestWriter]:
         """A TCP connection to ``127.0.0.1:port`` in the pod's VM, dialled by the guest agent
         (OSError, as a refused connection, when it cannot be made)."""
+        await self._taken_over(pod_uid)
         vm = self.vms.get(pod_uid)
         if vm is None or not vm.alive or vm.channel is None:
             raise ConnectionRefusedError(errno.ECONNREFUSED, "the pod's VM is not running")
@@ -308,6 +438,8 @@ class PodVMRuntime:
                           timeout: float | None = None) -> tuple[int, str]:
         """Run ``args`` in the container, its output to ``sink`` as it comes: (exit code, why
         it could not run or "")."""
+        meta = _read_json(self.dir(cid) / "meta.json") or {}
+        await self._taken_over(str(meta.get("pod_uid") or ""))
         entry = self._procs.get(cid)
         if entry is None or entry[0].channel is None or not args:
             return -1, "container is not running"

@@ -62,6 +62,8 @@ class LaunchConfig:
     disks: list[Disk] = field(default_factory=list)
     nics: list[Nic] = field(default_factory=list)
     binary: str = QEMU_BINARY
+    #: start paused, waiting for a live migration's state (``migrate-incoming`` says from where)
+    incoming: bool = False
 
 
 def command_line(cfg: LaunchConfig, run: Path) -> list[str]:
@@ -102,6 +104,8 @@ def command_line(cfg: LaunchConfig, run: Path) -> list[str]:
     for i, nic in enumerate(cfg.nics):
         argv += ["-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
                  "-device", f"{net},netdev=net{i},mac={nic.mac}"]
+    if cfg.incoming:
+        argv += ["-incoming", "defer"]
     return argv
 
 

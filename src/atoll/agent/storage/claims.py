@@ -47,7 +47,9 @@ class ClaimVolume:
             return 0
 
 
-async def resolve(fetch: Fetch, name: str, node: str) -> ClaimVolume:
+async def resolve(fetch: Fetch, name: str, node: str, moving_from: str = "") -> ClaimVolume:
+    """The claim's volume as this host uses it; ``moving_from``: a live migration brings the
+    volume here from that host (its PV still names it until the move is over)."""
     claim = await fetch("PersistentVolumeClaim", name)
     if claim is None:
         raise ClaimError(f'persistentvolumeclaim "{name}" not found')
@@ -69,10 +71,11 @@ async def resolve(fetch: Fetch, name: str, node: str) -> ClaimVolume:
             (ref.get("uid") and ref.get("uid") != meta.get("uid")):
         raise ClaimError(f'persistentvolume "{volume}" is not bound to claim "{name}" '
                          f"(its claimRef names {ref.get('namespace')}/{ref.get('name')})")
-    return from_pv(claim, pv, node)
+    return from_pv(claim, pv, node, moving_from)
 
 
-def from_pv(claim: dict[str, Any], pv: dict[str, Any], node: str) -> ClaimVolume:
+def from_pv(claim: dict[str, Any], pv: dict[str, Any], node: str,
+            moving_from: str = "") -> ClaimVolume:
     spec = pv.get("spec") or {}
     name = pv["metadata"].get("name", "")
     mode = spec.get("volumeMode") or lv.FILESYSTEM
@@ -81,7 +84,7 @@ def from_pv(claim: dict[str, Any], pv: dict[str, Any], node: str) -> ClaimVolume
         if driver != lv.DRIVER:
             raise ClaimError(f'persistentvolume "{name}": CSI driver {driver!r} is not '
                              "available on this host")
-        if not on_node(pv, node):
+        if not on_node(pv, node) and not (moving_from and on_node(pv, moving_from)):
             raise ClaimError(f'persistentvolume "{name}" lives on another host (its '
                              f"nodeAffinity does not name {node})")
         try:

@@ -21,7 +21,10 @@ for that; a host without it grows the filesystem at its next mount); ``meta.json
 ``size`` (the file's), ``fs_size`` (the filesystem's) and ``reported`` (the size the claim's
 status has been told), each written after the step it records, so a step cut short by
 kill -9 is redone from the PV's capacity.  One ``LocalVolumes`` per data directory
-(``shared``) serialises each volume's operations in the agent's event loop.
+(``shared``) serialises each volume's operations in the agent's event loop.  A volume whose
+PV names a data source (a snapshot to restore, a volume to clone: ``source``) is filled by
+the ``populate`` hook (``snapshots.py``) instead of being formatted empty, inside the same
+``.tmp`` directory, so a half-filled volume is never taken for a whole one.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 
 from atoll.agent.runtime import mounts
 from atoll.api import quantity
+from atoll.api.snapshots import SOURCE_SNAPSHOT, SOURCE_VOLUME
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,8 @@ class VolumeSpec:
     mode: str = FILESYSTEM
     fs_type: str = "ext4"
     reclaim: str = "Delete"
+    #: ``snapshot:<handle>`` or ``volume:<handle>``: the data a new volume starts with
+    source: str = ""
 
 
 def is_local(pv: dict[str, Any]) -> bool:
@@ -108,7 +114,13 @@ def spec_from_pv(pv: dict[str, Any]) -> VolumeSpec:
         raise LocalVolumeError(f"PersistentVolume {name}: spec.csi.fsType {fs_type!r} is not "
                                "supported by storage.atoll.dev/local (ext4 only)")
     reclaim = spec.get("persistentVolumeReclaimPolicy") or "Delete"
-    return VolumeSpec(handle, name, size, mode, "ext4", str(reclaim))
+    attrs = csi.get("volumeAttributes") if isinstance(csi.get("volumeAttributes"), dict) else {}
+    source = ""
+    for kind, key in (("snapshot", SOURCE_SNAPSHOT), ("volume", SOURCE_VOLUME)):
+        value = attrs.get(key)
+        if isinstance(value, str) and _HANDLE.match(value):
+            source = f"{kind}:{value}"
+    return VolumeSpec(handle, name, size, mode, "ext4", str(reclaim), source)
 
 
 def has_capability(bit: int) -> bool:
@@ -156,6 +168,9 @@ class LocalVolumes:
         #: awaited with (handle, raw file, new size) when a Block volume grew: running VMs
         #: using the file are told (QMP ``block_resize``)
         self.on_grown: list[Callable[[str, Path, int], Awaitable[None]]] = []
+        #: awaited with (spec, disk file to write) for a new volume with a ``source``: fills
+        #: the file (of the spec's size, its filesystem grown to it)
+        self.populate: Callable[[VolumeSpec, Path], Awaitable[None]] | None = None
 
     # -- reading ---------------------------------------------------------------------------------
     def dir(self, handle: str) -> Path:
@@ -232,6 +247,11 @@ class LocalVolumes:
     def _lock(self, handle: str) -> asyncio.Lock:
         return self._locks.setdefault(handle, asyncio.Lock())
 
+    def lock(self, handle: str) -> asyncio.Lock:
+        """The volume's operation lock (a snapshot is cut holding it: no mount, growth or
+        removal in between)."""
+        return self._lock(handle)
+
     # -- creating --------------------------------------------------------------------------------
     async def ensure(self, spec: VolumeSpec) -> Path:
         """The volume's directory, made (formatted, for Filesystem) if it is not there yet."""
@@ -256,12 +276,20 @@ class LocalVolumes:
             raise LocalVolumeError(f"{tmp} is still mounted")
         (tmp / USERS).mkdir(parents=True)
         disk = tmp / (BLOCK_DISK if spec.mode == BLOCK else FS_DISK)
-        await asyncio.to_thread(_sparse_file, disk, spec.size)
         if spec.mode == FILESYSTEM:
             (tmp / MOUNT).mkdir()
+        if spec.source:
+            if self.populate is None:
+                raise LocalVolumeError(f"volume {spec.handle}: nothing here fills a volume from "
+                                       f"{spec.source}")
+            await self.populate(spec, disk)
+        elif spec.mode == FILESYSTEM:
+            await asyncio.to_thread(_sparse_file, disk, spec.size)
             # -m 0: the claim's whole size is the user's; the root directory open to any uid
             await run(self.mkfs, "-q", "-F", "-m", "0", "-E", "root_owner=0:0", str(disk))
             await run(self.debugfs, "-w", "-R", "set_inode_field / mode 040777", str(disk))
+        else:
+            await asyncio.to_thread(_sparse_file, disk, spec.size)
         self._write_meta(tmp, dict(asdict(spec), fs_size=spec.size, reported=0))
         await asyncio.to_thread(_fsync_dir, tmp)
         os.rename(tmp, final)

@@ -1,5 +1,6 @@
-"""This host's storage duties, started by the agent: the janitor, the capacity report and
-volume expansion, over one PersistentVolume informer and the host's one datastore."""
+"""This host's storage duties, started by the agent: the janitor, the capacity report,
+volume expansion and snapshots (with restores and clones), over one PersistentVolume
+informer and the host's one datastore."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from atoll.agent.storage import localvolumes
 from atoll.agent.storage.capacity import CapacityPublisher
 from atoll.agent.storage.expansion import VolumeExpansion
 from atoll.agent.storage.janitor import VolumeJanitor
+from atoll.agent.storage.snapshots import BY_VOLUME, Snapshotter, SnapshotStore, by_volume
+from atoll.api import snapshots
 from atoll.client.events import EventRecorder
 from atoll.client.factory import InformerFactory
 from atoll.client.rest import ApiClient
@@ -25,7 +28,12 @@ class NodeStorage:
         self.capacity = CapacityPublisher(client, self.store, pvs, node)
         self.events = EventRecorder(client, "kubelet")
         self.expansion = VolumeExpansion(client, pvs, self.store, node, self.events)
+        contents = informers.informer(snapshots.GROUP, snapshots.VERSION,
+                                      "volumesnapshotcontents", indexers={BY_VOLUME: by_volume})
+        self.snapshotter = Snapshotter(client, contents, pvs,
+                                       SnapshotStore(data_dir / "snapshots", self.store), node,
+                                       self.events)
 
     async def run(self) -> None:
         await asyncio.gather(self.janitor.run(), self.capacity.run(), self.expansion.run(),
-                             self.events.run())
+                             self.snapshotter.run(), self.events.run())

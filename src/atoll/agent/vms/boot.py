@@ -37,9 +37,14 @@ class BootWatch:
         self._tail = b""
         self._task: asyncio.Task[None] | None = None
 
-    def start(self, start_offset: int) -> None:
-        """Follow what the guest writes after ``start_offset`` (this boot's part of the log)."""
+    def start(self, start_offset: int, known: str = "") -> None:
+        """Follow what the guest writes after ``start_offset`` (this boot's part of the log).
+        ``known``: the result seen elsewhere (a guest that arrived by live migration, whose
+        boot is in the source host's log)."""
         self._offset = start_offset
+        if known in ("done", "failed"):
+            self._finish(known)
+            return
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ turns into a condition (and a back-off), never a crash.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,7 +56,8 @@ class LaunchPreparer:
     """Prepares the files of one VM: disks under ``disks_dir``, the seed under ``run_dir``."""
 
     def __init__(self, client: ApiClient, fetch_blob: FetchBlob, *, disks_dir: Path,
-                 run_dir: Path, volumes_dir: Path, node: str, qemu_img: str) -> None:
+                 run_dir: Path, volumes_dir: Path, node: str, qemu_img: str,
+                 moving_from: str = "") -> None:
         self.client = client
         self.fetch_blob = fetch_blob
         self.disks = disks_dir
@@ -63,6 +65,9 @@ class LaunchPreparer:
         self.store = localvolumes.shared(volumes_dir)
         self.node = node
         self.qemu_img = qemu_img
+        #: a live migration from this host prepares the VM here: its local volumes are made
+        #: here, empty, to be filled by the migration's disk mirror
+        self.moving_from = moving_from
 
     async def resources(self, vm: dict[str, Any]) -> Resources:
         """The class's hardware, the image's kernel/initrd/disk, and the claims as disks."""
@@ -166,10 +171,13 @@ class LaunchPreparer:
             except errors.NotFound:
                 return None
 
-        volume = await claims.resolve(fetch, name, self.node)
+        volume = await claims.resolve(fetch, name, self.node, self.moving_from)
         if volume.local is not None:
             self.disks.mkdir(parents=True, exist_ok=True)  # the use lasts as long as this
-            path = await self.store.acquire(volume.local, user, self.disks)
+            local = volume.local
+            if self.moving_from and not claims.on_node(volume.pv, self.node):
+                local = dataclasses.replace(local, source="")  # the mirror brings the data
+            path = await self.store.acquire(local, user, self.disks)
         elif volume.host_path is not None:
             path = Path(str(volume.host_path.get("path") or ""))
         else:
@@ -189,9 +197,16 @@ class LaunchPreparer:
             raise VMSetupError(n.NETWORK_READY, "AddressUnavailable",
                                f"spec.network.interfaces[0].addresses: {e}") from None
 
-    async def release_claims(self, uid: str) -> None:
-        """The VM is gone from this host: its claims' volumes may be unmounted."""
-        await self.store.release(f"vm-{uid}")
+    async def release_claims(self, uid: str, *, remove: bool = False) -> None:
+        """The VM is gone from this host: its claims' volumes may be unmounted.  ``remove``:
+        the VM went on to another host with its local volumes, whose copies here go."""
+        user = f"vm-{uid}"
+        used = [h for h in self.store.handles()
+                if (self.store.dir(h) / localvolumes.USERS / user).exists()]
+        await self.store.release(user)
+        if remove:
+            for handle in used:
+                await self.store.remove(handle)
 
     async def seed(self, vm: dict[str, Any], host: str, address: VMAddress) -> Path:
         """The cloud-init NoCloud seed (``cidata``): user data, instance id, network config."""

@@ -79,9 +79,27 @@ class VMNetwork:
                          gateway=str(self.ipam.gateway), mac=mac_address(vm_uid), tap=tap,
                          route=request.route)
 
-    async def detach(self, vm_uid: str) -> None:
+    async def attach_moved(self, vm_uid: str, ip: str, prefixlen: int, gateway: str,
+                           route: bool) -> VMAddress:
+        """The NIC of a VM arriving by live migration: it keeps the address it had.  One of
+        this host's own is leased again (the VM comes back); another host's is not leased
+        here (routes for it follow the VM: host/roaming.py)."""
+        if ipaddress.ip_address(ip) in self.ipam.network:
+            try:
+                self.ipam.claim(vm_uid, ip)
+            except NetworkError as e:
+                raise AddressUnavailable(str(e)) from None
+        tap = tap_name(vm_uid)
+        await asyncio.to_thread(self._ensure_tap, tap)
+        return VMAddress(ip=ip, prefixlen=prefixlen, gateway=gateway, mac=mac_address(vm_uid),
+                         tap=tap, route=route)
+
+    async def detach(self, vm_uid: str, *, keep_lease: bool = False) -> None:
+        """Remove the VM's tap and release its address (``keep_lease``: the VM lives on
+        elsewhere with this host's address, which no one else may be given meanwhile)."""
         await asyncio.to_thread(self._delete_link, tap_name(vm_uid))
-        self.ipam.release(vm_uid)
+        if not keep_lease:
+            self.ipam.release(vm_uid)
 
     def _ensure_tap(self, tap: str) -> None:
         with IPRoute() as ipr:

@@ -34,7 +34,9 @@ from atoll.agent.vms.launch import (
     launch_config,
 )
 from atoll.agent.vms.network import VMAddress, VMNetwork
+from atoll.agent.vms.outgoing import OutgoingMigration
 from atoll.api import errors
+from atoll.api.migration import names as m
 from atoll.api.vmoperator import names as n
 from atoll.client.events import NORMAL, WARNING, EventRecorder
 from atoll.client.rest import ApiClient
@@ -55,6 +57,8 @@ class VMWorkerSettings:
     #: a guest silent on its serial console this long after start is reported as not booting
     silent_boot_timeout: float = 120.0
     qemu_img: str = "qemu-img"
+    #: this host's address: where live migrations reach its QEMUs
+    host_ip: str = "127.0.0.1"
 
 
 #: the accelerator for a guest kernel (probed once per host)
@@ -102,6 +106,12 @@ class VMWorker:
         self.fenced = False
         #: whether HA restarts this VM elsewhere (its or its class's annotation); None: unknown
         self.protected: bool | None = None
+        #: a live migration away from this host under way, and the host it went to once the
+        #: guest runs there (this paused copy must then never run again)
+        self.outgoing: OutgoingMigration | None = None
+        self.migrated_to = ""
+        #: the VM's snapshots and reverts (agent/vms/snapshots.py), taken inside ``sync``
+        self.snapshots: Any = None
 
     # -- driving ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -146,8 +156,43 @@ class VMWorker:
         """The VM as Events name it (list items may lack apiVersion and kind)."""
         return dict(self.vm, apiVersion=n.API_VERSION, kind="VirtualMachine")
 
+    def migrate(self, mig: dict[str, Any]) -> None:
+        """A migration of this VM away from here changed (the agent's informer saw it)."""
+        if self.outgoing is not None and self.outgoing.mig["metadata"]["uid"] == \
+                mig["metadata"]["uid"]:
+            self.outgoing.update(mig)
+            return
+        if self.outgoing is not None and self.outgoing.active:
+            return  # one at a time: the controller fails the other
+        if m.phase(mig) in m.TERMINAL:
+            return
+        self.outgoing = OutgoingMigration(self.client, mig, lambda: self.qemu, self._identity,
+                                          self._migrated, self.run / "migration-out")
+        self.outgoing.start()
+
+    def _identity(self) -> dict[str, Any]:
+        """What the target needs to start the same machine (migration.status.source)."""
+        state = _read_json(self.run / "state.json")
+        hardware = state.get("hardware") or {}
+        out: dict[str, Any] = {"uid": self.uid, "accelerator": self.accel,
+                               "bootResult": (self.boot.result if self.boot else None) or ""}
+        if self.address is not None:
+            out.update(ip=self.address.ip, prefixLength=self.address.prefixlen,
+                       gateway=self.address.gateway, mac=self.address.mac,
+                       defaultRoute=self.address.route)
+        if hardware:
+            out.update(cpus=int(hardware["cpus"]), memoryMiB=int(hardware["memoryMiB"]))
+        return out
+
+    def _migrated(self, target: str) -> None:
+        self.migrated_to = target
+        self._save_state(migratedTo=target)
+        self.events.record(self.ref, NORMAL, "MigratedAway", f"now running on {target}")
+
     async def detach(self) -> None:
         """The agent stops: leave QEMU running for the next agent."""
+        if self.outgoing is not None and self.outgoing.task is not None:
+            self.outgoing.task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -195,7 +240,7 @@ class VMWorker:
         state = _read_json(self.run / "state.json")
         if await self.qemu.adopt():
             log.info("vm %s: adopted running QEMU pid %s", self.key, self.qemu.pid)
-            self._watch_exit()
+            self._watch_exit(known=str(state.get("bootResult") or ""))
         elif state.get("running") and not self.gone:
             # it ran under the previous agent and is gone now: it died while nobody watched
             self._save_state(running=False)
@@ -203,15 +248,16 @@ class VMWorker:
                                "QEMU exited while the agent was away")
             self._back_off("QEMU exited while the agent was away")
         self.accel = str(state.get("accel") or "")
+        self.migrated_to = str(state.get("migratedTo") or "")
         if state.get("address"):
             self.address = VMAddress(**state["address"])
 
-    def _watch_exit(self, boot_offset: int = 0) -> None:
+    def _watch_exit(self, boot_offset: int = 0, known: str = "") -> None:
         """Wake on QEMU's exit, and follow this boot on the console from ``boot_offset``."""
         if self.boot is not None:
             self.boot.stop()
         self.boot = BootWatch(self.run / "console.log", self.settings.silent_boot_timeout)
-        self.boot.start(boot_offset)
+        self.boot.start(boot_offset, known)
         boot = self.boot
 
         async def watch() -> None:
@@ -230,12 +276,20 @@ class VMWorker:
         """One step towards the desired state; True when this worker is done for good."""
         if self.gone or self.vm["metadata"].get("deletionTimestamp"):
             return await self._delete()
+        if self.migrated_to:
+            return False  # the guest runs on the target; this copy waits to be removed
+        if self.outgoing is not None and self.outgoing.active:
+            await self._report()  # power changes wait until the move is over
+            return False
         if self.qemu.pid is not None and self.qemu.exited.is_set():
             self._on_exit()
         if self.fenced:
             return False
         if self.protected is None:
             await self._learn_protection()
+        if self.snapshots is not None and await self.snapshots.step(self):
+            await self._report()
+            return False
         desired = self.spec.get("powerState") or n.POWERED_ON
         if desired == n.POWERED_ON:
             await self._power_on()
@@ -313,7 +367,7 @@ class VMWorker:
             self._back_off(str(e))
             return
         self.setup_error = None
-        self._save_state(running=True)
+        self._save_state(running=True, bootResult="")
         self._watch_exit(boot_offset)
         self._remember_restart_request()
         self.events.record(self.ref, NORMAL, "PowerOn",
@@ -335,6 +389,9 @@ class VMWorker:
         with contextlib.suppress(QemuError):
             paused = await self.qemu.status() == "paused"
         unbooted = self.boot is not None and self.boot.result in ("failed", "silent")
+        if self.migrated_to:
+            await self._hard_stop()  # the paused copy of a guest that runs on elsewhere
+            return
         if mode == n.HARD or paused or unbooted:
             # a suspended guest, or one that never booted, cannot hear the power button
             await self._hard_stop()
@@ -410,7 +467,8 @@ class VMWorker:
         seed = await self.launch.seed(self.vm, host, self.address)
         res.disks.append(Disk(seed, format="raw", readonly=True, serial="cidata"))
         self.accel = await self.accelerator(res.kernel)
-        self._save_state(accel=self.accel, address=self.address.__dict__)
+        self._save_state(accel=self.accel, address=self.address.__dict__,
+                         hardware={"cpus": res.cpus, "memoryMiB": res.memory_mib})
         klass = self.spec.get("className", "")
         log.info("vm %s: class %s (%d vCPU, %d MiB), %s", self.key, klass, res.cpus,
                  res.memory_mib, self.accel)
@@ -512,9 +570,10 @@ class VMWorker:
                 return False  # woken when it exits or the soft timeout passes
         if self._probe is not None:
             self._probe.cancel()
-        await self.network.detach(self.uid)
+        # a VM that moved on keeps this host's address, if it is one: nobody else may get it
+        await self.network.detach(self.uid, keep_lease=bool(self.migrated_to))
         shutil.rmtree(self.disks, ignore_errors=True)
-        await self.launch.release_claims(self.uid)
+        await self.launch.release_claims(self.uid, remove=bool(self.migrated_to))
         shutil.rmtree(self.run, ignore_errors=True)
         if not self.gone:
             path = n.vm_path(self.vm["metadata"]["namespace"], self.vm["metadata"]["name"])

@@ -15,7 +15,8 @@ from atoll.api.resources import (admissionregistration_v1, apiextensions_v1,
                                  apiregistration_v1, apps_v1, autoscaling, batch_v1,
                                  certificates_v1, coordination_v1, core_v1, core_v1_pods,
                                  core_v1_rc, discovery_v1, events, networking_v1, node_v1,
-                                 policy_v1, rbac_v1, storage_v1, vmoperator, volumes)
+                                 policy_v1, rbac_v1, snapshots, storage_v1, vmoperator,
+                                 volumes)
 from atoll.api.resources.base import FieldsFn, Kind
 from atoll.api.resourcetype import ResourceType
 from atoll.api.strategy import Strategy
@@ -51,7 +52,8 @@ SERVED: tuple[Kind, ...] = (
 )
 
 #: kinds that add rules or printing without a built-in resource type of their own
-EXTRA: tuple[Kind, ...] = (vmoperator.VIRTUALMACHINE,)
+EXTRA: tuple[Kind, ...] = (vmoperator.VIRTUALMACHINE, snapshots.VOLUMESNAPSHOT,
+                           snapshots.VOLUMESNAPSHOTCONTENT, snapshots.VOLUMESNAPSHOTCLASS)
 
 BUILTIN: tuple[ResourceType, ...] = tuple(rt for k in SERVED if k.rt is not None
                                           for rt in (k.rt, *k.other_versions))

@@ -319,7 +319,9 @@ class PersistentVolumeStrategy(Strategy):
             causes.append(errors.forbidden_field("spec.persistentvolumesource",
                                                  "spec.persistentvolumesource is immutable "
                                                  "after creation"))
-        for key in ("volumeMode", "nodeAffinity"):
+        # spec.nodeAffinity may change, as with upstream's MutablePVNodeAffinity (KEP-5381,
+        # alpha in 1.35, on here): a local volume follows its live-migrated VM to a new host
+        for key in ("volumeMode",):
             if o.get(key) != n.get(key):
                 causes.append(errors.invalid_value(f"spec.{key}", n.get(key),
                                                    validation.FIELD_IMMUTABLE))

@@ -12,6 +12,11 @@ assigned to a namespace.
   when it is written, the check also keeps out every class made later.  A claim with
   ``storageClassName: ""`` provisions nothing (it binds only an administrator's volume)
   and is allowed.
+- Data sources: as upstream's claim strategy, ``spec.dataSource`` and ``spec.dataSourceRef``
+  are filled from each other when only one is given (so readers may look at either), each
+  needs a kind and a name, a source in the core group must be a PersistentVolumeClaim, both
+  must agree, and a source in another namespace (``dataSourceRef.namespace``, upstream's
+  alpha CrossNamespaceVolumeDataSource) is refused: 422s naming the field.
 """
 
 from __future__ import annotations
@@ -47,10 +52,58 @@ def _request(claim: dict[str, Any]) -> Any:
         .get("storage")
 
 
+def _source_causes(claim: dict[str, Any]) -> list[errors.Cause]:
+    spec = claim.get("spec") or {}
+    causes = []
+    for key in ("dataSource", "dataSourceRef"):
+        ref = spec.get(key)
+        if ref is None:
+            continue
+        path = f"spec.{key}"
+        if not isinstance(ref, dict):
+            causes.append(errors.invalid_value(path, ref, "must be an object"))
+            continue
+        for field in ("kind", "name"):
+            if not isinstance(ref.get(field), str) or not ref.get(field):
+                causes.append(errors.required(f"{path}.{field}"))
+        kind = ref.get("kind")
+        if not ref.get("apiGroup") and kind and kind != "PersistentVolumeClaim":
+            causes.append(errors.not_supported(f"{path}.kind", kind, ["PersistentVolumeClaim"]))
+        namespace = ref.get("namespace")
+        if key == "dataSource" and namespace is not None:
+            causes.append(errors.forbidden_field(
+                "spec.dataSource.namespace", "dataSource names an object of the claim's own "
+                "namespace; a source in another namespace needs spec.dataSourceRef"))
+        elif namespace not in (None, "", claim["metadata"].get("namespace")):
+            causes.append(errors.forbidden_field(
+                "spec.dataSourceRef.namespace", "cross-namespace data sources "
+                "(CrossNamespaceVolumeDataSource) are not enabled on this server"))
+    source, ref = spec.get("dataSource"), spec.get("dataSourceRef")
+    if isinstance(source, dict) and isinstance(ref, dict) and not ref.get("namespace") and \
+            {k: v for k, v in source.items() if v} != {k: v for k, v in ref.items() if v}:
+        causes.append(errors.invalid_value("spec.dataSource", source,
+                                           "must match dataSourceRef"))
+    return causes
+
+
 class StorageClaims(BasePlugin):
+    def mutate_create(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
+                      opts: WriteOptions) -> None:
+        spec = obj.get("spec")
+        if not _claims(rt) or not isinstance(spec, dict):
+            return
+        source, ref = spec.get("dataSource"), spec.get("dataSourceRef")
+        if isinstance(source, dict) and ref is None and "namespace" not in source:
+            spec["dataSourceRef"] = dict(source)
+        elif isinstance(ref, dict) and source is None and not ref.get("namespace"):
+            spec["dataSource"] = {k: v for k, v in ref.items() if k != "namespace"}
+
     def validate_create(self, svc: ObjectReader, rt: ResourceType, obj: dict[str, Any],
                         opts: WriteOptions) -> None:
         if _claims(rt):
+            causes = _source_causes(obj)
+            if causes:
+                raise errors.invalid(rt.kind, obj["metadata"].get("name", ""), causes)
             self._assigned(svc, obj)
 
     def validate_update(self, svc: ObjectReader, rt: ResourceType, old: dict[str, Any],

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from atoll.api import quantity
+from atoll.client import indexers as ix
 from atoll.controllers import capacity
 from atoll.controllers.capacity import Resources
 from atoll.controllers.volume import binder
@@ -79,6 +80,17 @@ def requested_on(node_name: str, pods: Iterable[dict[str, Any]],
     for reserved in vm_reservations:
         used.add(reserved)
     return used
+
+
+def requested_here(host: str, vms: Any, classes: Any, pods: Any) -> Resources:
+    """``requested_on`` from the controllers' informers: the pods on ``host`` (indexed by
+    node name) and the reservations of the VMs placed there (indexed by host) by their class."""
+    reservations = []
+    for vm in vms.by_index(capacity.VM_HOST, host):
+        reserved = capacity.class_reservation(classes.get(capacity.vm_class_key(vm)))
+        if reserved is not None:
+            reservations.append(reserved)
+    return requested_on(host, pods.by_index(ix.NODE_NAME, host), reservations)
 
 
 def volume_conflicts(node: dict[str, Any], volumes: BoundVolumes) -> list[str]:

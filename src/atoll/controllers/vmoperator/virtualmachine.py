@@ -263,10 +263,4 @@ class VirtualMachineController(Controller):
     def _requested(self, host: str) -> Resources:
         """What is taken on ``host``: its pods' requests and its placed VMs' reservations
         (their classes' requests), from the indexes by node and by host."""
-        reservations = []
-        for vm in self.vms.by_index(capacity.VM_HOST, host):
-            reserved = capacity.class_reservation(self.classes.get(capacity.vm_class_key(vm)))
-            if reserved is not None:
-                reservations.append(reserved)
-        return placement.requested_on(host, self.pods.by_index(ix.NODE_NAME, host),
-                                      reservations)
+        return placement.requested_here(host, self.vms, self.classes, self.pods)

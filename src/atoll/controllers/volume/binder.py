@@ -170,6 +170,12 @@ def affinity_node(volume: Obj) -> str:
     return ""
 
 
+def host_affinity(node: str) -> dict[str, Any]:
+    """A PV's ``nodeAffinity`` pinning it to one host (what ``affinity_node`` reads back)."""
+    return {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+        {"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}]}]}}
+
+
 def mismatch(volume: Obj, claim: Obj) -> str:
     """Why a volume cannot serve the claim whatever its phase ("" when it can): upstream's
     ``checkVolumeSatisfyClaim`` wording, for a claim that names the volume."""

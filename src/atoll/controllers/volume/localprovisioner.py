@@ -13,6 +13,14 @@ any point never makes two volumes for one claim.  A request larger than the host
 node the annotation is then removed, as the external-provisioner does, so the scheduler picks
 again (and its capacity filter now keeps that host out).  A host that publishes nothing is
 assumed to have room.
+
+A claim with a data source (``datasource.py``: a VolumeSnapshot to restore, a claim to
+clone) is provisioned on the host holding that data, at the claim's size (at least the
+source's), its PV naming the source in ``spec.csi.volumeAttributes`` so the host fills the
+volume from it; a source not usable yet is a ``ProvisioningFailed`` Event naming why, and
+the claim is looked at again when the snapshot, its content or the source claim changes.
+For ``WaitForFirstConsumer`` a selected node other than the source's host is given back to
+the scheduler, as upstream does when a topology cannot be served.
 """
 
 from __future__ import annotations
@@ -24,11 +32,13 @@ from typing import Any, Iterable
 from atoll.api import errors
 from atoll.client.controller import DONE, Builder, Controller, Result
 from atoll.client.events import NORMAL, WARNING
-from atoll.controllers.volume import binder
+from atoll.api import snapshots as snap
+from atoll.controllers.volume import binder, datasource
 from atoll.controllers.volume.binder import LOCAL_PROVISIONER, Obj, annotations, meta, spec
 
 log = logging.getLogger(__name__)
 PENDING_OURS = "pending-local"
+DATA_SOURCE = "data-source"
 
 
 def _pending_ours(claim: Obj) -> Iterable[str]:
@@ -46,14 +56,18 @@ def _ready(node: Obj) -> bool:
                for c in (node.get("status") or {}).get("conditions") or [])
 
 
-def volume_for(claim: Obj, sc: Obj, node: str) -> Obj:
-    """The PersistentVolume provisioned for ``claim`` on ``node``."""
+def volume_for(claim: Obj, sc: Obj, node: str,
+               attributes: dict[str, str] | None = None) -> Obj:
+    """The PersistentVolume provisioned for ``claim`` on ``node`` (filled from the data
+    source ``attributes`` name, if any)."""
     m, cspec = meta(claim), spec(claim)
     name = f"pvc-{m['uid']}"
     mode = binder.volume_mode(claim)
     csi: dict[str, Any] = {"driver": LOCAL_PROVISIONER, "volumeHandle": name}
     if mode == "Filesystem":
         csi["fsType"] = "ext4"
+    if attributes:
+        csi["volumeAttributes"] = dict(attributes)
     return {
         "apiVersion": "v1", "kind": "PersistentVolume",
         "metadata": {"name": name, "annotations": {binder.PROVISIONED_BY: LOCAL_PROVISIONER}},
@@ -66,8 +80,7 @@ def volume_for(claim: Obj, sc: Obj, node: str) -> Obj:
             "claimRef": {"kind": "PersistentVolumeClaim", "namespace": m["namespace"],
                          "name": m["name"], "uid": m["uid"], "apiVersion": "v1"},
             "csi": csi,
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": binder.HOSTNAME_LABEL, "operator": "In", "values": [node]}]}]}},
+            "nodeAffinity": binder.host_affinity(node),
         },
     }
 
@@ -78,7 +91,13 @@ class LocalProvisioner(Controller):
 
     def declare(self, b: Builder) -> None:
         self.claims = b.primary("", "v1", "persistentvolumeclaims",
-                                indexers={PENDING_OURS: _pending_ours})
+                                indexers={PENDING_OURS: _pending_ours,
+                                          DATA_SOURCE: datasource.source_key})
+        self.claims.add_handler(self._clones_of)
+        self.snapshots = b.watches(snap.GROUP, snap.VERSION, "volumesnapshots",
+                                   self._restoring_from)
+        self.contents = b.watches(snap.GROUP, snap.VERSION, "volumesnapshotcontents",
+                                  self._restoring_from_content)
         self.capacities = b.watches("storage.k8s.io", "v1", "csistoragecapacities",
                                     self._all_pending)
         self.nodes = b.watches("", "v1", "nodes", self._all_pending_on_ready)
@@ -87,6 +106,27 @@ class LocalProvisioner(Controller):
 
     def _all_pending(self, kind: str, obj: Obj, old: Obj | None) -> Iterable[str]:
         return [binder.claim_key(c) for c in self.claims.by_index(PENDING_OURS, "1")]
+
+    def _waiting_on(self, ns: str, kind: str, name: str) -> list[str]:
+        return [binder.claim_key(c) for c in self.claims.by_index(DATA_SOURCE,
+                                                                  f"{ns}/{kind}/{name}")]
+
+    def _clones_of(self, kind: str, claim: Obj, old: Obj | None) -> None:
+        for key in self._waiting_on(meta(claim).get("namespace", ""), "PersistentVolumeClaim",
+                                    meta(claim).get("name", "")):
+            self.queue.add(key)
+
+    def _restoring_from(self, kind: str, vs: Obj, old: Obj | None) -> Iterable[str]:
+        return self._waiting_on(meta(vs).get("namespace", ""), "VolumeSnapshot",
+                                meta(vs).get("name", ""))
+
+    def _restoring_from_content(self, kind: str, content: Obj, old: Obj | None
+                                ) -> Iterable[str]:
+        ref = spec(content).get("volumeSnapshotRef")
+        if not isinstance(ref, dict):
+            return []
+        return self._waiting_on(str(ref.get("namespace") or ""), "VolumeSnapshot",
+                                str(ref.get("name") or ""))
 
     def _all_pending_on_ready(self, kind: str, node: Obj, old: Obj | None) -> Iterable[str]:
         if old is not None and _ready(old) == _ready(node):
@@ -105,7 +145,29 @@ class LocalProvisioner(Controller):
         want = binder.requested_bytes(claim)
         if want is None:
             return DONE  # validation refuses such claims; an old one is left alone
-        if sc.get("volumeBindingMode") == binder.WAIT_FOR_FIRST_CONSUMER:
+        try:
+            source = datasource.resolve(claim, self.snapshots, self.contents, self.claims,
+                                        self.volumes)
+        except datasource.SourceError as e:
+            self.events.record(claim, WARNING, "ProvisioningFailed",
+                               f"failed to provision volume with StorageClass "
+                               f"\"{meta(sc)['name']}\": {e}")
+            return DONE
+        if source is datasource.FOREIGN:
+            return DONE  # a volume populator's claim
+        wait = sc.get("volumeBindingMode") == binder.WAIT_FOR_FIRST_CONSUMER
+        if source is not None:
+            node = annotations(claim).get(binder.SELECTED_NODE) or ""
+            if wait and not node:
+                return DONE
+            if wait and node != source.node:
+                await self._elsewhere(claim, sc, node, source.node)
+                return DONE
+            if not await self._fits(claim, sc, source.node, want, reschedule=wait):
+                return DONE
+            await self._create(claim, sc, source.node, source.attributes)
+            return DONE
+        if wait:
             node = annotations(claim).get(binder.SELECTED_NODE)
             if not node:
                 return DONE
@@ -132,15 +194,26 @@ class LocalProvisioner(Controller):
                            f": requested {self._request_text(claim)} but node {node} has only "
                            f"{limit[1]} available")
         if reschedule:
-            m = meta(claim)
-            try:
-                await self.client.patch(
-                    f"/api/v1/namespaces/{m['namespace']}/persistentvolumeclaims/{m['name']}",
-                    {"metadata": {"resourceVersion": m.get("resourceVersion", ""),
-                                  "annotations": {binder.SELECTED_NODE: None}}})
-            except errors.NotFound:
-                pass
+            await self._unselect(claim)
         return False
+
+    async def _unselect(self, claim: Obj) -> None:
+        """Give the claim's node back to the scheduler (it picks again)."""
+        m = meta(claim)
+        try:
+            await self.client.patch(
+                f"/api/v1/namespaces/{m['namespace']}/persistentvolumeclaims/{m['name']}",
+                {"metadata": {"resourceVersion": m.get("resourceVersion", ""),
+                              "annotations": {binder.SELECTED_NODE: None}}})
+        except errors.NotFound:
+            pass
+
+    async def _elsewhere(self, claim: Obj, sc: Obj, node: str, source_node: str) -> None:
+        self.events.record(claim, WARNING, "ProvisioningFailed",
+                           f"failed to provision volume with StorageClass \"{meta(sc)['name']}\""
+                           f": the data source is on node {source_node}, not on the selected "
+                           f"node {node}")
+        await self._unselect(claim)
 
     def _immediate_node(self, claim: Obj, sc: Obj, want: Decimal) -> str | None:
         """The Ready host with the most published room that fits (unpublished hosts last)."""
@@ -167,8 +240,9 @@ class LocalProvisioner(Controller):
                            f"{self._request_text(claim)} but {what}")
         return None
 
-    async def _create(self, claim: Obj, sc: Obj, node: str) -> None:
-        body = volume_for(claim, sc, node)
+    async def _create(self, claim: Obj, sc: Obj, node: str,
+                      attributes: dict[str, str] | None = None) -> None:
+        body = volume_for(claim, sc, node, attributes)
         m = meta(claim)
         self.events.record(claim, NORMAL, "Provisioning", "External provisioner is provisioning "
                                                           f"volume for claim \"{m['namespace']}/"

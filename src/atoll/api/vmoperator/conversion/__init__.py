@@ -12,7 +12,11 @@ import functools
 
 from atoll.api import crdconversion
 from atoll.api.vmoperator import definitions
-from atoll.api.vmoperator.conversion import virtualmachine, virtualmachineimage
+from atoll.api.vmoperator.conversion import (
+    virtualmachine,
+    virtualmachineimage,
+    virtualmachinesnapshot,
+)
 from atoll.api.vmoperator.conversion.engine import ANNOTATION, KindConverter, Shape
 
 HUB = "v1alpha6"
@@ -20,6 +24,7 @@ SHAPES: dict[str, dict[str, Shape]] = {
     "VirtualMachine": virtualmachine.SHAPES,
     "VirtualMachineImage": virtualmachineimage.SHAPES,
     "ClusterVirtualMachineImage": virtualmachineimage.SHAPES,
+    "VirtualMachineSnapshot": virtualmachinesnapshot.SHAPES,
 }
 
 
