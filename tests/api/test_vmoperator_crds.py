@@ -64,24 +64,30 @@ def admitted(kind: str, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str],
     return obj, unknown, [c.field for c in s.validate(obj)]
 
 
-def test_six_kinds_valid_and_structural() -> None:
+def test_every_kind_valid_and_structural() -> None:
     assert set(BY_KIND) == {"VirtualMachine", "VirtualMachineClass", "VirtualMachineImage",
                             "ClusterVirtualMachineImage", "VirtualMachineService",
-                            "VirtualMachineSnapshot"}
+                            "VirtualMachineSnapshot", "VirtualMachineReplicaSet"}
+    first_version = {"VirtualMachineSnapshot": 5, "VirtualMachineReplicaSet": 3}  # upstream's
     for kind, crd in BY_KIND.items():
         assert crdschema.check_crd(crd) == [], kind
         spec = crd["spec"]
         assert spec["group"] == "vmoperator.vmware.com"
         assert spec["names"]["categories"] == ["vmoperator"]
         served = [(v["name"], v["served"], v["storage"]) for v in spec["versions"]]
-        first = 5 if kind == "VirtualMachineSnapshot" else 1  # upstream added it in v1alpha5
+        first = first_version.get(kind, 1)
         assert served == [(f"v1alpha{i}", True, i == 6) for i in range(first, 7)], kind
-        assert all(v["subresources"] == {"status": {}} for v in spec["versions"])
+        scale = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                 "labelSelectorPath": ".status.selector"}
+        assert all(v["subresources"] == ({"status": {}, "scale": scale}
+                                         if kind == "VirtualMachineReplicaSet" else {"status": {}})
+                   for v in spec["versions"]), kind
     short = {k: c["spec"]["names"]["shortNames"] for k, c in BY_KIND.items()}
     assert short == {"VirtualMachine": ["vm"], "VirtualMachineClass": ["vmclass"],
                      "VirtualMachineImage": ["vmi"], "ClusterVirtualMachineImage": ["cvmi"],
                      "VirtualMachineService": ["vmservice"],
-                     "VirtualMachineSnapshot": ["vmsnapshot"]}
+                     "VirtualMachineSnapshot": ["vmsnapshot"],
+                     "VirtualMachineReplicaSet": ["vmrs", "vmreplicaset"]}
     assert BY_KIND["ClusterVirtualMachineImage"]["spec"]["scope"] == "Cluster"
 
 
@@ -97,6 +103,7 @@ def test_definitions_are_fresh_copies() -> None:
     ("VirtualMachineImage", ["Display-Name", "Type", "Ready", "Age"]),
     ("ClusterVirtualMachineImage", ["Display-Name", "Type", "Ready", "Age"]),
     ("VirtualMachineService", ["Type", "Age"]),
+    ("VirtualMachineReplicaSet", ["Desired", "Replicas", "Ready", "Available", "Age"]),
 ])
 def test_printer_columns(kind: str, columns: list[str]) -> None:
     cols = version(kind)["additionalPrinterColumns"]

@@ -36,6 +36,7 @@ from atoll.api import conditions as cond
 from atoll.api import errors
 from atoll.api.vmoperator import names as n
 from atoll.api.vmoperator import snapshots as s
+from atoll.api.vmoperator.conversion import in_version
 from atoll.client.events import NORMAL, WARNING
 from atoll.client.factory import InformerFactory
 from atoll.client.rest import ApiClient
@@ -69,8 +70,9 @@ class VMSnapshots:
         selector = f"{n.HOST_LABEL}={node}"
         self.snapshots = factory.informer(n.GROUP, s.VERSION, s.PLURAL, label_selector=selector)
         self.snapshots.add_handler(self._on_snapshot)
-        # the same VMs as the manager's, in the version that has spec.currentSnapshotName
-        self.vms = factory.informer(n.GROUP, s.VERSION, "virtualmachines",
+        # the manager's informer of this host's VMs (one watch), read in the version that
+        # has spec.currentSnapshotName (``_vm6``)
+        self.vms = factory.informer(n.GROUP, n.VERSION, "virtualmachines",
                                     label_selector=selector)
         self.vms.add_handler(self._on_vm)
 
@@ -231,7 +233,9 @@ class VMSnapshots:
     # -- reverting -------------------------------------------------------------------------------
     def _vm6(self, worker: VMWorker) -> dict[str, Any] | None:
         vm = self.vms.get(worker.key)
-        return vm if vm is not None and vm["metadata"].get("uid") == worker.uid else None
+        if vm is None or vm["metadata"].get("uid") != worker.uid:
+            return None
+        return in_version(vm, "VirtualMachine", n.VERSION, s.VERSION)
 
     async def _revert(self, worker: VMWorker, snaps: list[dict[str, Any]]) -> bool:
         vm = self._vm6(worker)

@@ -52,7 +52,8 @@ SERVED: tuple[Kind, ...] = (
 )
 
 #: kinds that add rules or printing without a built-in resource type of their own
-EXTRA: tuple[Kind, ...] = (vmoperator.VIRTUALMACHINE, snapshots.VOLUMESNAPSHOT,
+EXTRA: tuple[Kind, ...] = (vmoperator.VIRTUALMACHINE, vmoperator.VIRTUALMACHINEREPLICASET,
+                           snapshots.VOLUMESNAPSHOT,
                            snapshots.VOLUMESNAPSHOTCONTENT, snapshots.VOLUMESNAPSHOTCLASS)
 
 BUILTIN: tuple[ResourceType, ...] = tuple(rt for k in SERVED if k.rt is not None

@@ -6,6 +6,7 @@ identity for the server parts that look their objects up (admission, node author
 from __future__ import annotations
 
 from atoll.api import errors
+from atoll.api.labelselector import label_selector_from_dict
 from atoll.api.resources.base import Kind
 from atoll.api.resourcetype import ResourceType
 from atoll.api.strategy import Strategy
@@ -20,6 +21,8 @@ VIRTUALMACHINEIMAGES = ResourceType(GROUP, VERSION, "VirtualMachineImage",
                                     "virtualmachineimages", True)
 CLUSTERVIRTUALMACHINEIMAGES = ResourceType(GROUP, VERSION, "ClusterVirtualMachineImage",
                                            "clustervirtualmachineimages", False)
+VIRTUALMACHINEREPLICASETS = ResourceType(GROUP, VERSION, "VirtualMachineReplicaSet",
+                                         "virtualmachinereplicasets", True)
 
 
 class VirtualMachineStrategy(Strategy):
@@ -54,3 +57,29 @@ class VirtualMachineStrategy(Strategy):
 
 
 VIRTUALMACHINE = Kind(None, VirtualMachineStrategy(), key=VIRTUALMACHINES.kind_key)
+
+
+class VirtualMachineReplicaSetStrategy(Strategy):
+    """A set's selector must be a real, non-empty selector that its template's labels match
+    (else the set would create VMs it never counts, without end), as for a ReplicaSet."""
+
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        sel = spec.get("selector")
+        if not isinstance(sel, dict) or not (sel.get("matchLabels") or
+                                             sel.get("matchExpressions")):
+            return [errors.required("spec.selector")]
+        try:
+            selector = label_selector_from_dict(sel)
+        except errors.ApiError as e:
+            return [errors.invalid_value("spec.selector", sel, e.message)]
+        template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        if not isinstance(labels, dict) or not selector.matches(labels):
+            return [errors.invalid_value("spec.template.metadata.labels", labels,
+                                         "`selector` does not match template `labels`")]
+        return []
+
+
+VIRTUALMACHINEREPLICASET = Kind(None, VirtualMachineReplicaSetStrategy(),
+                                key=VIRTUALMACHINEREPLICASETS.kind_key)

@@ -7,7 +7,10 @@ exists, so that the six versions' schemas cannot drift apart:
 - ``x-atoll-since: vN`` / ``x-atoll-until: vN`` on a property: the first / last version
   that has it (default: every version);
 - ``x-atoll-override: {vN: {key: value}}``: keys that differ in a version (``null`` removes
-  the key, e.g. a default that version lacks).
+  the key, e.g. a default that version lacks);
+- ``x-atoll-embed: <file>#<property>``: the node is that property of another source's
+  schema, markers and all (a VirtualMachineReplicaSet's ``template.spec`` is a VM's ``spec``
+  in each version, so the two cannot drift apart either).
 
 ``python -m atoll.api.vmoperator.generate`` rewrites the manifests; a test checks that the
 committed ones match (``--check`` does the same from the command line).
@@ -23,6 +26,7 @@ from typing import Any
 import yaml
 
 SINCE, UNTIL, OVERRIDE = "x-atoll-since", "x-atoll-until", "x-atoll-override"
+EMBED = "x-atoll-embed"
 TEMPLATE, VERSIONS = "x-atoll-version-template", "x-atoll-versions"
 HEADER = ("# {kind}: vm-operator's API in every served version (v1alpha6 stored), plus Atoll's\n"
           "# additions, which say \"Atoll:\" in their descriptions.  GENERATED from\n"
@@ -69,9 +73,30 @@ def project(node: Any, version: str) -> Any:
     return out
 
 
+def _source(file: str) -> dict[str, Any]:
+    root = resources.files("atoll.api.vmoperator")
+    return yaml.safe_load(root.joinpath("source", file).read_text(encoding="utf-8"))
+
+
+def embed(node: Any) -> Any:
+    """``node`` with every ``x-atoll-embed`` replaced by the property it names (its own
+    other keys, e.g. a description, kept over the embedded ones)."""
+    if isinstance(node, list):
+        return [embed(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if EMBED in node:
+        file, _, prop = str(node[EMBED]).partition("#")
+        other = _source(file)["spec"][TEMPLATE]["schema"]["openAPIV3Schema"]
+        inner = embed(copy.deepcopy(other["properties"][prop]))
+        inner.update({k: v for k, v in node.items() if k != EMBED})
+        return inner
+    return {k: embed(v) for k, v in node.items()}
+
+
 def expand(source: dict[str, Any]) -> dict[str, Any]:
     """The plain CRD of an annotated source: one entry per version, v1alpha6 the storage one."""
-    crd = copy.deepcopy(source)
+    crd = embed(copy.deepcopy(source))
     spec = crd["spec"]
     template = spec.pop(TEMPLATE)
     names = spec.pop(VERSIONS)
@@ -93,8 +118,7 @@ def expand(source: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(file: str) -> str:
-    root = resources.files("atoll.api.vmoperator")
-    source = yaml.safe_load(root.joinpath("source", file).read_text(encoding="utf-8"))
+    source = _source(file)
     body = yaml.safe_dump(expand(source), sort_keys=False, width=100)
     return HEADER.format(kind=source["spec"]["names"]["kind"], file=file) + "---\n" + body
 

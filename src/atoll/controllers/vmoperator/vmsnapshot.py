@@ -27,6 +27,7 @@ from atoll.api import conditions as cond
 from atoll.api import errors
 from atoll.api.vmoperator import names as n
 from atoll.api.vmoperator import snapshots as s
+from atoll.api.vmoperator.conversion import in_version
 from atoll.client import indexers as ix
 from atoll.client.controller import DONE, Builder, Controller, Result
 from atoll.client.events import WARNING
@@ -69,7 +70,8 @@ class VirtualMachineSnapshotController(Controller):
     def declare(self, b: Builder) -> None:
         self.snapshots = b.primary(n.GROUP, s.VERSION, s.PLURAL)
         b.watches(n.GROUP, s.VERSION, s.PLURAL, self._vm_of)
-        self.vms = b.watches(n.GROUP, s.VERSION, "virtualmachines", self._on_vm)
+        # the VMs' watch the other controllers hold (v1alpha3), read as v1alpha6 (``_vm``)
+        self.vms = b.watches(n.GROUP, n.VERSION, "virtualmachines", self._on_vm)
 
     def _vm_of(self, kind: str, snap: dict[str, Any], old: dict[str, Any] | None
                ) -> Iterable[str]:
@@ -82,6 +84,11 @@ class VirtualMachineSnapshotController(Controller):
         return [f"{VM_KEY}{ns}/{name}"] + [f"{ns}/{x['metadata']['name']}"
                                             for x in self._of(ns, name)]
 
+    def _vm(self, key: str) -> dict[str, Any] | None:
+        """The VM in v1alpha6, which has the snapshot fields."""
+        vm = self.vms.get(key)
+        return None if vm is None else in_version(vm, "VirtualMachine", n.VERSION, s.VERSION)
+
     def _of(self, ns: str, vm_name: str) -> list[dict[str, Any]]:
         return [x for x in self.snapshots.by_index(ix.NAMESPACE, ns) if s.vm_name(x) == vm_name]
 
@@ -92,7 +99,7 @@ class VirtualMachineSnapshotController(Controller):
         if snap is None:
             return DONE
         ns, vm_name = snap["metadata"]["namespace"], s.vm_name(snap)
-        vm = self.vms.get(f"{ns}/{vm_name}") if vm_name else None
+        vm = self._vm(f"{ns}/{vm_name}") if vm_name else None
         if snap["metadata"].get("deletionTimestamp"):
             taken = bool((snap.get("status") or {}).get("uniqueID"))
             if vm is None or not taken or not (vm["metadata"].get("labels") or {}).get(
@@ -150,7 +157,7 @@ class VirtualMachineSnapshotController(Controller):
                 if parent_of(child) == gone["metadata"]["name"]:
                     await self._patch(child, _reparent(gone["metadata"]["name"],
                                                        parent_of(gone)))
-        vm = self.vms.get(key)
+        vm = self._vm(key)
         if vm is None or vm["metadata"].get("deletionTimestamp"):
             return DONE
         alive = {x["metadata"]["name"] for x in live(snaps)}

@@ -9,12 +9,15 @@ each kind's ``Shape`` hooks (one module per kind); the lossless part is ``engine
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from atoll.api import crdconversion
 from atoll.api.vmoperator import definitions
+from atoll.api.vmoperator.names import GROUP
 from atoll.api.vmoperator.conversion import (
     virtualmachine,
     virtualmachineimage,
+    virtualmachinereplicaset,
     virtualmachinesnapshot,
 )
 from atoll.api.vmoperator.conversion.engine import ANNOTATION, KindConverter, Shape
@@ -25,6 +28,7 @@ SHAPES: dict[str, dict[str, Shape]] = {
     "VirtualMachineImage": virtualmachineimage.SHAPES,
     "ClusterVirtualMachineImage": virtualmachineimage.SHAPES,
     "VirtualMachineSnapshot": virtualmachinesnapshot.SHAPES,
+    "VirtualMachineReplicaSet": virtualmachinereplicaset.SHAPES,
 }
 
 
@@ -50,8 +54,16 @@ class _Lazy:
         return converters()[self.kind].convert(obj, api_version)
 
 
+def in_version(obj: dict[str, Any], kind: str, have: str, want: str) -> dict[str, Any]:
+    """An informer's object (read in ``have``) as ``want`` has it: a part that needs a newer
+    version's fields shares the watch the other parts hold in an older one (the newer fields
+    come back whole from the conversion annotation the server wrote)."""
+    return converters()[kind].convert({**obj, "apiVersion": f"{GROUP}/{have}", "kind": kind},
+                                      f"{GROUP}/{want}")
+
+
 for _crd in definitions():
     crdconversion.register(_crd["spec"]["group"], _crd["spec"]["names"]["kind"],
                            _Lazy(_crd["spec"]["names"]["kind"]))
 
-__all__ = ["ANNOTATION", "HUB", "KindConverter", "converters"]
+__all__ = ["ANNOTATION", "HUB", "KindConverter", "converters", "in_version"]
