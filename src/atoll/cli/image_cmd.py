@@ -25,12 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "VMs get a writable /dev/vda")
     _cluster_flags(build)
     build.set_defaults(func=_lazy("run_build"))
-    imp = isub.add_parser("import", help="import a VM disk (qcow2, raw, ISO) into the content "
+    imp = isub.add_parser("import", help="import a VM disk (qcow2, raw, ISO, VMDK, VHD(X)) or "
+                                         "appliance (OVA, OVF) into the content "
                                          "library, or a container image (OCI image layout, "
                                          "directory or tar, or a `docker save` archive) into "
                                          "this host's store")
     imp.add_argument("file", type=Path)
-    imp.add_argument("--name", default="", help="VM disks: the image's display name; container "
+    imp.add_argument("--name", default="", help="VM disks: the image's display name (an "
+                                                "appliance's default: its VirtualSystem's name); container "
                                                 "images: a name when the file has none, or an "
                                                 "extra one")
     imp.add_argument("--data-dir", type=Path, default=None,
@@ -86,6 +88,10 @@ def run_import(args: argparse.Namespace) -> int:
     if not args.file.exists():
         print(f"error: {args.file} does not exist", file=sys.stderr)
         return 1
+    from atoll.vmimage.ova import is_appliance
+
+    if is_appliance(args.file):  # before the tar check: an OVA is a tar too
+        return int(_lazy("run_import_appliance")(args))
     if not _is_container_image(args.file):
         return int(_lazy("run_import_disk")(args))
     store = _store(args.data_dir)
