@@ -25,7 +25,8 @@ def images(platform: Platform) -> dict[str, dict]:
 
 
 def test_an_ova_becomes_an_image_and_a_hostile_one_nothing(platform: Platform,
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path,
+                                                           namespace: str) -> None:
     raw = tmp_path / "d.raw"
     subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(raw), "64M"], check=True)
     vmdk = tmp_path / "disk1.vmdk"
@@ -53,3 +54,28 @@ def test_an_ova_becomes_an_image_and_a_hostile_one_nothing(platform: Platform,
     assert refused.returncode == 1 and "does not hold" in refused.stderr, refused.stderr
     assert not {"evil", "missing"} & set(images(platform))
     assert not (tmp_path.parent.parent / "escape.ovf").exists()
+
+    # `atoll vm import`: the image in the namespace and a VM of the smallest class that fits
+    big = make_ova(tmp_path / "big.ova", [("bar.ovf", descriptor().replace(
+        b"<rasd:VirtualQuantity>2<", b"<rasd:VirtualQuantity>4<").replace(
+        b"<rasd:VirtualQuantity>512<", b"<rasd:VirtualQuantity>6144<")),
+        ("disk1.vmdk", vmdk.read_bytes()), ("data.vmdk", vmdk.read_bytes())])
+    out = subprocess.run([sys.executable, "-m", "atoll.cli.main", "vm", "import", str(big),
+                          "-n", namespace, "--name", "Big App (prod)", "--power-off",
+                          "--kubeconfig", str(platform.kubeconfig)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    vm = json.loads(platform.kubectl("get", "vm", "big-app-prod", "-n", namespace, "-o",
+                                     "json").stdout)
+    assert vm["spec"]["className"] == "best-effort-large"  # 4 vCPU, 16Gi: the first that fits
+    assert vm["spec"]["powerState"] == "PoweredOff"
+    vmi = json.loads(platform.kubectl("get", "vmi", vm["spec"]["imageName"], "-n", namespace,
+                                      "-o", "json").stdout)
+    assert vmi["status"]["name"] == "Big App (prod)"
+    none = subprocess.run([sys.executable, "-m", "atoll.cli.main", "vm", "import", str(big),
+                           "-n", namespace, "--name", "other", "--class", "no-such-class",
+                           "--kubeconfig", str(platform.kubeconfig)],
+                          capture_output=True, text=True, timeout=300)
+    assert none.returncode == 1 and "no VirtualMachineClass no-such-class" in none.stderr
+    assert "other" not in {i["status"]["name"] for i in json.loads(platform.kubectl(
+        "get", "vmi", "-n", namespace, "-o", "json").stdout)["items"]}  # nothing published

@@ -19,7 +19,7 @@ import tty
 import aiohttp
 
 from atoll.api.vmoperator.names import vm_path
-from atoll.cli import vm_migrate_cmd
+from atoll.cli import vm_import_cmd, vm_migrate_cmd
 from atoll.cli.common import resolve_kubeconfig
 from atoll.client import kubeconfig
 from atoll.client.rest import ApiClient
@@ -28,7 +28,8 @@ DETACH = b"\x1d"  # Ctrl-]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("vm", help="work with VirtualMachines (serial console, live migration)")
+    p = sub.add_parser("vm", help="work with VirtualMachines (serial console, live migration, "
+                                         "appliance import)")
     vsub = p.add_subparsers(dest="vm_command", metavar="COMMAND", required=True)
     c = vsub.add_parser("console", help="attach to a VM's serial console (Ctrl-] detaches)")
     c.add_argument("name", help="VirtualMachine name")
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "ends")
     c.set_defaults(func=console)
     vm_migrate_cmd.register(vsub)
+    vm_import_cmd.register(vsub)
 
 
 def console(args: argparse.Namespace) -> int:

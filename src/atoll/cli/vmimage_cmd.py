@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 import yaml
@@ -165,52 +165,71 @@ def run_import_disk(args: argparse.Namespace) -> int:
 def run_import_appliance(args: argparse.Namespace) -> int:
     """`atoll image import FILE.ova|FILE.ovf`: the boot disk converted to qcow2 and published,
     with what the descriptor says of the machine printed (vCPUs, memory, disks, NICs)."""
+    try:
+        import_appliance(args)
+        return 0
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def import_appliance(args: argparse.Namespace,
+                     check: Callable[[Any], None] | None = None) -> tuple[str, Any]:
+    """Publish the appliance ``args.file`` as ``args.name`` (default: its VirtualSystem's
+    name) in ``args.namespace``: the image object's name and the OVF descriptor.
+    ``check`` sees the descriptor before anything is converted or published (CliError to
+    stop there)."""
     import tempfile
 
     from tqdm import tqdm
 
     from atoll.vmimage import ova
 
-    try:
-        config = load_config(args.kubeconfig)
-        scratch_root = cache_dir() / "imports"
-        scratch_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=scratch_root) as scratch:
-            with tqdm(total=args.file.stat().st_size, unit="B", unit_scale=True,
-                      unit_divisor=1024, desc="reading", file=sys.stderr, disable=None) as bar:
-                try:
-                    appliance = ova.read(args.file, Path(scratch), bar.update)
-                except (ova.ApplianceError, OSError) as e:
-                    raise CliError(f"{args.file}: {e}") from None
-            d = appliance.descriptor
-            extra = f"; {len(d.disks) - 1} more disk(s) not imported" if len(d.disks) > 1 else ""
-            print(f"{args.file.name}: {d.name or 'unnamed'}, {d.cpus} vCPU, "
-                  f"{d.memory_bytes >> 20} MiB, {d.nics} NIC, {d.firmware} firmware, boot disk "
-                  f"{d.disks[0].capacity >> 20} MiB ({appliance.disk_format}){extra}",
-                  file=sys.stderr)
-            if d.firmware == "efi":
-                print("warning: the appliance boots with EFI firmware; Atoll's VMs boot with "
-                      "SeaBIOS (BIOS) today", file=sys.stderr)
-            with tqdm(total=100, unit="%", desc="converting", file=sys.stderr,
-                      disable=None) as bar:
-                def advance(percent: float) -> None:
-                    bar.update(max(0.0, percent - bar.n))
-                try:
-                    disk = ova.convert(appliance, Path(scratch) / "disk.qcow2", advance)
-                except ova.ApplianceError as e:
-                    raise CliError(f"{args.file}: {e}") from None
-            name = args.name or d.name
-            if not name:
-                raise CliError(f"{args.file}: the descriptor names no VirtualSystem; give --name")
-            built = BuiltImage(display_name=name, disk=disk, disk_format="qcow2")
-            return _publish_cli(args, config, built)
-    except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    config = load_config(args.kubeconfig)
+    scratch_root = cache_dir() / "imports"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch_root) as scratch:
+        with tqdm(total=args.file.stat().st_size, unit="B", unit_scale=True,
+                  unit_divisor=1024, desc="reading", file=sys.stderr, disable=None) as bar:
+            try:
+                appliance = ova.read(args.file, Path(scratch), bar.update)
+            except (ova.ApplianceError, OSError) as e:
+                raise CliError(f"{args.file}: {e}") from None
+        d = appliance.descriptor
+        extra = f"; {len(d.disks) - 1} more disk(s) not imported" if len(d.disks) > 1 else ""
+        print(f"{args.file.name}: {d.name or 'unnamed'}, {d.cpus} vCPU, "
+              f"{d.memory_bytes >> 20} MiB, {d.nics} NIC, {d.firmware} firmware, boot disk "
+              f"{d.disks[0].capacity >> 20} MiB ({appliance.disk_format}){extra}",
+              file=sys.stderr)
+        if check is not None:
+            check(d)
+        if d.firmware == "efi":
+            print("warning: the appliance boots with EFI firmware; Atoll's VMs boot with "
+                  "SeaBIOS (BIOS) today", file=sys.stderr)
+        with tqdm(total=100, unit="%", desc="converting", file=sys.stderr,
+                  disable=None) as bar:
+            def advance(percent: float) -> None:
+                bar.update(max(0.0, percent - bar.n))
+            try:
+                disk = ova.convert(appliance, Path(scratch) / "disk.qcow2", advance)
+            except ova.ApplianceError as e:
+                raise CliError(f"{args.file}: {e}") from None
+        name = args.name or d.name
+        if not name:
+            raise CliError(f"{args.file}: the descriptor names no VirtualSystem; give --name")
+        built = BuiltImage(display_name=name, disk=disk, disk_format="qcow2")
+        return _publish_named(args, config, built), d
 
 
 def _publish_cli(args: argparse.Namespace, config: kubeconfig.ClientConfig, built: BuiltImage,
                  *, iso: bool = False, info: dict[str, Any] | None = None) -> int:
+    _publish_named(args, config, built, iso=iso, info=info)
+    return 0
+
+
+def _publish_named(args: argparse.Namespace, config: kubeconfig.ClientConfig, built: BuiltImage,
+                   *, iso: bool = False, info: dict[str, Any] | None = None) -> str:
+    """Publish ``built``, saying so; the image object's name (CliError when refused)."""
     try:
         name = asyncio.run(publish(config, built, namespace=args.namespace, iso=iso,
                                    info=info))
@@ -225,7 +244,7 @@ def _publish_cli(args: argparse.Namespace, config: kubeconfig.ClientConfig, buil
                        f"{e or type(e).__name__}") from None
     kind = "virtualmachineimage" if args.namespace else "clustervirtualmachineimage"
     print(f"{kind}/{name} ({built.display_name}) is ready")
-    return 0
+    return name
 
 
 async def publish(config: kubeconfig.ClientConfig, built: BuiltImage, *, namespace: str = "",
