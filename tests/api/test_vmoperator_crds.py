@@ -67,8 +67,10 @@ def admitted(kind: str, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str],
 def test_every_kind_valid_and_structural() -> None:
     assert set(BY_KIND) == {"VirtualMachine", "VirtualMachineClass", "VirtualMachineImage",
                             "ClusterVirtualMachineImage", "VirtualMachineService",
-                            "VirtualMachineSnapshot", "VirtualMachineReplicaSet"}
-    first_version = {"VirtualMachineSnapshot": 5, "VirtualMachineReplicaSet": 3}  # upstream's
+                            "VirtualMachineSnapshot", "VirtualMachineReplicaSet",
+                            "VirtualMachineWebConsoleRequest"}
+    first_version = {"VirtualMachineSnapshot": 5, "VirtualMachineReplicaSet": 3,  # upstream's
+                     "VirtualMachineWebConsoleRequest": 2}
     for kind, crd in BY_KIND.items():
         assert crdschema.check_crd(crd) == [], kind
         spec = crd["spec"]
@@ -87,7 +89,8 @@ def test_every_kind_valid_and_structural() -> None:
                      "VirtualMachineImage": ["vmi"], "ClusterVirtualMachineImage": ["cvmi"],
                      "VirtualMachineService": ["vmservice"],
                      "VirtualMachineSnapshot": ["vmsnapshot"],
-                     "VirtualMachineReplicaSet": ["vmrs", "vmreplicaset"]}
+                     "VirtualMachineReplicaSet": ["vmrs", "vmreplicaset"],
+                     "VirtualMachineWebConsoleRequest": ["vmwebconsole"]}
     assert BY_KIND["ClusterVirtualMachineImage"]["spec"]["scope"] == "Cluster"
 
 

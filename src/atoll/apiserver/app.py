@@ -25,6 +25,7 @@ from atoll.apiserver import (authn, authz, bootstrap_policy, builtin_crds, certi
                              routing, runtimebootstrap, serviceaccounts, servicebootstrap,
                              storagebootstrap)
 from atoll.apiserver.admission import Admission
+from atoll.apiserver.consoletickets import TicketRedeemer
 from atoll.apiserver.admission.defaultstorageclass import DefaultStorageClass
 from atoll.apiserver.admission.escalation import EscalationCheck
 from atoll.apiserver.admission.limitranger import LimitRanger
@@ -243,7 +244,8 @@ class ApiServer:
         app = web.Application(
             middlewares=[error_middleware, self.metrics.middleware,
                          authn.middleware(tokens, anonymous=self.settings.anonymous,
-                                          extra_authenticators=[issuer.authenticate]),
+                                          extra_authenticators=[issuer.authenticate],
+                                          ticket_redeemer=TicketRedeemer(self.svc).redeem),
                          self.audit.middleware(), authz.middleware(self.authorizer)],
             client_max_size=http.MAX_BODY_BYTES + 1024)
         app["reviewer"] = authz.Reviewer(self.authorizer)

@@ -129,7 +129,10 @@ def with_authenticated(user: UserInfo) -> UserInfo:
 
 
 def middleware(tokens: TokenFile, *, anonymous: bool = False,
-               extra_authenticators: list[Callable[[str], Awaitable[UserInfo | None]]] | None = None):
+               extra_authenticators: list[Callable[[str], Awaitable[UserInfo | None]]] | None = None,
+               ticket_redeemer: Callable[[str, str], Awaitable[UserInfo | None]] | None = None):
+    """``ticket_redeemer`` (ticket, path) authenticates a request that carries ``?ticket=``
+    and no other credential (a VM console opened by a VirtualMachineWebConsoleRequest)."""
     authenticators = list(extra_authenticators or [])
 
     @web.middleware
@@ -159,6 +162,12 @@ def middleware(tokens: TokenFile, *, anonymous: bool = False,
             transport = request.transport
             cert = transport.get_extra_info("peercert") if transport is not None else None
             user = user_from_peercert(cert)
+            ticket = request.query.get("ticket", "")
+            if user is None and ticket and ticket_redeemer is not None:
+                user = await ticket_redeemer(ticket, request.path)
+                if user is None:
+                    raise errors.Unauthorized("Unauthorized: the console ticket is unknown, "
+                                              "used or expired")
         if user is None:
             if anonymous or public_path(request.path):
                 user = ANONYMOUS

@@ -5,12 +5,19 @@ identity for the server parts that look their objects up (admission, node author
 
 from __future__ import annotations
 
-from atoll.api import errors
+import json
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from atoll.api import errors, validation
 from atoll.api.labelselector import label_selector_from_dict
 from atoll.api.resources.base import Kind
 from atoll.api.resourcetype import ResourceType
 from atoll.api.strategy import Strategy
 from atoll.api.timestamps import rfc3339
+from atoll.api.vmoperator import webconsole
 from atoll.api.vmoperator.names import GROUP, VERSION
 
 #: where the CRD-served kinds' objects are stored (the keys depend only on group and plural)
@@ -23,6 +30,8 @@ CLUSTERVIRTUALMACHINEIMAGES = ResourceType(GROUP, VERSION, "ClusterVirtualMachin
                                            "clustervirtualmachineimages", False)
 VIRTUALMACHINEREPLICASETS = ResourceType(GROUP, VERSION, "VirtualMachineReplicaSet",
                                          "virtualmachinereplicasets", True)
+VIRTUALMACHINEWEBCONSOLEREQUESTS = ResourceType(GROUP, VERSION, webconsole.KIND,
+                                                webconsole.PLURAL, True)
 
 
 class VirtualMachineStrategy(Strategy):
@@ -83,3 +92,59 @@ class VirtualMachineReplicaSetStrategy(Strategy):
 
 VIRTUALMACHINEREPLICASET = Kind(None, VirtualMachineReplicaSetStrategy(),
                                 key=VIRTUALMACHINEREPLICASETS.kind_key)
+
+
+class WebConsoleRequestStrategy(Strategy):
+    """Who asked is recorded by the server on create and never changes (the ticket acts as
+    that user); the request's spec never changes either; the key must be an RSA key the
+    ticket can be encrypted to (RSA-OAEP with SHA-512 needs 2048 bits for a ticket)."""
+
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        meta = obj.setdefault("metadata", {})
+        annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) \
+            else {}
+        annotations.pop(webconsole.REQUESTED_BY, None)
+        user = opts.user_info
+        if user is not None:
+            annotations[webconsole.REQUESTED_BY] = json.dumps(
+                {"name": user.name, "uid": user.uid, "groups": list(user.groups)},
+                separators=(",", ":"))
+        meta["annotations"] = annotations or None
+        if meta["annotations"] is None:
+            del meta["annotations"]
+        obj.pop("status", None)
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        new["spec"] = old.get("spec")
+        was = ((old.get("metadata") or {}).get("annotations") or {}).get(webconsole.REQUESTED_BY)
+        meta = new.setdefault("metadata", {})
+        annotations = dict(meta.get("annotations") or {})
+        annotations.pop(webconsole.REQUESTED_BY, None)
+        if was is not None:
+            annotations[webconsole.REQUESTED_BY] = was
+        meta["annotations"] = annotations or None
+        if meta["annotations"] is None:
+            del meta["annotations"]
+
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        causes = [errors.invalid_value("spec.name", spec.get("name"), m)
+                  for m in validation.is_dns1123_subdomain(str(spec.get("name") or ""))]
+        key = spec.get("publicKey")
+        try:
+            loaded = serialization.load_pem_public_key(str(key or "").encode())
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            causes.append(errors.invalid_value("spec.publicKey", "(the key)",
+                                               "must be a PEM-encoded RSA public key"))
+        else:
+            if not isinstance(loaded, rsa.RSAPublicKey):
+                causes.append(errors.invalid_value("spec.publicKey", "(the key)",
+                                                   "must be an RSA key (RSA-OAEP)"))
+            elif loaded.key_size < 2048:
+                causes.append(errors.invalid_value(
+                    "spec.publicKey", f"{loaded.key_size} bits", "must be 2048 bits or more"))
+        return causes
+
+
+WEBCONSOLEREQUEST = Kind(None, WebConsoleRequestStrategy(),
+                         key=VIRTUALMACHINEWEBCONSOLEREQUESTS.kind_key)

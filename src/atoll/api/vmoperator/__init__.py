@@ -17,7 +17,8 @@ import yaml
 #: one manifest per kind, in the order the server installs them
 CRD_FILES = ("virtualmachines.yaml", "virtualmachineclasses.yaml", "virtualmachineimages.yaml",
              "clustervirtualmachineimages.yaml", "virtualmachineservices.yaml",
-             "virtualmachinesnapshots.yaml", "virtualmachinereplicasets.yaml")
+             "virtualmachinesnapshots.yaml", "virtualmachinereplicasets.yaml",
+             "virtualmachinewebconsolerequests.yaml")
 
 
 @functools.cache
