@@ -68,9 +68,9 @@ def test_every_kind_valid_and_structural() -> None:
     assert set(BY_KIND) == {"VirtualMachine", "VirtualMachineClass", "VirtualMachineImage",
                             "ClusterVirtualMachineImage", "VirtualMachineService",
                             "VirtualMachineSnapshot", "VirtualMachineReplicaSet",
-                            "VirtualMachineWebConsoleRequest"}
+                            "VirtualMachineWebConsoleRequest", "VirtualMachineGroup"}
     first_version = {"VirtualMachineSnapshot": 5, "VirtualMachineReplicaSet": 3,  # upstream's
-                     "VirtualMachineWebConsoleRequest": 2}
+                     "VirtualMachineWebConsoleRequest": 2, "VirtualMachineGroup": 3}
     for kind, crd in BY_KIND.items():
         assert crdschema.check_crd(crd) == [], kind
         spec = crd["spec"]
@@ -90,7 +90,8 @@ def test_every_kind_valid_and_structural() -> None:
                      "VirtualMachineService": ["vmservice"],
                      "VirtualMachineSnapshot": ["vmsnapshot"],
                      "VirtualMachineReplicaSet": ["vmrs", "vmreplicaset"],
-                     "VirtualMachineWebConsoleRequest": ["vmwebconsole"]}
+                     "VirtualMachineWebConsoleRequest": ["vmwebconsole"],
+                     "VirtualMachineGroup": ["vmg"]}
     assert BY_KIND["ClusterVirtualMachineImage"]["spec"]["scope"] == "Cluster"
 
 

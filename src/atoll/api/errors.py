@@ -222,6 +222,10 @@ def invalid_value(field: str, value: Any, detail: str) -> Cause:
     return Cause("FieldValueInvalid", f"Invalid value: {_quote(value)}: {detail}", field)
 
 
+def duplicate(field: str, value: Any) -> Cause:
+    return Cause("FieldValueDuplicate", f"Duplicate value: {_quote(value)}", field)
+
+
 def not_supported(field: str, value: Any, allowed: list[str]) -> Cause:
     choices = ", ".join(f'"{a}"' for a in allowed)
     return Cause("FieldValueNotSupported",

@@ -45,3 +45,28 @@ def parse_rfc3339(value: Any) -> float | None:
     offset = 0 if zone in ("Z", "z") else (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60) * (
         1 if zone[0] == "+" else -1)
     return base + frac - offset
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go ``time.Duration`` string, as ``metav1.Duration`` carries one:
+    ``300ms``, ``1.5h``, ``2h45m``, ``0`` (ValueError for anything else)."""
+    s = str(text).strip()
+    sign = -1.0 if s.startswith("-") else 1.0
+    s = s.lstrip("+-")
+    if s == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if m is None:
+            raise ValueError(f"not a duration: {text!r} (say 500ms, 10s or 1m30s)")
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not s:
+        raise ValueError(f"not a duration: {text!r} (say 500ms, 10s or 1m30s)")
+    return sign * total

@@ -47,6 +47,7 @@ from atoll.controllers.vmoperator.drs import DRSController
 from atoll.controllers.vmoperator.evacuation import EvacuationController
 from atoll.controllers.vmoperator.migration import MigrationController
 from atoll.controllers.vmoperator.replicaset import VirtualMachineReplicaSetController
+from atoll.controllers.vmoperator.vmgroup import VirtualMachineGroupController
 from atoll.controllers.vmoperator.webconsole import WebConsoleRequestController
 from atoll.controllers.vmoperator.virtualmachine import VirtualMachineController
 from atoll.controllers.vmoperator.vmservice import VirtualMachineServiceController
@@ -101,6 +102,7 @@ class ControllerManager:
             self._make(VirtualMachineSnapshotController),
             self._make(VirtualMachineReplicaSetController),
             self._make(WebConsoleRequestController),
+            self._make(VirtualMachineGroupController),
             self._make(ResourceQuotaController),
             self._make(ClusterRoleAggregationController),
             self._make(CSRCleaner),

@@ -53,7 +53,7 @@ SERVED: tuple[Kind, ...] = (
 
 #: kinds that add rules or printing without a built-in resource type of their own
 EXTRA: tuple[Kind, ...] = (vmoperator.VIRTUALMACHINE, vmoperator.VIRTUALMACHINEREPLICASET,
-                           vmoperator.WEBCONSOLEREQUEST,
+                           vmoperator.WEBCONSOLEREQUEST, vmoperator.VIRTUALMACHINEGROUP,
                            snapshots.VOLUMESNAPSHOT,
                            snapshots.VOLUMESNAPSHOTCONTENT, snapshots.VOLUMESNAPSHOTCLASS)
 

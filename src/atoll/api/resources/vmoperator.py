@@ -16,7 +16,7 @@ from atoll.api.labelselector import label_selector_from_dict
 from atoll.api.resources.base import Kind
 from atoll.api.resourcetype import ResourceType
 from atoll.api.strategy import Strategy
-from atoll.api.timestamps import rfc3339
+from atoll.api.timestamps import parse_go_duration, rfc3339
 from atoll.api.vmoperator import webconsole
 from atoll.api.vmoperator.names import GROUP, VERSION
 
@@ -30,6 +30,8 @@ CLUSTERVIRTUALMACHINEIMAGES = ResourceType(GROUP, VERSION, "ClusterVirtualMachin
                                            "clustervirtualmachineimages", False)
 VIRTUALMACHINEREPLICASETS = ResourceType(GROUP, VERSION, "VirtualMachineReplicaSet",
                                          "virtualmachinereplicasets", True)
+VIRTUALMACHINEGROUPS = ResourceType(GROUP, VERSION, "VirtualMachineGroup",
+                                    "virtualmachinegroups", True)
 VIRTUALMACHINEWEBCONSOLEREQUESTS = ResourceType(GROUP, VERSION, webconsole.KIND,
                                                 webconsole.PLURAL, True)
 
@@ -148,3 +150,73 @@ class WebConsoleRequestStrategy(Strategy):
 
 WEBCONSOLEREQUEST = Kind(None, WebConsoleRequestStrategy(),
                          key=VIRTUALMACHINEWEBCONSOLEREQUESTS.kind_key)
+
+
+def _force_sync_now(spec: dict, before: str) -> errors.Cause | None:
+    """``nextForcePowerStateSyncTime: now`` becomes this request's time, as upstream's
+    mutating webhook does; another new value is refused."""
+    wanted = spec.get("nextForcePowerStateSyncTime") or ""
+    if isinstance(wanted, str) and wanted.lower() == "now":
+        spec["nextForcePowerStateSyncTime"] = rfc3339(digits=6)
+    elif wanted not in ("", before):
+        return errors.invalid_value("spec.nextForcePowerStateSyncTime", wanted,
+                                    'must be "now" (or left unchanged)')
+    return None
+
+
+class VirtualMachineGroupStrategy(Strategy):
+    """vm-operator's webhook rules for groups: delays are durations, a member is named once
+    and is not the group itself, a power state once set is never emptied again, and
+    ``nextForcePowerStateSyncTime`` takes only "now"."""
+
+    def prepare_create(self, svc, rt, obj, opts):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec")
+        if isinstance(spec, dict) and (cause := _force_sync_now(spec, "")) is not None:
+            raise errors.invalid(rt.kind, obj["metadata"].get("name", ""), [cause], rt.group)
+
+    def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
+        spec = new.get("spec")
+        if subresource or not isinstance(spec, dict):
+            return
+        before = (old.get("spec") or {}).get("nextForcePowerStateSyncTime") or ""
+        if (cause := _force_sync_now(spec, before)) is not None:
+            raise errors.invalid(rt.kind, new["metadata"].get("name", ""), [cause], rt.group)
+
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        name = obj["metadata"].get("name", "")
+        causes = []
+        seen: set[tuple[str, str]] = set()
+        for i, entry in enumerate(spec.get("bootOrder") or []):
+            entry = entry if isinstance(entry, dict) else {}
+            delay = entry.get("powerOnDelay")
+            if delay not in (None, ""):
+                try:
+                    if parse_go_duration(str(delay)) < 0:
+                        raise ValueError("negative")
+                except ValueError:
+                    causes.append(errors.invalid_value(f"spec.bootOrder[{i}].powerOnDelay",
+                                                       delay, "must be a duration such as 10s"))
+            for j, member in enumerate(entry.get("members") or []):
+                member = member if isinstance(member, dict) else {}
+                key = (str(member.get("kind") or "VirtualMachine"), str(member.get("name")))
+                where = f"spec.bootOrder[{i}].members[{j}]"
+                if key == ("VirtualMachineGroup", name) or key[1] == spec.get("groupName") and \
+                        key[0] == "VirtualMachineGroup":
+                    causes.append(errors.invalid_value(where, key[1],
+                                                       "a group cannot contain itself or its "
+                                                       "own group"))
+                elif key in seen:
+                    causes.append(errors.duplicate(where, key[1]))
+                seen.add(key)
+        return causes
+
+    def validate_transition(self, rt, old, new):  # type: ignore[no-untyped-def]
+        if (old.get("spec") or {}).get("powerState") and \
+                not (new.get("spec") or {}).get("powerState"):
+            return [errors.required("spec.powerState")]  # once set, never empty again
+        return []
+
+
+VIRTUALMACHINEGROUP = Kind(None, VirtualMachineGroupStrategy(),
+                           key=VIRTUALMACHINEGROUPS.kind_key)

@@ -18,7 +18,7 @@ import yaml
 CRD_FILES = ("virtualmachines.yaml", "virtualmachineclasses.yaml", "virtualmachineimages.yaml",
              "clustervirtualmachineimages.yaml", "virtualmachineservices.yaml",
              "virtualmachinesnapshots.yaml", "virtualmachinereplicasets.yaml",
-             "virtualmachinewebconsolerequests.yaml")
+             "virtualmachinewebconsolerequests.yaml", "virtualmachinegroups.yaml")
 
 
 @functools.cache
