@@ -1,8 +1,9 @@
-"""Memory snapshots of a 256 MiB guest: Atoll's VirtualMachineSnapshot beside bare QEMU.
+"""Memory snapshots of 256 MiB, 1 GiB and 4 GiB guests: Atoll's VirtualMachineSnapshot beside
+bare QEMU.
 
-    .venv/bin/python bench/vmsnapshots.py [--rounds 5]
+    .venv/bin/python bench/vmsnapshots.py [--rounds 5] [--memory 256,1024,4096]
 
-The baseline is bare `qemu-system-x86_64` running the tiny image (1 vCPU, 256 MiB, a blank
+The baseline is bare `qemu-system-x86_64` running the tiny image (1 vCPU, the size, a blank
 64M qcow2 disk) driven over QMP: `snapshot-save` and `snapshot-load` jobs, started → concluded.
 Atoll's side runs `atoll up` on a scratch data dir, a VM of the same size from the tiny image
 with the same disk (`atoll image build tiny --disk 64M`), and times, through the API:
@@ -63,12 +64,13 @@ async def job(qmp: QMPClient, command: str, args: dict) -> float:
     return took
 
 
-async def bare(work: Path, kernel: Path, initrd: Path, rounds: int) -> tuple[list[float], ...]:
-    disk, log, sock = work / "bare.qcow2", work / "bare.log", work / "bare.qmp"
+async def bare(work: Path, kernel: Path, initrd: Path, rounds: int, mib: int
+               ) -> tuple[list[float], ...]:
+    disk, log, sock = (work / f"bare-{mib}.{ext}" for ext in ("qcow2", "log", "qmp"))
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
     proc = subprocess.Popen(
         ["qemu-system-x86_64", "-machine", "microvm,accel=tcg,acpi=on", "-cpu", "max",
-         "-smp", "1", "-m", "256M", "-nodefaults", "-no-user-config", "-nographic",
+         "-smp", "1", "-m", f"{mib}M", "-nodefaults", "-no-user-config", "-nographic",
          "-serial", f"file:{log}", "-kernel", str(kernel), "-initrd", str(initrd),
          "-append", f"console=ttyS0 panic=-1 quiet {accel.tcg_kernel_args()}",
          "-drive", f"id=disk0,file={disk},format=qcow2,if=none,node-name=boot",
@@ -112,58 +114,80 @@ def condition(obj: dict, type_: str) -> dict:
                  if c.get("type") == type_), {})
 
 
-async def atoll(data: Path, image: str, rounds: int) -> tuple[list[float], list[float]]:
+async def atoll(data: Path, image: str, rounds: int, sizes: list[int]
+                ) -> dict[int, tuple[list[float], list[float]]]:
     client = ApiClient(kubeconfig.load(data / "admin.kubeconfig"), user_agent="bench-snap")
     ns = "bench-snap"
+    out: dict[int, tuple[list[float], list[float]]] = {}
     try:
         await client.create("/api/v1/namespaces", {"metadata": {"name": ns}})
-        await client.create(f"/apis/{n.GROUP}/{n.VERSION}/namespaces/{ns}/virtualmachineclasses",
-                            {"metadata": {"name": "snap-256"},
-                             "spec": {"hardware": {"cpus": 1, "memory": "256Mi"}}})
-        await client.create(n.vm_path(ns), {
-            "apiVersion": n.API_VERSION, "kind": "VirtualMachine", "metadata": {"name": "g"},
-            "spec": {"className": "snap-256", "imageName": image, "powerState": "PoweredOn"}})
-
-        async def ready() -> bool:
-            async with client.session.get(f"{n.vm_path(ns, 'g')}/console") as resp:
-                return READY in await resp.read()
-        await wait_for(ready)
-        saves, loads = [], []
-        for i in range(rounds):
-            name = f"snap-{i}"
-            started = time.monotonic()
-            await client.create(s.path(ns), {"apiVersion": s.API_VERSION, "kind": s.KIND,
-                                             "metadata": {"name": name},
-                                             "spec": {"vmName": "g", "memory": True}})
-
-            async def taken() -> bool:
-                return condition(await client.get(s.path(ns, name)), s.READY).get(
-                    "status") == "True"
-            await wait_for(taken)
-            saves.append(time.monotonic() - started)
-            started = time.monotonic()
-            await client.patch(s.vm_path(ns, "g"), {"spec": {"currentSnapshotName": name}})
-
-            async def reverted() -> bool:
-                vm = await client.get(s.vm_path(ns, "g"))
-                return not vm["spec"].get("currentSnapshotName") and \
-                    condition(vm, s.REVERT_SUCCEEDED).get("status") == "True"
-            await wait_for(reverted)
-            loads.append(time.monotonic() - started)
-            await client.delete(s.path(ns, name))
-        return saves, loads
+        for mib in sizes:
+            out[mib] = await _atoll_size(client, ns, image, rounds, mib)
+        return out
     finally:
         await client.close()
+
+
+async def _atoll_size(client: ApiClient, ns: str, image: str, rounds: int, mib: int
+                      ) -> tuple[list[float], list[float]]:
+    vm = f"g-{mib}"
+    await client.create(f"/apis/{n.GROUP}/{n.VERSION}/namespaces/{ns}/virtualmachineclasses",
+                        {"metadata": {"name": f"snap-{mib}"},
+                         "spec": {"hardware": {"cpus": 1, "memory": f"{mib}Mi"}}})
+    await client.create(n.vm_path(ns), {
+        "apiVersion": n.API_VERSION, "kind": "VirtualMachine", "metadata": {"name": vm},
+        "spec": {"className": f"snap-{mib}", "imageName": image, "powerState": "PoweredOn"}})
+
+    async def ready() -> bool:
+        async with client.session.get(f"{n.vm_path(ns, vm)}/console") as resp:
+            return READY in await resp.read()
+    await wait_for(ready)
+    saves, loads = [], []
+    for i in range(rounds):
+        name = f"snap-{mib}-{i}"
+        started = time.monotonic()
+        await client.create(s.path(ns), {"apiVersion": s.API_VERSION, "kind": s.KIND,
+                                         "metadata": {"name": name},
+                                         "spec": {"vmName": vm, "memory": True}})
+
+        async def taken() -> bool:
+            return condition(await client.get(s.path(ns, name)), s.READY).get(
+                "status") == "True"
+        await wait_for(taken)
+        saves.append(time.monotonic() - started)
+        started = time.monotonic()
+        await client.patch(s.vm_path(ns, vm), {"spec": {"currentSnapshotName": name}})
+
+        async def reverted() -> bool:
+            got = await client.get(s.vm_path(ns, vm))
+            return not got["spec"].get("currentSnapshotName") and \
+                condition(got, s.REVERT_SUCCEEDED).get("status") == "True"
+        await wait_for(reverted)
+        loads.append(time.monotonic() - started)
+        await client.delete(s.path(ns, name))
+    await client.delete(n.vm_path(ns, vm))
+
+    async def gone() -> bool:
+        try:
+            await client.get(n.vm_path(ns, vm))
+        except Exception:  # noqa: BLE001 (NotFound: the QEMU is gone with it)
+            return True
+        return False
+    await wait_for(gone)
+    return saves, loads
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--memory", default="256,1024,4096", help="guest sizes in MiB")
     args = ap.parse_args()
+    sizes = [int(x) for x in args.memory.split(",") if x.strip()]
     work = Path(tempfile.mkdtemp(prefix="atoll-bench-snap-"))
     built = build_tiny(Path.home() / ".cache" / "atoll")
     assert built.kernel and built.initrd
-    bare_save, bare_load = asyncio.run(bare(work, built.kernel, built.initrd, args.rounds))
+    baseline = {mib: asyncio.run(bare(work, built.kernel, built.initrd, args.rounds, mib))
+                for mib in sizes}
     with platform(work, NODE, BRIDGE, "10.227.0.0/16") as (data, _port):
         kc = str(data / "admin.kubeconfig")
         subprocess.run([sys.executable, "-m", "atoll.cli.main", "image", "build", "tiny",
@@ -173,13 +197,19 @@ def main() -> None:
                              check=True, capture_output=True, text=True).stdout
         image = next(i["metadata"]["name"] for i in json.loads(out)["items"]
                      if (i.get("status") or {}).get("name") == "tiny-snap")
-        saves, loads = asyncio.run(atoll(data, image, args.rounds))
-    print(f"{'256 MiB guest, TCG':44} {'p50 ms':>8} {'max ms':>8}")
-    for label, samples in (("bare QEMU snapshot-save job", bare_save),
-                           ("bare QEMU snapshot-load job", bare_load),
-                           ("atoll: create snapshot → Ready", saves),
-                           ("atoll: currentSnapshotName → reverted", loads)):
-        print(f"{label:44} {ms(samples)}")
+        measured = asyncio.run(atoll(data, image, args.rounds, sizes))
+    print(f"{'memory snapshots, TCG (' + str(args.rounds) + ' rounds)':52} {'p50 ms':>8} "
+          f"{'max ms':>8}")
+    for mib in sizes:
+        (bare_save, bare_load), (saves, loads) = baseline[mib], measured[mib]
+        for label, samples in ((f"{mib} MiB: bare QEMU snapshot-save job", bare_save),
+                               (f"{mib} MiB: atoll create snapshot → Ready", saves),
+                               (f"{mib} MiB: bare QEMU snapshot-load job", bare_load),
+                               (f"{mib} MiB: atoll currentSnapshotName → reverted", loads)):
+            print(f"{label:52} {ms(samples)}")
+        save = statistics.median(saves) / statistics.median(bare_save)
+        load = statistics.median(loads) / statistics.median(bare_load)
+        print(f"{mib} MiB: atoll / bare (p50): save {save:.2f}x, load {load:.2f}x")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -121,18 +121,24 @@ def set_vm_status(platform: Platform, ns: str, name: str, ip: str, ready: bool) 
 
 
 # -- discovery, schema, printing ------------------------------------------------------------------
-def test_api_resources_list_the_six_kinds(platform: Platform) -> None:
+def test_api_resources_list_every_kind(platform: Platform) -> None:
     out = platform.kubectl("api-resources", f"--api-group={GROUP}", "--no-headers").stdout
     rows = {line.split()[-1]: line.split() for line in out.splitlines() if line.strip()}
     assert set(rows) == {"VirtualMachine", "VirtualMachineClass", "VirtualMachineImage",
                          "ClusterVirtualMachineImage", "VirtualMachineService",
-                         "VirtualMachineSnapshot"}
+                         "VirtualMachineSnapshot", "VirtualMachineReplicaSet",
+                         "VirtualMachineWebConsoleRequest", "VirtualMachineGroup"}
     expected = {"VirtualMachine": ("virtualmachines", "vm", "true"),
                 "VirtualMachineClass": ("virtualmachineclasses", "vmclass", "true"),
                 "VirtualMachineImage": ("virtualmachineimages", "vmi", "true"),
                 "ClusterVirtualMachineImage": ("clustervirtualmachineimages", "cvmi", "false"),
                 "VirtualMachineService": ("virtualmachineservices", "vmservice", "true"),
-                "VirtualMachineSnapshot": ("virtualmachinesnapshots", "vmsnapshot", "true")}
+                "VirtualMachineSnapshot": ("virtualmachinesnapshots", "vmsnapshot", "true"),
+                "VirtualMachineReplicaSet": ("virtualmachinereplicasets", "vmrs,vmreplicaset",
+                                             "true"),
+                "VirtualMachineWebConsoleRequest": ("virtualmachinewebconsolerequests",
+                                                    "vmwebconsole", "true"),
+                "VirtualMachineGroup": ("virtualmachinegroups", "vmg", "true")}
     for kind, (plural, short, namespaced) in expected.items():
         name, shortnames, apiversion, ns_col = rows[kind][:4]
         # v1alpha6 is preferred, as upstream (v1alpha1-v1alpha5 are served too)
