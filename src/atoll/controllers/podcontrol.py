@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +113,48 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": owner["apiVersion"], "kind": owner["kind"],
             "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
             "controller": True, "blockOwnerDeletion": True}
+
+
+def pod_path(pod: dict[str, Any]) -> str:
+    meta = pod["metadata"]
+    return f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+
+
+async def claim(client: ApiClient, informer: Informer, owner: dict[str, Any], selector: Any,
+                path_of: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
+    """The objects ``owner`` controls (pods of a ReplicaSet, VMs of a VM replica set), as
+    upstream's ControllerRefManager: owned ones that stop matching ``selector`` are released,
+    matching orphans (``ORPHANS`` index) adopted; ``path_of`` is an object's API path."""
+    out = []
+    for obj in controlled_by(informer, owner):
+        if selector.matches(obj["metadata"].get("labels")):
+            out.append(obj)
+        elif not obj["metadata"].get("deletionTimestamp"):
+            await set_controller(client, obj, None, path_of(obj))
+    if owner["metadata"].get("deletionTimestamp"):
+        return out
+    for obj in informer.by_index(ORPHANS, owner["metadata"]["namespace"]):
+        if selector.matches(obj["metadata"].get("labels")) and \
+                not obj["metadata"].get("deletionTimestamp") and \
+                await set_controller(client, obj, owner, path_of(obj)):
+            out.append(obj)
+    return out
+
+
+async def set_controller(client: ApiClient, obj: dict[str, Any], owner: dict[str, Any] | None,
+                         path: str) -> bool:
+    """Make ``owner`` the object's controller (None: release it), at the object's
+    resourceVersion so a concurrent adopter loses; whether it took."""
+    meta = obj["metadata"]
+    refs = [r for r in meta.get("ownerReferences") or [] if not r.get("controller")]
+    if owner is not None:
+        refs.append(owner_reference(owner))
+    try:
+        await client.patch(path, {"metadata": {"ownerReferences": refs or None,
+                                               "resourceVersion": meta["resourceVersion"]}})
+        return True
+    except (errors.NotFound, errors.Conflict):
+        return False
 
 
 def pod_from_template(owner: dict[str, Any], template: dict[str, Any], *,

@@ -67,7 +67,7 @@ class ReplicaSetController(Controller):
             selector = self.selector_of(rs)
         except errors.ApiError:
             return DONE  # the API server validates selectors; nothing sane to do here
-        pods = await self._claim(rs, selector)
+        pods = await podcontrol.claim(self.client, self.pods, rs, selector, podcontrol.pod_path)
         active = [p for p in pods if podcontrol.is_active(p)]
         wanted = int((rs.get("spec") or {}).get("replicas", 1) or 0)
         if not rs["metadata"].get("deletionTimestamp") and self.expectations.satisfied(key):
@@ -82,37 +82,6 @@ class ReplicaSetController(Controller):
                     self.events.record(rs, NORMAL, "SuccessfulDelete",
                                        f"Deleted pod: {p['metadata']['name']}")
         return await self._update_status(rs, active)
-
-    async def _claim(self, rs: dict[str, Any], selector: selectors.LabelSelector
-                     ) -> list[dict[str, Any]]:
-        """Pods this ReplicaSet controls, adopting matching orphans and releasing strays."""
-        out = []
-        for pod in podcontrol.controlled_by(self.pods, rs):
-            if selector.matches(pod["metadata"].get("labels")):
-                out.append(pod)
-            elif not pod["metadata"].get("deletionTimestamp"):
-                await self._set_owner(pod, None)
-        if rs["metadata"].get("deletionTimestamp"):
-            return out
-        for pod in self.pods.by_index(podcontrol.ORPHANS, rs["metadata"]["namespace"]):
-            if selector.matches(pod["metadata"].get("labels")) and \
-                    not pod["metadata"].get("deletionTimestamp") and \
-                    await self._set_owner(pod, rs):
-                out.append(pod)
-        return out
-
-    async def _set_owner(self, pod: dict[str, Any], rs: dict[str, Any] | None) -> bool:
-        meta = pod["metadata"]
-        refs = [r for r in meta.get("ownerReferences") or [] if not r.get("controller")]
-        if rs is not None:
-            refs.append(podcontrol.owner_reference(rs))
-        try:
-            await self.client.patch(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
-                                    {"metadata": {"ownerReferences": refs or None,
-                                                  "resourceVersion": meta["resourceVersion"]}})
-            return True
-        except (errors.NotFound, errors.Conflict):
-            return False
 
     async def _create(self, rs: dict[str, Any], key: str, count: int) -> None:
         count = min(count, BURST)

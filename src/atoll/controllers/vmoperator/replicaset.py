@@ -108,7 +108,8 @@ class VirtualMachineReplicaSetController(Controller):
             selector = selector_of(rs)
         except errors.ApiError:
             return DONE  # the API server refuses such selectors; an old object: leave it
-        vms = await self._claim(rs, selector)
+        vms = await podcontrol.claim(self.client, self.vms, rs, selector, lambda v: n.vm_path(
+            v["metadata"]["namespace"], v["metadata"]["name"]))
         active = [v for v in vms if not v["metadata"].get("deletionTimestamp")]
         wanted = int((rs.get("spec") or {}).get("replicas", 1) or 0)
         failure = None
@@ -121,37 +122,6 @@ class VirtualMachineReplicaSetController(Controller):
                 self.expectations.expect(key, dels={object_key(v) for v in doomed})
                 await asyncio.gather(*(self._delete(rs, v) for v in doomed))
         return await self._update_status(rs, active, selector, failure)
-
-    async def _claim(self, rs: dict[str, Any], selector: selectors.LabelSelector
-                     ) -> list[dict[str, Any]]:
-        """The VMs this set controls, adopting matching orphans and releasing strays."""
-        out = []
-        for vm in podcontrol.controlled_by(self.vms, rs):
-            if selector.matches(vm["metadata"].get("labels")):
-                out.append(vm)
-            elif not vm["metadata"].get("deletionTimestamp"):
-                await self._set_owner(vm, None)
-        if rs["metadata"].get("deletionTimestamp"):
-            return out
-        for vm in self.vms.by_index(podcontrol.ORPHANS, rs["metadata"]["namespace"]):
-            if selector.matches(vm["metadata"].get("labels")) and \
-                    not vm["metadata"].get("deletionTimestamp") and \
-                    await self._set_owner(vm, rs):
-                out.append(vm)
-        return out
-
-    async def _set_owner(self, vm: dict[str, Any], rs: dict[str, Any] | None) -> bool:
-        meta = vm["metadata"]
-        refs = [r for r in meta.get("ownerReferences") or [] if not r.get("controller")]
-        if rs is not None:
-            refs.append(podcontrol.owner_reference(rs))
-        try:
-            await self.client.patch(n.vm_path(meta["namespace"], meta["name"]),
-                                    {"metadata": {"ownerReferences": refs or None,
-                                                  "resourceVersion": meta["resourceVersion"]}})
-            return True
-        except (errors.NotFound, errors.Conflict):
-            return False
 
     async def _create(self, rs: dict[str, Any], key: str, count: int) -> str | None:
         """Ask for ``count`` replicas; the first error's message if some could not be made."""
