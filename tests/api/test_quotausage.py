@@ -84,3 +84,18 @@ def test_pod_security_levels() -> None:
           "containers": [{"name": "c", "securityContext": {
               "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}
     assert podsecurity.restricted(ok) == []
+
+
+def test_vm_snapshots_count_what_they_may_take() -> None:
+    from atoll.api.quotausage import VM_GROUP, kinds_for, usage
+
+    snap = {"metadata": {"name": "s"}, "status": {"storage": {"requested": [
+        {"storageClass": "fast", "total": "2Gi"}, {"storageClass": "", "total": "64Mi"}]}}}
+    counted = usage(VM_GROUP, "virtualmachinesnapshots", snap)
+    assert counted["requests.storage"] == (2 << 30) + (64 << 20)
+    assert counted["fast.storageclass.storage.k8s.io/requests.storage"] == 2 << 30
+    assert counted["count/virtualmachinesnapshots.vmoperator.vmware.com"] == 1
+    assert (VM_GROUP, "virtualmachinesnapshots") in kinds_for("requests.storage")
+    assert usage(VM_GROUP, "virtualmachinesnapshots", {"metadata": {}, "status": {
+        "storage": {"requested": "nonsense"}}})["count/virtualmachinesnapshots.vmoperator"
+                                                 ".vmware.com"] == 1

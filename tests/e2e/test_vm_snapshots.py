@@ -102,6 +102,9 @@ def test_memory_snapshot_and_revert_resume_the_guest_where_it_was(
     assert snap["status"]["powerState"] == "PoweredOn"
     assert snap["status"]["uniqueID"].startswith("atoll-")
     assert int(snap["status"]["storage"]["used"]) > 1 << 20  # the guest's RAM went in
+    # what quota charged: the disk's capacity and the class's memory (best-effort-xsmall)
+    assert snap["status"]["storage"]["requested"] == [
+        {"storageClass": "", "total": str((64 << 20) + (2 << 30))}]
     labels = snap["metadata"]["labels"]
     assert labels[f"snapshot.{GROUP}/vm-name"] == "mem"
     assert [o["kind"] for o in snap["metadata"]["ownerReferences"]] == ["VirtualMachine"]
@@ -213,3 +216,41 @@ def test_bad_snapshot_manifests_are_refused_with_the_field(platform: Platform,
     assert ref.stdout == "nobody"
     platform.kubectl("delete", SNAP6, "bad", "-n", namespace, "--wait=true", timeout=60)
     assert not get(platform, SNAP6, namespace, "bad")
+
+
+def test_snapshots_count_against_the_storage_quota(platform: Platform, namespace: str,
+                                                   disk_image: str) -> None:
+    """What a snapshot may take (its disk's capacity, plus memory for a running VM's) is the
+    server's figure, charged on create: a snapshot over the quota is refused."""
+    platform.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": "snaps", "namespace": namespace},
+        "spec": {"hard": {"requests.storage": "100Mi"}}}))
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(namespace, "q", disk_image,
+                                                       power="PoweredOff"))
+
+    def snap(name: str, **status: Any) -> subprocess.CompletedProcess:
+        return platform.kubectl("create", "-f", "-", check=False, input=json.dumps({
+            "apiVersion": f"{GROUP}/v1alpha6", "kind": "VirtualMachineSnapshot",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"vmName": "q", "memory": True}, **({"status": status} if status else {})}))
+
+    # a client's own figure is replaced by the server's (64Mi: the image's disk)
+    wait_until("the quota counted", lambda: (get(platform, "resourcequota", namespace, "snaps")
+                                             .get("status") or {}).get("hard"), timeout=30)
+    assert snap("q-1", storage={"requested": [{"storageClass": "", "total": "0"}]}).returncode \
+        == 0
+    first = get(platform, SNAP6, namespace, "q-1")
+    assert first["status"]["storage"]["requested"] == [{"storageClass": "", "total": str(
+        64 << 20)}]
+    wait_until("64Mi used", lambda: (get(platform, "resourcequota", namespace, "snaps").get(
+        "status") or {}).get("used", {}).get("requests.storage") == "64Mi", timeout=30,
+        interval=0.3)
+    refused = snap("q-2")
+    assert refused.returncode != 0 and "exceeded quota" in refused.stderr, refused.stderr
+    # deleting the first gives its storage back
+    platform.kubectl("delete", SNAP6, "q-1", "-n", namespace, "--wait=true", timeout=60)
+    wait_until("nothing used", lambda: (get(platform, "resourcequota", namespace, "snaps").get(
+        "status") or {}).get("used", {}).get("requests.storage") == "0", timeout=30,
+        interval=0.3)
+    assert snap("q-2").returncode == 0

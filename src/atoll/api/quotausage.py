@@ -9,6 +9,7 @@ Resource names follow upstream: ``pods``, ``services``, ``configmaps`` ...;
 ``<class>.storageclass.storage.k8s.io/requests.storage``; ``count/<resource>[.<group>]``.
 VirtualMachines count as compute too: their class's size as limits and its
 reservation as requests, plus ``<class>.virtualmachineclass.vmoperator.vmware.com/virtualmachines``.
+VirtualMachineSnapshots count the storage they may take (``status.storage.requested``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,24 @@ def usage(group: str, plural: str, obj: dict[str, Any],
             out[f"{klass}{STORAGE_CLASS_INFIX}persistentvolumeclaims"] = Decimal(1)
     elif group == VM_GROUP and plural == "virtualmachines":
         out.update(vm_compute(obj, vm_class))
+    elif group == VM_GROUP and plural == "virtualmachinesnapshots":
+        out.update(snapshot_storage(obj))
+    return out
+
+
+def snapshot_storage(snap: dict[str, Any]) -> Usage:
+    """A VM snapshot's ``status.storage.requested`` (the server sets it on create)."""
+    out: Usage = {}
+    requested = ((snap.get("status") or {}).get("storage") or {}).get("requested")
+    for entry in requested if isinstance(requested, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        total = _q(entry.get("total"))
+        out["requests.storage"] = out.get("requests.storage", Decimal(0)) + total
+        klass = entry.get("storageClass")
+        if klass:
+            key = f"{klass}{STORAGE_CLASS_INFIX}requests.storage"
+            out[key] = out.get(key, Decimal(0)) + total
     return out
 
 
@@ -168,7 +187,7 @@ def kinds_for(key: str) -> list[tuple[str, str]]:
     if key.startswith("services."):
         return [("", "services")]
     if key == "requests.storage" or STORAGE_CLASS_INFIX in key:
-        return [("", "persistentvolumeclaims")]
+        return [("", "persistentvolumeclaims"), (VM_GROUP, "virtualmachinesnapshots")]
     if key.endswith(VM_CLASS_SUFFIX):
         return [(VM_GROUP, "virtualmachines")]
     return [("", "pods"), (VM_GROUP, "virtualmachines")]

@@ -32,12 +32,13 @@ RELEASING = (("", "v1", "pods"), ("", "v1", "services"), ("", "v1", "configmaps"
              ("", "v1", "resourcequotas"), ("apps", "v1", "deployments"),
              ("apps", "v1", "replicasets"), ("apps", "v1", "statefulsets"),
              ("apps", "v1", "daemonsets"), ("batch", "v1", "jobs"),
-             ("vmoperator.vmware.com", "v1alpha3", "virtualmachines"))
+             ("vmoperator.vmware.com", "v1alpha3", "virtualmachines"),
+             ("vmoperator.vmware.com", "v1alpha6", "virtualmachinesnapshots"))
 #: of those, the ones other controllers cache in full (the workload controllers, the root CA
 #: publisher, this controller's quotas): the same informers, so one watch per resource; the
 #: rest are metadata-only, as the garbage collector's
 FULL = {"pods", "configmaps", "resourcequotas", "deployments", "replicasets", "statefulsets",
-        "daemonsets", "jobs", "virtualmachines"}
+        "daemonsets", "jobs", "virtualmachines", "virtualmachinesnapshots"}
 
 
 class ResourceQuotaController(Controller):

@@ -54,6 +54,7 @@ SERVED: tuple[Kind, ...] = (
 #: kinds that add rules or printing without a built-in resource type of their own
 EXTRA: tuple[Kind, ...] = (vmoperator.VIRTUALMACHINE, vmoperator.VIRTUALMACHINEREPLICASET,
                            vmoperator.WEBCONSOLEREQUEST, vmoperator.VIRTUALMACHINEGROUP,
+                           vmoperator.VIRTUALMACHINESNAPSHOT,
                            snapshots.VOLUMESNAPSHOT,
                            snapshots.VOLUMESNAPSHOTCONTENT, snapshots.VOLUMESNAPSHOTCLASS)
 
