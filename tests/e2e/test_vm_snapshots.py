@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Platform, wait_until
+from tests.e2e.test_vms import tiny_image  # noqa: F401 (a fixture)
 from tests.e2e.test_vms import console_log, qemu_pid, vm_yaml, wait_console, wait_vm
 
 GROUP = "vmoperator.vmware.com"
@@ -254,3 +255,23 @@ def test_snapshots_count_against_the_storage_quota(platform: Platform, namespace
         "status") or {}).get("used", {}).get("requests.storage") == "0", timeout=30,
         interval=0.3)
     assert snap("q-2").returncode == 0
+
+
+def test_a_kernel_only_vm_keeps_its_memory_in_the_hidden_vmstate_disk(
+        platform: Platform, namespace: str, tiny_image: str) -> None:  # noqa: F811
+    """The plain tiny image has no qcow2 of its own: the VM's vmstate.qcow2 (a drive the
+    guest never sees) holds the snapshot, and the revert still puts the guest back."""
+    platform.kubectl("apply", "-f", "-", input=vm_yaml(namespace, "kern", tiny_image,
+                                                       runcmd=COUNTER))
+    wait_console(platform, namespace, "kern", "tick 3 ", timeout=180)
+    snapshot(platform, namespace, "kern-1", "kern", memory=True)
+    taken_by = last_tick(platform, namespace, "kern")
+    moved_on = wait_tick(platform, namespace, "kern", taken_by + 3)
+    vm = revert(platform, namespace, "kern", "kern-1")
+    seen = wait_until("the counter going back", lambda: (lambda t: t if any(
+        b[0] < a[0] and a[0] >= moved_on for a, b in zip(t, t[1:])) else None)(
+        ticks(console_log(platform, namespace, "kern"))), timeout=60, interval=0.5)
+    drop = next(i for i, (a, b) in enumerate(zip(seen, seen[1:])) if b[0] < a[0])
+    assert seen[drop + 1][0] <= taken_by + 1 and seen[drop + 1][1] == seen[drop][1]
+    assert (platform.data_dir / "agent" / "vms" / vm["metadata"]["uid"] / "vmstate.qcow2"
+            ).exists()

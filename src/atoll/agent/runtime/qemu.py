@@ -61,6 +61,9 @@ class LaunchConfig:
     cmdline: str = ""
     disks: list[Disk] = field(default_factory=list)
     nics: list[Nic] = field(default_factory=list)
+    #: a qcow2 the guest never sees, for memory snapshots' vmstate (a kernel-only VM has
+    #: no qcow2 of its own to hold it)
+    vmstate: Path | None = None
     binary: str = QEMU_BINARY
     #: start paused, waiting for a live migration's state (``migrate-incoming`` says from where)
     incoming: bool = False
@@ -101,6 +104,8 @@ def command_line(cfg: LaunchConfig, run: Path) -> list[str]:
         if i == 0 and not micro:
             device += ",bootindex=0"
         argv += ["-drive", opts, "-device", device]
+    if cfg.vmstate is not None:  # a drive with no device: QEMU's, not the guest's
+        argv += ["-drive", f"id=vmstate,file={cfg.vmstate},format=qcow2,if=none"]
     for i, nic in enumerate(cfg.nics):
         argv += ["-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
                  "-device", f"{net},netdev=net{i},mac={nic.mac}"]

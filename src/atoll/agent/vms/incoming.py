@@ -180,6 +180,7 @@ class IncomingMigration:
         res.disks.append(Disk(seed, format="raw", readonly=True, serial="cidata"))
         _match_sizes(res.disks, source.get("diskSizes") or [])
         cfg = launch_config(vm, self.uid, res, accelerator=accel, address=address, host=host)
+        cfg.vmstate = await prep.vmstate_disk()
         cfg.incoming = True
         self.qemu = QemuProcess(self.run_dir, self.uid)
         await self.qemu.launch(cfg)

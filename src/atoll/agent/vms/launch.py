@@ -140,6 +140,11 @@ class LaunchPreparer:
             (boot.parent / (boot.name + ".tmp")).rename(boot)
         return Disk(boot, format="qcow2", serial="boot")
 
+    async def vmstate_disk(self) -> Path:
+        """The VM's hidden vmstate qcow2 (1 MiB of virtual size: a snapshot's RAM goes in
+        its vmstate area, beyond that), made once."""
+        return await vmstate_disk(self.qemu_img, self.disks)
+
     async def volumes(self, vm: dict[str, Any], ns: str) -> list[Disk]:
         """PersistentVolumeClaims as extra disks, each on its bound PV's backing.
 
@@ -283,6 +288,17 @@ def interface_request(vm: dict[str, Any],
                            f"spec.network.interfaces[0].gateway4: {gw} is not this host's pod "
                            f"network gateway {gateway}; leave it out or set it to that")
     return InterfaceRequest(ip=ip, route=route)
+
+
+async def vmstate_disk(qemu_img: str, disks: Path) -> Path:
+    path = disks / "vmstate.qcow2"
+    if not path.exists():
+        disks.mkdir(parents=True, exist_ok=True)
+        tmp = disks / "vmstate.qcow2.tmp"
+        await _run([qemu_img, "create", "-q", "-f", "qcow2", str(tmp), "1M"], n.STORAGE_READY,
+                   "VMStateDiskFailed")
+        tmp.rename(path)
+    return path
 
 
 def launch_config(vm: dict[str, Any], uid: str, res: Resources, *, accelerator: str,

@@ -472,8 +472,10 @@ class VMWorker:
         klass = self.spec.get("className", "")
         log.info("vm %s: class %s (%d vCPU, %d MiB), %s", self.key, klass, res.cpus,
                  res.memory_mib, self.accel)
-        return launch_config(self.vm, self.uid, res, accelerator=self.accel,
-                             address=self.address, host=host)
+        cfg = launch_config(self.vm, self.uid, res, accelerator=self.accel,
+                            address=self.address, host=host)
+        cfg.vmstate = await self.launch.vmstate_disk()
+        return cfg
 
     async def _learn_protection(self) -> None:
         """Remember (while the API answers) whether HA protects this VM, for fencing."""
