@@ -136,3 +136,36 @@ def test_bad_groups_are_refused_with_the_field(platform: Platform, namespace: st
                                "-p", '[{"op": "remove", "path": "/spec/powerState"}]',
                                check=False)
     assert emptied.returncode != 0 and "spec.powerState" in emptied.stderr, emptied.stderr
+
+
+def test_anti_affinity_keeps_group_members_apart(platform: Platform, namespace: str,
+                                                 tiny_image: str) -> None:  # noqa: F811
+    """One host here: the second member that must not share a host with the first waits,
+    with the reason, until the first is gone; affinity outside a group is refused."""
+    def member(name: str, **spec: Any) -> str:
+        return json.dumps({"apiVersion": f"{GROUP}/v1alpha5", "kind": "VirtualMachine",
+                           "metadata": {"name": name, "namespace": namespace,
+                                        "labels": {"app": "db"}},
+                           "spec": {"className": "best-effort-xsmall", "imageName": tiny_image,
+                                    "powerState": "PoweredOff", **spec}})
+    apart = {"vmAntiAffinity": {"requiredDuringSchedulingPreferredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "db"}},
+         "topologyKey": "kubernetes.io/hostname"}]}}
+    platform.kubectl("apply", "-f", "-", input=member("db-1", groupName="pair"))
+    wait_until("db-1 placed", lambda: (get(platform, "vm", namespace, "db-1")["metadata"].get(
+        "labels") or {}).get("vmoperator.atoll.dev/host"), timeout=60, interval=0.3)
+    platform.kubectl("apply", "-f", "-", input=member("db-2", groupName="pair", affinity=apart))
+
+    def placement_of(name: str) -> dict[str, Any]:
+        return next((c for c in (get(platform, "vm", namespace, name).get("status") or {})
+                     .get("conditions") or []
+                     if c["type"] == "VirtualMachineConditionPlacementReady"), {})
+    waiting = wait_until("db-2 kept apart", lambda: (lambda c: c if c.get("reason") ==
+                                                     "AffinityRulesNotMet" else None)(
+        placement_of("db-2")), timeout=60, interval=0.3)
+    assert "anti-affinity" in waiting["message"], waiting
+    platform.kubectl("delete", "vm", "db-1", "-n", namespace, "--wait=true", timeout=120)
+    wait_until("db-2 placed once db-1 is gone", lambda: placement_of("db-2").get("status") ==
+               "True", timeout=60, interval=0.3)
+    out = platform.kubectl("apply", "-f", "-", check=False, input=member("loner", affinity=apart))
+    assert out.returncode != 0 and "spec.affinity" in out.stderr, out.stderr

@@ -50,8 +50,27 @@ class VirtualMachineStrategy(Strategy):
         if spec.get("nextRestartTime") not in (None, ""):
             causes.append(errors.invalid_value("spec.nextRestartTime", spec["nextRestartTime"],
                                                "can only be set on update, to \"now\""))
+        causes += self.validate(rt, obj)
         if causes:
             raise errors.invalid(rt.kind, obj["metadata"].get("name", ""), causes, rt.group)
+
+    def validate(self, rt, obj):  # type: ignore[no-untyped-def]
+        """Affinity terms are for VirtualMachineGroup members (upstream's rule)."""
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        if spec.get("affinity") and not spec.get("groupName"):
+            return [errors.invalid_value("spec.affinity", "(the terms)",
+                                         "only a VirtualMachineGroup member (spec.groupName) "
+                                         "may have affinity rules")]
+        return []
+
+    def validate_update(self, svc, rt, old, new):  # type: ignore[no-untyped-def]
+        changed = (new.get("spec") or {}).get("affinity") != (old.get("spec") or {}).get(
+            "affinity") or (new.get("spec") or {}).get("groupName") != (
+            old.get("spec") or {}).get("groupName")
+        causes = (self.validate(rt, new) if changed else []) + \
+            self.validate_transition(rt, old, new)
+        if causes:
+            raise errors.invalid(rt.kind, new["metadata"].get("name", ""), causes, rt.group)
 
     def prepare_update(self, rt, old, new, subresource=""):  # type: ignore[no-untyped-def]
         """``nextRestartTime: now`` (any case, as upstream) becomes the time of this request,

@@ -45,7 +45,7 @@ from atoll.client.events import NORMAL
 from atoll.controllers import capacity
 from atoll.controllers.capacity import Resources
 from atoll.controllers.vmoperator import drsscoring as score
-from atoll.controllers.vmoperator import placement
+from atoll.controllers.vmoperator import placement, vmaffinity
 from atoll.controllers.vmoperator import volumes as vmvolumes
 from atoll.controllers.vmoperator.evacuation import REASON_LABEL
 from atoll.controllers.vmoperator.migration import by_vm
@@ -238,7 +238,8 @@ class DRSController(Controller):
             return f"{target} does not run {accel} guests"
         klass = self.classes.get(capacity.vm_class_key(vm))
         want = placement.demand(klass) if klass else placement.Demand(1, 0)
-        decision = placement.place(want, [node], self._requested)
+        decision = placement.place(want, [node], self._requested, rule=vmaffinity.rule(
+            vm, self.vms.by_index(ix.NAMESPACE, vm["metadata"]["namespace"]), self.nodes.get))
         return "" if decision.host == target else decision.message
 
     def _requested(self, host: str) -> Resources:

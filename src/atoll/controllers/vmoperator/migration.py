@@ -34,7 +34,7 @@ from atoll.client.events import NORMAL, WARNING
 from atoll.client.status import patch_with_retry
 from atoll.controllers import capacity
 from atoll.controllers.capacity import Resources
-from atoll.controllers.vmoperator import migrationpolicy, placement
+from atoll.controllers.vmoperator import migrationpolicy, placement, vmaffinity
 from atoll.controllers.vmoperator import volumes as vmvolumes
 from atoll.controllers.volume import binder
 from atoll.controllers.volume.binder import LOCAL_PROVISIONER
@@ -242,7 +242,8 @@ class MigrationController(Controller):
                       or {}).get(n.ACCELERATOR_LABEL, accel) == accel]
         if others and not same_accel:
             return None, f"no other host runs guests with {accel}, as {source} does"
-        decision = placement.place(want, same_accel, self._requested)
+        decision = placement.place(want, same_accel, self._requested, rule=vmaffinity.rule(
+            vm, self.vms.by_index(ix.NAMESPACE, vm["metadata"]["namespace"]), self.nodes.get))
         return decision.host, decision.message
 
     def _requested(self, host: str) -> Resources:

@@ -28,6 +28,8 @@ from atoll.controllers.volume import binder
 NO_HOSTS, INSUFFICIENT, SATISFIED = "NoAvailableHosts", "InsufficientResources", \
     "PlacementSatisfied"
 VOLUME_CONFLICT = "VolumeNodeAffinityConflict"
+#: the VM's affinity or anti-affinity rules leave no host
+AFFINITY = "AffinityRulesNotMet"
 
 #: (claim name, the PersistentVolume it is bound to) for each of a VM's bound claims
 BoundVolumes = Iterable[tuple[str, dict[str, Any]]]
@@ -107,11 +109,14 @@ def volume_conflicts(node: dict[str, Any], volumes: BoundVolumes) -> list[str]:
 
 
 def place(want: Demand, nodes: list[dict[str, Any]], requested: Requested,
-          volumes: BoundVolumes = ()) -> Decision:
+          volumes: BoundVolumes = (),
+          rule: Callable[[dict[str, Any]], str] | None = None) -> Decision:
+    """The host for a VM of ``want``'s size: ``rule`` (its affinity terms, ``vmaffinity``)
+    says why a host may not take it, "" when it may."""
     volumes = list(volumes)
     candidates: list[tuple[int, int, str]] = []
     why: list[str] = []
-    pinned_out = 0
+    pinned_out = ruled_out = 0
     for node in nodes:
         name = node["metadata"]["name"]
         if conflicts := volume_conflicts(node, volumes):
@@ -120,6 +125,10 @@ def place(want: Demand, nodes: list[dict[str, Any]], requested: Requested,
             continue
         if reason := usable(node):
             why.append(f"{name}: {reason}")
+            continue
+        if rule is not None and (reason := rule(node)):
+            why.append(f"{name}: {reason}")
+            ruled_out += 1
             continue
         hardware = capacity.node_capacity(node)
         if want.memory > hardware.memory:
@@ -150,6 +159,10 @@ def place(want: Demand, nodes: list[dict[str, Any]], requested: Requested,
         return Decision(None, VOLUME_CONFLICT if not allowed else INSUFFICIENT,
                         "the VM's volumes allow only hosts that cannot take it: " +
                         "; ".join(allowed or why))
+    if ruled_out and all(": not Ready" in w or ": unschedulable" in w or ": taint" in w or
+                         "affinity" in w for w in why):
+        return Decision(None, AFFINITY, "no host meets the VM's affinity rules: " +
+                        "; ".join(why))
     if all(": not Ready" in w or ": unschedulable" in w or ": taint" in w for w in why):
         return Decision(None, NO_HOSTS, "no host can take VMs: " + "; ".join(why))
     return Decision(None, INSUFFICIENT, "no host has room: " + "; ".join(why))

@@ -26,7 +26,7 @@ from atoll.client.events import NORMAL, WARNING
 from atoll.client.status import patch_with_retry, with_finalizer, without_finalizer
 from atoll.controllers import capacity
 from atoll.controllers.capacity import Resources
-from atoll.controllers.vmoperator import placement
+from atoll.controllers.vmoperator import placement, vmaffinity
 from atoll.controllers.vmoperator import volumes as vmvolumes
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class VirtualMachineController(Controller):
         self.cluster_images = b.watches(n.GROUP, n.VERSION, "clustervirtualmachineimages",
                                         self._unplaced, indexers=images)
         self.nodes = b.watches("", "v1", "nodes", self._on_node)
+        b.watches(n.GROUP, n.VERSION, "virtualmachines", self._affinity_peers)
         #: what pods request on a host (placement counts them as the scheduler does)
         self.pods = b.reads("", "v1", "pods", indexers={ix.NODE_NAME: ix.by_node_name})
         #: the VMs' claims: their bound volumes pin placement; status.volumes follows them
@@ -91,6 +92,18 @@ class VirtualMachineController(Controller):
 
     def _unplaced(self, kind: str, obj: dict[str, Any], old: dict[str, Any] | None) -> set[str]:
         return self.vms.index_keys(capacity.VM_HOST, "")
+
+    def _affinity_peers(self, kind: str, vm: dict[str, Any], old: dict[str, Any] | None
+                        ) -> set[str]:
+        """A VM placed, moved or gone may satisfy (or free) another's affinity terms: the
+        unplaced VMs of its namespace look again."""
+        ns = vm["metadata"].get("namespace", "")
+        return {k for k in self.vms.index_keys(capacity.VM_HOST, "")
+                if k.startswith(f"{ns}/")}
+
+    def _affinity(self, vm: dict[str, Any]) -> vmaffinity.Rule | None:
+        return vmaffinity.rule(vm, self.vms.by_index(ix.NAMESPACE, vm["metadata"]["namespace"]),
+                               self.nodes.get)
 
     def _vms_of_claim(self, kind: str, claim: dict[str, Any],
                       old: dict[str, Any] | None) -> set[str]:
@@ -147,7 +160,8 @@ class VirtualMachineController(Controller):
             decision = placement.place(placement.demand(klass), self.nodes.list(),
                                        self._requested,
                                        vmvolumes.bound_volumes(vm, self.claims.get,
-                                                               self.volumes.get))
+                                                               self.volumes.get),
+                                       self._affinity(vm))
             updates.append(cond.condition(n.PLACEMENT_READY, decision.host is not None,
                                           decision.reason, decision.message))
         elif host:
@@ -203,7 +217,8 @@ class VirtualMachineController(Controller):
                                    [nd for nd in self.nodes.list()
                                     if nd["metadata"]["name"] != host], self._requested,
                                    vmvolumes.bound_volumes(vm, self.claims.get,
-                                                           self.volumes.get))
+                                                           self.volumes.get),
+                                   self._affinity(vm))
         if not decision.host:
             self.events.record(vm, WARNING, "HARestartFailed",
                                f"host {host} is unreachable and no other host can take the VM: "
