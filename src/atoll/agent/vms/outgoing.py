@@ -36,8 +36,11 @@ QEMU_MAX_BANDWIDTH, QEMU_DOWNTIME_LIMIT = 128 * 1024 * 1024, 300
 class OutgoingMigration:
     def __init__(self, client: ApiClient, mig: dict[str, Any], qemu: Callable[[], QemuProcess],
                  identity: Callable[[], dict[str, Any]],
-                 on_completed: Callable[[str], None], marker: Path) -> None:
+                 on_completed: Callable[[str], None], marker: Path,
+                 ready: asyncio.Event | None = None) -> None:
         self.client = client
+        #: the worker has adopted the QEMU a previous agent left (or found none)
+        self.ready = ready
         self.mig = mig
         #: names the migration this QEMU's outgoing stream belongs to: after an agent restart,
         #: QEMU's own migration state is ours only if it says this one (an arrived VM's QEMU
@@ -66,6 +69,8 @@ class OutgoingMigration:
 
     async def _run(self) -> None:
         try:
+            if self.ready is not None:
+                await self.ready.wait()  # a restarted agent: QMP first, then the migration
             while True:
                 await self._changed.wait()
                 self._changed.clear()

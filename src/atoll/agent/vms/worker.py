@@ -109,6 +109,9 @@ class VMWorker:
         #: a live migration away from this host under way, and the host it went to once the
         #: guest runs there (this paused copy must then never run again)
         self.outgoing: OutgoingMigration | None = None
+        #: set once the worker has looked for (and adopted) a QEMU left by the previous agent:
+        #: a migration this agent picks up mid-copy waits for its QMP connection
+        self.adopted = asyncio.Event()
         self.migrated_to = ""
         #: the VM's snapshots and reverts (agent/vms/snapshots.py), taken inside ``sync``
         self.snapshots: Any = None
@@ -167,7 +170,8 @@ class VMWorker:
         if m.phase(mig) in m.TERMINAL:
             return
         self.outgoing = OutgoingMigration(self.client, mig, lambda: self.qemu, self._identity,
-                                          self._migrated, self.run / "migration-out")
+                                          self._migrated, self.run / "migration-out",
+                                          ready=self.adopted)
         self.outgoing.start()
 
     def _identity(self) -> dict[str, Any]:
@@ -209,7 +213,10 @@ class VMWorker:
 
     async def _loop(self) -> None:
         try:
-            await self._adopt()
+            try:
+                await self._adopt()
+            finally:
+                self.adopted.set()
             while True:
                 await self._wake.wait()
                 self._wake.clear()
